@@ -1,0 +1,416 @@
+//! Authentication: argon2id password hashing on a bounded blocking pool, session tokens,
+//! and login throttling.
+//!
+//! This is the only module that can construct an [`AuthedUser`]; request handlers that need
+//! an identity take one as a parameter, so nothing can be served before login by mistake.
+//! Argon2 never runs on a runtime worker thread: every hash and verify goes through
+//! `spawn_blocking` behind a semaphore, so a flood of logins queues instead of starving
+//! message delivery. Unknown users are verified against a dummy hash so that "no such user"
+//! and "wrong password" cost the same and answer the same.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::protocol::{Secret, Username};
+use crate::store::{Store, StoreError};
+
+/// argon2id memory cost in KiB (OWASP minimum: 19 MiB).
+pub const ARGON2_M_KIB: u32 = 19 * 1024;
+/// argon2id iterations (OWASP minimum: 2).
+pub const ARGON2_T: u32 = 2;
+/// argon2id parallelism.
+pub const ARGON2_P: u32 = 1;
+/// Shortest accepted password, in characters.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Longest accepted password, in bytes (bounds the hashing work per attempt).
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Failed logins per account allowed before backoff starts.
+pub const FREE_FAILURES_PER_ACCOUNT: u32 = 5;
+/// Failed logins per source address allowed before backoff starts.
+pub const FREE_FAILURES_PER_ADDRESS: u32 = 20;
+/// First backoff delay; it doubles with every further failure.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest backoff delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(15 * 60);
+/// A throttle entry is forgotten this long after its last failure.
+const THROTTLE_MEMORY: Duration = Duration::from_secs(60 * 60);
+/// Most throttle entries kept; the oldest quiet ones are dropped beyond this.
+const THROTTLE_MAX_ENTRIES: usize = 100_000;
+
+/// Errors a login or token check can end in.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid user name or password")]
+    InvalidCredentials,
+    #[error("this account is disabled")]
+    AccountDisabled,
+    #[error("the session token is invalid or was revoked")]
+    InvalidToken,
+    #[error("too many failed attempts; retry in {} s", .retry_after.as_secs().max(1))]
+    RateLimited { retry_after: Duration },
+    #[error("password must be at least {MIN_PASSWORD_CHARS} characters")]
+    PasswordTooShort,
+    #[error("password must be at most {MAX_PASSWORD_BYTES} bytes")]
+    PasswordTooLong,
+    #[error("password hashing failed")]
+    Hashing,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An authenticated connection's identity. Only this module can make one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthedUser {
+    user_id: i64,
+    name: String,
+    device_id: i64,
+}
+
+impl AuthedUser {
+    /// The account's id.
+    pub fn user_id(&self) -> i64 {
+        self.user_id
+    }
+    /// The account's (normalised) name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The device (login) this connection authenticated as.
+    pub fn device_id(&self) -> i64 {
+        self.device_id
+    }
+}
+
+/// argon2id hashing, bounded to a fixed number of concurrent blocking jobs.
+#[derive(Clone)]
+pub struct Hasher {
+    permits: Arc<Semaphore>,
+    dummy_hash: Arc<str>,
+}
+
+impl Hasher {
+    /// A hasher running at most `parallel` argon2 jobs at once.
+    pub async fn new(parallel: usize) -> Result<Hasher, AuthError> {
+        let permits = Arc::new(Semaphore::new(parallel.max(1)));
+        let mut salt = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut salt);
+        let dummy_pw = Secret::new(hex::encode(salt));
+        let dummy_hash = run_blocking(&permits, move || hash_now(&dummy_pw)).await??;
+        Ok(Hasher {
+            permits,
+            dummy_hash: dummy_hash.into(),
+        })
+    }
+
+    /// Hashes a new password after checking its length.
+    pub async fn hash(&self, password: &Secret) -> Result<String, AuthError> {
+        check_password_policy(password)?;
+        let pw = password.clone();
+        run_blocking(&self.permits, move || hash_now(&pw)).await?
+    }
+
+    /// Verifies a password against a stored hash, or against the dummy hash when there is
+    /// none (so that unknown accounts cost the same). Returns false in the dummy case.
+    pub async fn verify(&self, hash: Option<&str>, password: &Secret) -> Result<bool, AuthError> {
+        let real = hash.is_some();
+        let hash: String = hash.unwrap_or(&self.dummy_hash).to_string();
+        let pw = password.clone();
+        let ok = run_blocking(&self.permits, move || {
+            let Ok(parsed) = PasswordHash::new(&hash) else {
+                return false;
+            };
+            argon2()
+                .verify_password(pw.expose().as_bytes(), &parsed)
+                .is_ok()
+        })
+        .await?;
+        Ok(ok && real)
+    }
+}
+
+/// Refuses passwords outside the accepted length range.
+pub fn check_password_policy(password: &Secret) -> Result<(), AuthError> {
+    if password.expose().chars().count() < MIN_PASSWORD_CHARS {
+        return Err(AuthError::PasswordTooShort);
+    }
+    if password.expose().len() > MAX_PASSWORD_BYTES {
+        return Err(AuthError::PasswordTooLong);
+    }
+    Ok(())
+}
+
+fn argon2() -> Argon2<'static> {
+    // The constants are within argon2's documented ranges, so `Params::new` cannot fail.
+    let params = Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, None).expect("valid argon2 params");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+fn hash_now(password: &Secret) -> Result<String, AuthError> {
+    let mut salt = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(|_| AuthError::Hashing)?;
+    argon2()
+        .hash_password(password.expose().as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|_| AuthError::Hashing)
+}
+
+async fn run_blocking<T: Send + 'static>(
+    permits: &Arc<Semaphore>,
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AuthError> {
+    let _permit = permits.acquire().await.map_err(|_| AuthError::Hashing)?;
+    tokio::task::spawn_blocking(job)
+        .await
+        .map_err(|_| AuthError::Hashing)
+}
+
+/// A fresh session token (256 random bits, base64url) and the hash under which it is stored.
+pub fn new_token() -> (Secret, [u8; 32]) {
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let hash = hash_token(&token);
+    (Secret::new(token), hash)
+}
+
+/// The stored form of a token: its SHA-256.
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Login and token checks against the store, with throttling.
+#[derive(Clone)]
+pub struct Auth {
+    store: Store,
+    hasher: Hasher,
+    throttle: Arc<Mutex<Throttle>>,
+}
+
+impl Auth {
+    /// Builds the authenticator.
+    pub fn new(store: Store, hasher: Hasher) -> Auth {
+        Auth {
+            store,
+            hasher,
+            throttle: Arc::new(Mutex::new(Throttle::default())),
+        }
+    }
+
+    /// Password login from `peer`. On success a new device is registered and its token
+    /// returned (the token is shown once; only its hash is stored).
+    pub async fn login(
+        &self,
+        user: &str,
+        password: &Secret,
+        device_name: &str,
+        peer: IpAddr,
+    ) -> Result<(AuthedUser, Secret), AuthError> {
+        let account_key = format!("u:{}", user.to_ascii_lowercase());
+        let address_key = format!("a:{}", address_bucket(peer));
+        if let Some(retry_after) = self.throttled(&account_key, &address_key) {
+            return Err(AuthError::RateLimited { retry_after });
+        }
+        let creds = match Username::parse(user) {
+            Ok(name) => self.store.credentials(&name).await?,
+            Err(_) => None,
+        };
+        let ok = if password.expose().len() > MAX_PASSWORD_BYTES {
+            false
+        } else {
+            self.hasher
+                .verify(creds.as_ref().map(|c| c.password_hash.as_str()), password)
+                .await?
+        };
+        let Some(creds) = creds.filter(|_| ok) else {
+            self.record_failure(&account_key, &address_key);
+            return Err(AuthError::InvalidCredentials);
+        };
+        self.record_success(&account_key);
+        if creds.disabled {
+            return Err(AuthError::AccountDisabled);
+        }
+        let (token, hash) = new_token();
+        let device_name: String = device_name.chars().take(64).collect();
+        let device_id = self
+            .store
+            .create_device(creds.user_id, &hash, &device_name)
+            .await?;
+        Ok((
+            AuthedUser {
+                user_id: creds.user_id,
+                name: creds.name,
+                device_id,
+            },
+            token,
+        ))
+    }
+
+    /// Authenticates with a session token.
+    pub async fn resume(&self, token: &Secret) -> Result<AuthedUser, AuthError> {
+        let record = self
+            .store
+            .device_by_token(&hash_token(token.expose()))
+            .await?
+            .ok_or(AuthError::InvalidToken)?;
+        if record.disabled {
+            return Err(AuthError::AccountDisabled);
+        }
+        Ok(AuthedUser {
+            user_id: record.user_id,
+            name: record.user_name,
+            device_id: record.device_id,
+        })
+    }
+
+    /// Revokes the device of an authenticated connection.
+    pub async fn logout(&self, user: &AuthedUser) -> Result<(), AuthError> {
+        self.store.delete_device(user.device_id).await?;
+        Ok(())
+    }
+
+    fn throttled(&self, account_key: &str, address_key: &str) -> Option<Duration> {
+        let throttle = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        [account_key, address_key]
+            .iter()
+            .filter_map(|k| throttle.blocked_for(k, now))
+            .max()
+    }
+
+    fn record_failure(&self, account_key: &str, address_key: &str) {
+        let mut throttle = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        throttle.fail(account_key, FREE_FAILURES_PER_ACCOUNT, now);
+        throttle.fail(address_key, FREE_FAILURES_PER_ADDRESS, now);
+    }
+
+    fn record_success(&self, account_key: &str) {
+        let mut throttle = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+        throttle.entries.remove(account_key);
+    }
+}
+
+/// IPv4 addresses are throttled one by one; IPv6 by /64, the usual allocation to one host.
+fn address_bucket(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
+/// Failure counters with exponential backoff.
+#[derive(Default)]
+struct Throttle {
+    entries: HashMap<String, ThrottleEntry>,
+}
+
+struct ThrottleEntry {
+    failures: u32,
+    blocked_until: Instant,
+    last_failure: Instant,
+}
+
+impl Throttle {
+    fn blocked_for(&self, key: &str, now: Instant) -> Option<Duration> {
+        let e = self.entries.get(key)?;
+        (e.blocked_until > now).then(|| e.blocked_until - now)
+    }
+
+    fn fail(&mut self, key: &str, free: u32, now: Instant) {
+        if self.entries.len() >= THROTTLE_MAX_ENTRIES {
+            self.entries
+                .retain(|_, e| now.duration_since(e.last_failure) < THROTTLE_MEMORY / 4);
+        }
+        let e = self
+            .entries
+            .entry(key.to_string())
+            .or_insert(ThrottleEntry {
+                failures: 0,
+                blocked_until: now,
+                last_failure: now,
+            });
+        if now.duration_since(e.last_failure) > THROTTLE_MEMORY {
+            e.failures = 0;
+        }
+        e.failures += 1;
+        e.last_failure = now;
+        if e.failures > free {
+            let exp = (e.failures - free - 1).min(20);
+            let delay = BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX);
+            e.blocked_until = now + delay;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_starts_after_free_failures_and_doubles() {
+        let mut t = Throttle::default();
+        let now = Instant::now();
+        for _ in 0..FREE_FAILURES_PER_ACCOUNT {
+            t.fail("u:x", FREE_FAILURES_PER_ACCOUNT, now);
+        }
+        assert_eq!(t.blocked_for("u:x", now), None);
+        t.fail("u:x", FREE_FAILURES_PER_ACCOUNT, now);
+        assert_eq!(t.blocked_for("u:x", now), Some(BACKOFF_BASE));
+        t.fail("u:x", FREE_FAILURES_PER_ACCOUNT, now);
+        assert_eq!(t.blocked_for("u:x", now), Some(BACKOFF_BASE * 2));
+        for _ in 0..40 {
+            t.fail("u:x", FREE_FAILURES_PER_ACCOUNT, now);
+        }
+        assert_eq!(t.blocked_for("u:x", now), Some(BACKOFF_MAX));
+    }
+
+    #[test]
+    fn tokens_are_long_random_and_hashed() {
+        let (a, ha) = new_token();
+        let (b, hb) = new_token();
+        assert_ne!(a, b);
+        assert_ne!(ha, hb);
+        assert!(a.expose().len() >= 43);
+        assert_eq!(hash_token(a.expose()), ha);
+    }
+
+    #[test]
+    fn short_passwords_are_refused() {
+        assert!(matches!(
+            check_password_policy(&Secret::new("1234567")),
+            Err(AuthError::PasswordTooShort)
+        ));
+        assert!(check_password_policy(&Secret::new("12345678")).is_ok());
+    }
+
+    #[tokio::test]
+    async fn hashes_verify_and_unknown_users_never_do() {
+        let h = Hasher::new(1).await.unwrap();
+        let pw = Secret::new("correct horse");
+        let hash = h.hash(&pw).await.unwrap();
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        assert!(h.verify(Some(&hash), &pw).await.unwrap());
+        assert!(!h
+            .verify(Some(&hash), &Secret::new("wrong horse"))
+            .await
+            .unwrap());
+        assert!(!h.verify(None, &pw).await.unwrap());
+    }
+}

@@ -1,0 +1,303 @@
+//! `chatd`: run the server, and the operator's admin commands.
+//!
+//! Admin commands open the same database as the server (SQLite in WAL mode allows that while
+//! the server runs). Changes that end sessions bump the auth epoch, which the running server
+//! polls, so a disabled, deleted or revoked user's connections close within a second.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{check_password_policy, Hasher};
+use crate::config::{self, FileConfig, Overrides};
+use crate::protocol::{Secret, Username};
+use crate::server::Server;
+use crate::store::{Durability, Store};
+
+/// chatd: a self-hosted, encrypted, authenticated chat server.
+#[derive(Debug, Parser)]
+#[command(name = "chatd", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Args)]
+struct Common {
+    /// TOML config file (keys: listen, db, cert_dir, tls_cert, tls_key, tls_names,
+    /// durability, max_body_bytes, max_connections, idle_timeout_secs, auth_timeout_secs).
+    #[arg(long, global = true, env = "CHATD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// SQLite database file [default: chatd.db].
+    #[arg(long, global = true, env = "CHATD_DB", value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// Directory of the server's certificate and key [default: certs].
+    #[arg(long, global = true, env = "CHATD_CERT_DIR", value_name = "DIR")]
+    cert_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (first start makes the key, certificate and database).
+    Serve(ServeArgs),
+    /// Print the SHA-256 fingerprint of the server's public key (what clients pin).
+    Fingerprint(TlsArgs),
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on [default: 0.0.0.0:7667].
+    #[arg(long, env = "CHATD_LISTEN", value_name = "ADDR")]
+    listen: Option<String>,
+    /// Durability of each commit: full (default) or normal ("may lose the last moments on
+    /// power loss").
+    #[arg(long, env = "CHATD_DURABILITY", value_name = "MODE")]
+    durability: Option<Durability>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+#[derive(Debug, Args)]
+struct TlsArgs {
+    /// Extra DNS name or address for a generated certificate (repeatable).
+    #[arg(long = "tls-name", value_name = "NAME")]
+    tls_names: Vec<String>,
+    /// Operator-provided certificate chain (PEM), e.g. Let's Encrypt's fullchain.pem.
+    #[arg(long, env = "CHATD_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// Operator-provided private key (PEM); must not be world-readable.
+    #[arg(long, env = "CHATD_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create an account (asks for the password twice, or reads one line with --password-stdin).
+    Add(PasswordArgs),
+    /// List accounts.
+    List {
+        /// One JSON object per account and line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a password (ends every session of the account).
+    Passwd(PasswordArgs),
+    /// Disable an account: its connections close and it cannot log in.
+    Disable { name: String },
+    /// Re-enable a disabled account.
+    Enable { name: String },
+    /// Delete an account (its name stays reserved; others' history keeps its messages).
+    Del { name: String },
+    /// End every session (device token) of an account.
+    Revoke { name: String },
+}
+
+#[derive(Debug, Args)]
+struct PasswordArgs {
+    name: String,
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+/// Runs a parsed `chatd` command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let file = FileConfig::load(cli.common.config.as_deref())?;
+    let mut flags = Overrides {
+        db: cli.common.db.clone(),
+        cert_dir: cli.common.cert_dir.clone(),
+        ..Overrides::default()
+    };
+    match cli.command {
+        Command::Serve(args) => {
+            flags.listen = args.listen;
+            flags.durability = args.durability;
+            apply_tls(&mut flags, args.tls);
+            serve(config::resolve(&flags, &file)?).await
+        }
+        Command::Fingerprint(tls) => {
+            apply_tls(&mut flags, tls);
+            let resolved = config::resolve(&flags, &file)?;
+            let identity = resolved.options.identity.load_or_create()?;
+            println!("{}", identity.fingerprint);
+            Ok(())
+        }
+        Command::User(cmd) => {
+            let resolved = config::resolve(&flags, &file)?;
+            let store = Store::open(&resolved.options.db, resolved.options.durability).await?;
+            let result = user_command(&store, cmd).await;
+            store.close().await;
+            result
+        }
+    }
+}
+
+fn apply_tls(flags: &mut Overrides, tls: TlsArgs) {
+    flags.tls_names = tls.tls_names;
+    flags.tls_cert = tls.tls_cert;
+    flags.tls_key = tls.tls_key;
+}
+
+async fn serve(resolved: config::Resolved) -> Result<()> {
+    let server = Server::start(&resolved.options).await?;
+    let listener = tokio::net::TcpListener::bind(resolved.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", resolved.listen))?;
+    let local = listener.local_addr()?;
+    tracing::info!(
+        listen = %local,
+        fingerprint = %server.fingerprint(),
+        db = %resolved.options.db.display(),
+        durability = %resolved.options.durability,
+        "chatd started"
+    );
+    // Two plain lines on stdout for scripts and newcomers: where, and which key to pin.
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "chatd listening on {local}")?;
+    writeln!(out, "fingerprint {}", server.fingerprint())?;
+    out.flush()?;
+    drop(out);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    server.run(listener, shutdown).await;
+    Ok(())
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    shutdown.cancel();
+}
+
+async fn user_command(store: &Store, cmd: UserCommand) -> Result<()> {
+    match cmd {
+        UserCommand::Add(args) => {
+            let name = parse_name(&args.name)?;
+            let password = read_new_password(args.password_stdin)?;
+            let hash = Hasher::new(1).await?.hash(&password).await?;
+            store.create_user(&name, &hash).await?;
+            println!("created user {name}");
+        }
+        UserCommand::List { json } => {
+            let users = store.list_users().await?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                for u in users {
+                    writeln!(out, "{}", serde_json::to_string(&u)?)?;
+                }
+            } else if users.is_empty() {
+                writeln!(out, "no users; add one with: chatd user add NAME")?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<32} {:<8} {:>7}  CREATED",
+                    "NAME", "STATUS", "DEVICES"
+                )?;
+                for u in users {
+                    let status = if u.disabled { "disabled" } else { "active" };
+                    writeln!(
+                        out,
+                        "{:<32} {:<8} {:>7}  {}",
+                        u.name, status, u.devices, u.created_at
+                    )?;
+                }
+            }
+        }
+        UserCommand::Passwd(args) => {
+            let name = parse_name(&args.name)?;
+            if store.find_user(&name).await?.is_none() {
+                bail!("no such user: {name}");
+            }
+            let password = read_new_password(args.password_stdin)?;
+            let hash = Hasher::new(1).await?.hash(&password).await?;
+            store.set_password(&name, &hash).await?;
+            println!("password changed for {name}; existing sessions ended");
+        }
+        UserCommand::Disable { name } => {
+            let name = parse_name(&name)?;
+            store.set_disabled(&name, true).await?;
+            println!("disabled {name}");
+        }
+        UserCommand::Enable { name } => {
+            let name = parse_name(&name)?;
+            store.set_disabled(&name, false).await?;
+            println!("enabled {name}");
+        }
+        UserCommand::Del { name } => {
+            let name = parse_name(&name)?;
+            store.delete_user(&name).await?;
+            println!("deleted {name}");
+        }
+        UserCommand::Revoke { name } => {
+            let name = parse_name(&name)?;
+            let n = store.revoke_user(&name).await?;
+            println!("revoked {n} session(s) of {name}");
+        }
+    }
+    Ok(())
+}
+
+fn parse_name(name: &str) -> Result<Username> {
+    Username::parse(name).with_context(|| format!("invalid user name {name:?}"))
+}
+
+/// Reads a new password: one line of stdin with `--password-stdin`, otherwise asked twice on
+/// the terminal without echo.
+fn read_new_password(from_stdin: bool) -> Result<Secret> {
+    let password = if from_stdin {
+        read_password_line()?
+    } else {
+        if !std::io::stdin().is_terminal() {
+            bail!("no terminal to ask for the password on; pipe it with --password-stdin");
+        }
+        let first = rpassword::prompt_password("new password: ").context("cannot read password")?;
+        let second = rpassword::prompt_password("again: ").context("cannot read password")?;
+        if first != second {
+            bail!("the passwords do not match");
+        }
+        Secret::new(first)
+    };
+    check_password_policy(&password)?;
+    Ok(password)
+}
+
+/// Reads one line of standard input as a password (without the line ending).
+pub fn read_password_line() -> Result<Secret> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let trimmed = line.strip_suffix('\n').unwrap_or(&line);
+    let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+    if trimmed.is_empty() {
+        bail!("no password on standard input");
+    }
+    Ok(Secret::new(trimmed))
+}

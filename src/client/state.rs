@@ -1,0 +1,253 @@
+//! The client's files in `$CHAT_HOME` (default: the platform config dir, e.g.
+//! `~/.config/chat`):
+//!
+//! - `known_servers`: one `host:port sha256:<hex>` line per trusted server (like ssh's
+//!   known_hosts);
+//! - `session.json` (mode 0600): the saved login — server, user, device token — and the
+//!   highest message id already shown, which makes delivery exactly-once as the user sees it.
+//!
+//! Files are replaced atomically (write to a temporary file, then rename).
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::Secret;
+use crate::tls::Fingerprint;
+
+/// Errors reading or writing the client's files.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot find a home directory for chat's files; set CHAT_HOME")]
+    NoHome,
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: line {line} is not `host:port sha256:<hex>`")]
+    BadKnownServers { path: String, line: usize },
+    #[error("{path}: unreadable session file ({reason}); run `chat login` again")]
+    BadSession { path: String, reason: String },
+}
+
+/// A saved login.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedSession {
+    /// `host:port`.
+    pub server: String,
+    pub user: String,
+    pub device_id: i64,
+    pub token: Secret,
+    /// Highest message id already shown on this device (client-side dedupe).
+    #[serde(default)]
+    pub last_seen: i64,
+}
+
+/// The directory holding the client's files.
+#[derive(Debug, Clone)]
+pub struct ChatHome {
+    dir: PathBuf,
+}
+
+impl ChatHome {
+    /// `$CHAT_HOME`, or `<config dir>/chat`.
+    pub fn from_env() -> Result<ChatHome, StateError> {
+        if let Some(dir) = std::env::var_os("CHAT_HOME").filter(|d| !d.is_empty()) {
+            return Ok(ChatHome::at(PathBuf::from(dir)));
+        }
+        let base = directories::BaseDirs::new().ok_or(StateError::NoHome)?;
+        Ok(ChatHome::at(base.config_dir().join("chat")))
+    }
+
+    /// A home at an explicit directory.
+    pub fn at(dir: impl Into<PathBuf>) -> ChatHome {
+        ChatHome { dir: dir.into() }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn known_servers_path(&self) -> PathBuf {
+        self.dir.join("known_servers")
+    }
+
+    fn session_path(&self) -> PathBuf {
+        self.dir.join("session.json")
+    }
+
+    /// The pinned key for `server` (`host:port`), if any.
+    pub fn known_pin(&self, server: &str) -> Result<Option<Fingerprint>, StateError> {
+        Ok(self
+            .read_known()?
+            .into_iter()
+            .find(|(s, _)| s == server)
+            .map(|(_, f)| f))
+    }
+
+    /// Pins `fingerprint` for `server`, replacing any earlier pin.
+    pub fn save_pin(&self, server: &str, fingerprint: Fingerprint) -> Result<(), StateError> {
+        let mut entries = self.read_known()?;
+        entries.retain(|(s, _)| s != server);
+        entries.push((server.to_string(), fingerprint));
+        let mut text = String::from("# chat: pinned server keys (host:port sha256:<hex>)\n");
+        for (s, f) in entries {
+            text.push_str(&format!("{s} {f}\n"));
+        }
+        write_atomic(
+            &self.dir,
+            &self.known_servers_path(),
+            text.as_bytes(),
+            0o600,
+        )
+    }
+
+    fn read_known(&self) -> Result<Vec<(String, Fingerprint)>, StateError> {
+        let path = self.known_servers_path();
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(StateError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        };
+        let mut out = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bad = || StateError::BadKnownServers {
+                path: path.display().to_string(),
+                line: i + 1,
+            };
+            let (server, pin) = line.split_once(char::is_whitespace).ok_or_else(bad)?;
+            let pin: Fingerprint = pin.trim().parse().map_err(|_| bad())?;
+            out.push((server.to_string(), pin));
+        }
+        Ok(out)
+    }
+
+    /// The saved login, if any.
+    pub fn load_session(&self) -> Result<Option<SavedSession>, StateError> {
+        let path = self.session_path();
+        match fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StateError::BadSession {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StateError::Io {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Saves the login (mode 0600).
+    pub fn save_session(&self, session: &SavedSession) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec_pretty(session).map_err(|e| StateError::Io {
+            path: self.session_path().display().to_string(),
+            source: std::io::Error::other(e),
+        })?;
+        write_atomic(&self.dir, &self.session_path(), &bytes, 0o600)
+    }
+
+    /// Forgets the saved login.
+    pub fn remove_session(&self) -> Result<(), StateError> {
+        match fs::remove_file(self.session_path()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StateError::Io {
+                path: self.session_path().display().to_string(),
+                source,
+            }),
+        }
+    }
+}
+
+fn write_atomic(dir: &Path, path: &Path, contents: &[u8], mode: u32) -> Result<(), StateError> {
+    let io_err = |source| StateError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(io_err)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut f = options.open(&tmp).map_err(io_err)?;
+    f.write_all(contents).map_err(io_err)?;
+    f.sync_all().map_err(io_err)?;
+    fs::rename(&tmp, path).map_err(io_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_are_saved_replaced_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = ChatHome::at(dir.path().join("chat"));
+        let a: Fingerprint = format!("sha256:{}", "11".repeat(32)).parse().unwrap();
+        let b: Fingerprint = format!("sha256:{}", "22".repeat(32)).parse().unwrap();
+        assert_eq!(home.known_pin("h:1").unwrap(), None);
+        home.save_pin("h:1", a).unwrap();
+        home.save_pin("h:2", b).unwrap();
+        home.save_pin("h:1", b).unwrap();
+        assert_eq!(home.known_pin("h:1").unwrap(), Some(b));
+        assert_eq!(home.known_pin("h:2").unwrap(), Some(b));
+    }
+
+    #[test]
+    fn session_file_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = ChatHome::at(dir.path());
+        home.save_session(&SavedSession {
+            server: "h:1".into(),
+            user: "alice".into(),
+            device_id: 3,
+            token: Secret::new("t"),
+            last_seen: 0,
+        })
+        .unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join("session.json"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(home.load_session().unwrap().unwrap().device_id, 3);
+        home.remove_session().unwrap();
+        assert!(home.load_session().unwrap().is_none());
+    }
+}

@@ -1,0 +1,193 @@
+//! Server configuration: command-line flags > environment (`CHATD_*`) > TOML config file >
+//! built-in defaults.
+//!
+//! Flags and environment are merged by clap (each flag names its variable); this module adds
+//! the config file and the defaults, and produces [`ServerOptions`]. Relative paths in the
+//! config file are taken relative to the working directory, like flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::server::{Limits, ServerOptions};
+use crate::store::Durability;
+use crate::tls::IdentitySource;
+
+/// Port `chatd` listens on by default.
+pub const DEFAULT_PORT: u16 = 7667;
+/// Default listen address: every IPv4 interface, port 7667.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:7667";
+/// Default database file.
+pub const DEFAULT_DB: &str = "chatd.db";
+/// Default certificate directory.
+pub const DEFAULT_CERT_DIR: &str = "certs";
+
+/// Errors reading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid listen address {0:?} (expected IP:PORT, e.g. 0.0.0.0:7667 or [::]:7667)")]
+    Listen(String),
+}
+
+/// The config file: every key optional.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub db: Option<PathBuf>,
+    pub cert_dir: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_names: Option<Vec<String>>,
+    pub durability: Option<Durability>,
+    pub max_body_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub idle_timeout_secs: Option<u64>,
+    pub auth_timeout_secs: Option<u64>,
+}
+
+impl FileConfig {
+    /// Reads a config file; `None` gives an empty config.
+    pub fn load(path: Option<&Path>) -> Result<FileConfig, ConfigError> {
+        let Some(path) = path else {
+            return Ok(FileConfig::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        FileConfig::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses config text.
+    pub fn parse(text: &str) -> Result<FileConfig, String> {
+        toml::from_str(text).map_err(|e| e.message().to_string())
+    }
+}
+
+/// Values given on the command line or in the environment (already merged by clap).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub db: Option<PathBuf>,
+    pub cert_dir: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_names: Vec<String>,
+    pub durability: Option<Durability>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub listen: SocketAddr,
+    pub options: ServerOptions,
+}
+
+/// Merges flags/env over the file over the defaults.
+pub fn resolve(flags: &Overrides, file: &FileConfig) -> Result<Resolved, ConfigError> {
+    let listen_text = flags
+        .listen
+        .clone()
+        .or_else(|| file.listen.clone())
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let listen: SocketAddr = listen_text
+        .parse()
+        .map_err(|_| ConfigError::Listen(listen_text.clone()))?;
+    let mut limits = Limits::default();
+    if let Some(v) = file.max_body_bytes {
+        limits.max_body = v;
+    }
+    if let Some(v) = file.max_connections {
+        limits.max_connections = v;
+    }
+    if let Some(v) = file.idle_timeout_secs {
+        limits.idle_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = file.auth_timeout_secs {
+        limits.auth_timeout = Duration::from_secs(v);
+    }
+    let mut extra_names = file.tls_names.clone().unwrap_or_default();
+    extra_names.extend(flags.tls_names.iter().cloned());
+    let options = ServerOptions {
+        db: flags
+            .db
+            .clone()
+            .or_else(|| file.db.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DB)),
+        identity: IdentitySource {
+            cert_dir: flags
+                .cert_dir
+                .clone()
+                .or_else(|| file.cert_dir.clone())
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CERT_DIR)),
+            cert_file: flags.tls_cert.clone().or_else(|| file.tls_cert.clone()),
+            key_file: flags.tls_key.clone().or_else(|| file.tls_key.clone()),
+            extra_names,
+        },
+        durability: flags.durability.or(file.durability).unwrap_or_default(),
+        limits,
+        hash_parallelism: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
+    };
+    Ok(Resolved { listen, options })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beats_defaults() {
+        let file = FileConfig::parse(
+            "listen = \"127.0.0.1:9000\"\ndb = \"/srv/chat.db\"\ndurability = \"normal\"\n",
+        )
+        .unwrap();
+        let r = resolve(&Overrides::default(), &file).unwrap();
+        assert_eq!(r.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(r.options.db, PathBuf::from("/srv/chat.db"));
+        assert_eq!(r.options.durability, Durability::Normal);
+        assert_eq!(r.options.identity.cert_dir, PathBuf::from("certs"));
+
+        let flags = Overrides {
+            listen: Some("[::1]:1234".into()),
+            ..Overrides::default()
+        };
+        let r = resolve(&flags, &file).unwrap();
+        assert_eq!(r.listen.to_string(), "[::1]:1234");
+
+        let r = resolve(&Overrides::default(), &FileConfig::default()).unwrap();
+        assert_eq!(r.listen.port(), DEFAULT_PORT);
+        assert_eq!(r.options.db, PathBuf::from(DEFAULT_DB));
+    }
+
+    #[test]
+    fn bad_config_is_refused_with_the_reason() {
+        assert!(FileConfig::parse("listen = 5").is_err());
+        assert!(FileConfig::parse("colour = \"blue\"")
+            .unwrap_err()
+            .contains("colour"));
+        let flags = Overrides {
+            listen: Some("localhost".into()),
+            ..Overrides::default()
+        };
+        assert!(matches!(
+            resolve(&flags, &FileConfig::default()),
+            Err(ConfigError::Listen(_))
+        ));
+    }
+}

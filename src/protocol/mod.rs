@@ -1,0 +1,404 @@
+//! The wire vocabulary shared by `chatd` and every client.
+//!
+//! This module owns the encoding: typed requests ([`Request`]), typed server frames
+//! ([`ServerFrame`]), the closed set of [`ErrorCode`]s, the protocol version and the
+//! size limits. Framing (length prefix + JSON) lives in [`codec`]. Nothing here knows
+//! about sockets, storage or sessions; `docs/protocol.md` describes the same types for
+//! people writing clients in other languages.
+
+pub mod codec;
+mod names;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use names::{NameError, Username};
+
+/// The protocol version spoken by this build. A `hello` with any other version is refused
+/// with [`ErrorCode::UnsupportedVersion`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest frame payload (the JSON text, excluding the 4-byte length prefix) either side
+/// accepts. A 16 KiB body of control characters escapes to at most 96 KiB of JSON, so this
+/// leaves room for the default body limit plus the envelope.
+pub const MAX_FRAME_LEN: usize = 128 * 1024;
+
+/// Default largest message body, in bytes of UTF-8.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Largest page `history` returns, whatever `limit` asks for.
+pub const MAX_HISTORY_PAGE: u32 = 500;
+
+/// Page size used by `history` when the request names none.
+pub const DEFAULT_HISTORY_PAGE: u32 = 50;
+
+/// Longest accepted idempotency key, in bytes.
+pub const MAX_SEND_KEY_LEN: usize = 64;
+
+/// A secret string (password or session token) whose `Debug` output is redacted, so it can
+/// never reach a log line by accident.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself; call only where the value is really needed.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A request from a client. Every request carries a client-chosen `req` number that the
+/// server echoes in its response (or in the error frame answering it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// First frame of every connection.
+    Hello {
+        req: u64,
+        version: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<String>,
+    },
+    /// Password login: creates a new device (session) and authenticates this connection.
+    Login {
+        req: u64,
+        user: String,
+        password: Secret,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
+    },
+    /// Authenticates this connection with a token from an earlier `login`.
+    Auth { req: u64, token: Secret },
+    /// Sends a direct message. `key` makes the send idempotent.
+    Send {
+        req: u64,
+        to: String,
+        body: String,
+        key: String,
+    },
+    /// Starts delivery: the backlog after this device's cursor, `caught_up`, then live.
+    Subscribe { req: u64 },
+    /// Moves this device's cursor forward to `upto` (a message id this connection received).
+    Ack { req: u64, upto: i64 },
+    /// One page of the conversation with `peer`, newest last.
+    History {
+        req: u64,
+        peer: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Revokes this connection's device token; the connection is closed afterwards.
+    Logout { req: u64 },
+    /// Keepalive; answered with `pong`.
+    Ping { req: u64 },
+}
+
+impl Request {
+    /// The request number the server must echo.
+    pub fn req(&self) -> u64 {
+        match self {
+            Request::Hello { req, .. }
+            | Request::Login { req, .. }
+            | Request::Auth { req, .. }
+            | Request::Send { req, .. }
+            | Request::Subscribe { req }
+            | Request::Ack { req, .. }
+            | Request::History { req, .. }
+            | Request::Logout { req }
+            | Request::Ping { req } => *req,
+        }
+    }
+
+    /// Every `type` tag a client may send; anything else is [`ErrorCode::UnknownType`].
+    pub const TYPES: &'static [&'static str] = &[
+        "hello",
+        "login",
+        "auth",
+        "send",
+        "subscribe",
+        "ack",
+        "history",
+        "logout",
+        "ping",
+    ];
+}
+
+/// A stored message as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Server-assigned, strictly increasing across the whole server.
+    pub id: i64,
+    pub from: String,
+    pub to: String,
+    pub body: String,
+    /// RFC 3339, UTC, microsecond precision.
+    pub sent_at: String,
+}
+
+/// A frame from the server: a response (carrying the request's `req`) or a push.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Welcome {
+        req: u64,
+        version: u32,
+        server: String,
+        max_frame: usize,
+        max_body: usize,
+    },
+    LoginOk {
+        req: u64,
+        user: String,
+        device_id: i64,
+        token: Secret,
+    },
+    AuthOk {
+        req: u64,
+        user: String,
+        device_id: i64,
+    },
+    /// The message is durably stored. `duplicate` is true when `key` matched an earlier send,
+    /// in which case `id` and `sent_at` are the original ones.
+    Sent {
+        req: u64,
+        id: i64,
+        sent_at: String,
+        duplicate: bool,
+    },
+    /// Answer to `subscribe`; the backlog follows.
+    Subscribed {
+        req: u64,
+        cursor: i64,
+    },
+    /// A pushed message (backlog or live).
+    Msg {
+        message: Message,
+    },
+    /// Everything stored up to `upto` has been pushed; later pushes are live.
+    CaughtUp {
+        upto: i64,
+    },
+    /// The cursor is durably at `upto` or beyond.
+    Acked {
+        req: u64,
+        upto: i64,
+    },
+    /// One page of history, oldest first. `more` is true when older messages exist.
+    History {
+        req: u64,
+        messages: Vec<Message>,
+        more: bool,
+    },
+    LoggedOut {
+        req: u64,
+    },
+    Pong {
+        req: u64,
+    },
+    /// A typed error. `req` is absent when the error is not an answer to one request
+    /// (a frame that could not be parsed, a timeout, a revoked session).
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        code: ErrorCode,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+}
+
+impl ServerFrame {
+    /// The request number this frame answers, if it is a response.
+    pub fn req(&self) -> Option<u64> {
+        match self {
+            ServerFrame::Welcome { req, .. }
+            | ServerFrame::LoginOk { req, .. }
+            | ServerFrame::AuthOk { req, .. }
+            | ServerFrame::Sent { req, .. }
+            | ServerFrame::Subscribed { req, .. }
+            | ServerFrame::Acked { req, .. }
+            | ServerFrame::History { req, .. }
+            | ServerFrame::LoggedOut { req }
+            | ServerFrame::Pong { req } => Some(*req),
+            ServerFrame::Error { req, .. } => *req,
+            ServerFrame::Msg { .. } | ServerFrame::CaughtUp { .. } => None,
+        }
+    }
+
+    /// Builds an error frame.
+    pub fn error(req: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerFrame::Error {
+            req,
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+}
+
+/// The closed set of error codes a server sends. Clients branch on the code; the message is
+/// for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame could not be read (oversized, truncated).
+    BadFrame,
+    /// The frame was not valid JSON (or not UTF-8).
+    BadJson,
+    /// Valid JSON, known type, but missing or invalid fields.
+    BadRequest,
+    /// The `type` is not one this server knows.
+    UnknownType,
+    /// The `hello` named a protocol version this server does not speak, or was missing.
+    UnsupportedVersion,
+    /// The request needs an authenticated connection.
+    NotAuthenticated,
+    /// `login`/`auth` on a connection that is already authenticated, or a second `hello`.
+    AlreadyAuthenticated,
+    /// Wrong user name or password (the two are indistinguishable).
+    InvalidCredentials,
+    /// The token is unknown, revoked, or its user is gone.
+    InvalidToken,
+    /// The account is disabled by the operator.
+    AccountDisabled,
+    /// The session was revoked, or the account disabled or deleted, while connected.
+    SessionRevoked,
+    /// No such user to send to or read history with.
+    UnknownRecipient,
+    /// The body exceeds the server's limit (see `welcome.max_body`).
+    MessageTooLarge,
+    /// The message body is empty.
+    EmptyMessage,
+    /// A user name does not follow the documented syntax.
+    InvalidName,
+    /// Too many attempts; `retry_after_ms` says when to try again.
+    RateLimited,
+    /// This connection did not read its pushes fast enough and is closed; reconnect.
+    SlowConsumer,
+    /// A phase of the connection took too long.
+    Timeout,
+    /// The server is shutting down; reconnect later.
+    ShuttingDown,
+    /// Something failed inside the server; nothing was stored for this request.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadFrame => "bad_frame",
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::NotAuthenticated => "not_authenticated",
+            ErrorCode::AlreadyAuthenticated => "already_authenticated",
+            ErrorCode::InvalidCredentials => "invalid_credentials",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::AccountDisabled => "account_disabled",
+            ErrorCode::SessionRevoked => "session_revoked",
+            ErrorCode::UnknownRecipient => "unknown_recipient",
+            ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::EmptyMessage => "empty_message",
+            ErrorCode::InvalidName => "invalid_name",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::SlowConsumer => "slow_consumer",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Formats a server timestamp (microseconds since the Unix epoch) as RFC 3339 UTC.
+pub fn format_timestamp(micros: i64) -> String {
+    let nanos = i128::from(micros) * 1_000;
+    match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+        Ok(t) => {
+            let fmt = time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+            );
+            t.format(&fmt).unwrap_or_else(|_| micros.to_string())
+        }
+        Err(_) => micros.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips_with_type_tag() {
+        let r = Request::Send {
+            req: 7,
+            to: "bob".into(),
+            body: "two\nlines".into(),
+            key: "k1".into(),
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains(r#""type":"send""#), "{text}");
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), r);
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let r = Request::Login {
+            req: 1,
+            user: "alice".into(),
+            password: Secret::new("hunter2-hunter2"),
+            device: None,
+        };
+        assert!(!format!("{r:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(format_timestamp(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            format_timestamp(1_700_000_000_123_456),
+            "2023-11-14T22:13:20.123456Z"
+        );
+    }
+
+    #[test]
+    fn every_request_type_is_listed() {
+        let samples = [
+            r#"{"type":"hello","req":1,"version":1}"#,
+            r#"{"type":"login","req":1,"user":"a","password":"p"}"#,
+            r#"{"type":"auth","req":1,"token":"t"}"#,
+            r#"{"type":"send","req":1,"to":"a","body":"b","key":"k"}"#,
+            r#"{"type":"subscribe","req":1}"#,
+            r#"{"type":"ack","req":1,"upto":3}"#,
+            r#"{"type":"history","req":1,"peer":"a"}"#,
+            r#"{"type":"logout","req":1}"#,
+            r#"{"type":"ping","req":1}"#,
+        ];
+        assert_eq!(samples.len(), Request::TYPES.len());
+        for s in samples {
+            serde_json::from_str::<Request>(s).unwrap();
+        }
+    }
+}

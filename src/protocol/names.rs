@@ -1,0 +1,100 @@
+//! Validated names. A [`Username`] can only be built by its parser, so code that holds one
+//! never checks the syntax again.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Longest user name, in characters.
+pub const MAX_USERNAME_LEN: usize = 32;
+
+/// A user name: 1 to 32 characters from `a-z`, `0-9`, `_`, `-` and `.`, starting with a
+/// letter or digit. Input is case-insensitive: it is folded to lower case when parsed, so
+/// `Alice` and `alice` are the same account.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Username(String);
+
+/// Why a name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("user name is empty")]
+    Empty,
+    #[error("user name is longer than {MAX_USERNAME_LEN} characters")]
+    TooLong,
+    #[error("user name must start with a letter or digit")]
+    BadStart,
+    #[error("user name may only contain a-z, 0-9, '_', '-' and '.' (found {0:?})")]
+    BadChar(char),
+}
+
+impl Username {
+    /// Parses and normalises a user name.
+    pub fn parse(input: &str) -> Result<Self, NameError> {
+        if input.is_empty() {
+            return Err(NameError::Empty);
+        }
+        if input.chars().count() > MAX_USERNAME_LEN {
+            return Err(NameError::TooLong);
+        }
+        let lower = input.to_ascii_lowercase();
+        for c in lower.chars() {
+            if !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.')) {
+                return Err(NameError::BadChar(c));
+            }
+        }
+        let first = lower.as_bytes()[0];
+        if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
+            return Err(NameError::BadStart);
+        }
+        Ok(Username(lower))
+    }
+
+    /// The normalised name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Username {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Username::parse(s)
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Username({})", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fold_case_and_keep_allowed_characters() {
+        assert_eq!(Username::parse("Alice").unwrap().as_str(), "alice");
+        assert_eq!(Username::parse("b.o_b-9").unwrap().as_str(), "b.o_b-9");
+        assert_eq!(Username::parse("7up").unwrap().as_str(), "7up");
+    }
+
+    #[test]
+    fn bad_names_are_refused_with_the_reason() {
+        assert_eq!(Username::parse(""), Err(NameError::Empty));
+        assert_eq!(Username::parse("_x"), Err(NameError::BadStart));
+        assert_eq!(Username::parse("a b"), Err(NameError::BadChar(' ')));
+        // A Cyrillic 'а' that looks like a Latin 'a' is not accepted.
+        assert_eq!(
+            Username::parse("\u{430}lice"),
+            Err(NameError::BadChar('\u{430}'))
+        );
+        assert_eq!(Username::parse(&"a".repeat(33)), Err(NameError::TooLong));
+        assert!(Username::parse(&"a".repeat(32)).is_ok());
+    }
+}

@@ -1,0 +1,198 @@
+//! The hub: which authenticated connections exist, which of them are subscribed for live
+//! delivery, and fan-out of committed messages to them.
+//!
+//! Fan-out never waits: each subscribed connection has a bounded queue, and a connection
+//! whose queue is full is kicked as a slow consumer (it resumes from its cursor when it
+//! reconnects) rather than slowing the writer or anyone else. A pushed frame is encoded once
+//! and shared by every connection that receives it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::protocol::codec::encode_json;
+use crate::protocol::{ErrorCode, ServerFrame};
+use crate::store::Delivery;
+
+/// A message ready to write to a socket: its id and its encoded `msg` frame.
+#[derive(Debug)]
+pub struct Push {
+    pub id: i64,
+    pub frame: Bytes,
+}
+
+/// Connection registry and fan-out.
+#[derive(Default)]
+pub struct Hub {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_conn: u64,
+    sessions: HashMap<u64, SessionEntry>,
+    subscribers: HashMap<i64, Vec<Subscriber>>,
+}
+
+struct SessionEntry {
+    device_id: i64,
+    kick: mpsc::Sender<ErrorCode>,
+}
+
+struct Subscriber {
+    conn_id: u64,
+    device_id: i64,
+    tx: mpsc::Sender<Arc<Push>>,
+}
+
+/// Keeps a connection registered; unregisters (and unsubscribes) it when dropped.
+pub struct SessionGuard {
+    hub: Arc<Hub>,
+    conn_id: u64,
+    user_id: i64,
+}
+
+impl SessionGuard {
+    /// This connection's id within the hub.
+    pub fn conn_id(&self) -> u64 {
+        self.conn_id
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let mut inner = self.hub.lock();
+        inner.sessions.remove(&self.conn_id);
+        if let Some(subs) = inner.subscribers.get_mut(&self.user_id) {
+            subs.retain(|s| s.conn_id != self.conn_id);
+            if subs.is_empty() {
+                inner.subscribers.remove(&self.user_id);
+            }
+        }
+    }
+}
+
+impl Hub {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers an authenticated connection. The receiver yields a reason when the
+    /// connection must be closed (revoked, slow consumer).
+    pub fn register(
+        self: &Arc<Self>,
+        user_id: i64,
+        device_id: i64,
+    ) -> (SessionGuard, mpsc::Receiver<ErrorCode>) {
+        let (kick, kicked) = mpsc::channel(1);
+        let mut inner = self.lock();
+        inner.next_conn += 1;
+        let conn_id = inner.next_conn;
+        inner
+            .sessions
+            .insert(conn_id, SessionEntry { device_id, kick });
+        (
+            SessionGuard {
+                hub: Arc::clone(self),
+                conn_id,
+                user_id,
+            },
+            kicked,
+        )
+    }
+
+    /// Subscribes a registered connection to live delivery with a queue of `capacity`.
+    /// Returns `None` if the connection is no longer registered.
+    pub fn subscribe(
+        &self,
+        conn_id: u64,
+        user_id: i64,
+        device_id: i64,
+        capacity: usize,
+    ) -> Option<mpsc::Receiver<Arc<Push>>> {
+        let mut inner = self.lock();
+        if !inner.sessions.contains_key(&conn_id) {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        inner
+            .subscribers
+            .entry(user_id)
+            .or_default()
+            .push(Subscriber {
+                conn_id,
+                device_id,
+                tx,
+            });
+        Some(rx)
+    }
+
+    /// Fans committed messages out to subscribed connections: the recipient's devices and
+    /// the sender's other devices. Never blocks.
+    pub fn deliver(&self, deliveries: Vec<Delivery>) {
+        let mut slow = Vec::new();
+        {
+            let inner = self.lock();
+            if inner.subscribers.is_empty() {
+                return;
+            }
+            for d in deliveries {
+                let recipients: &[i64] = if d.sender_id == d.recipient_id {
+                    &[d.recipient_id]
+                } else {
+                    &[d.recipient_id, d.sender_id]
+                };
+                let mut push: Option<Arc<Push>> = None;
+                for user in recipients {
+                    let Some(subs) = inner.subscribers.get(user) else {
+                        continue;
+                    };
+                    for s in subs {
+                        if s.device_id == d.sender_device_id {
+                            continue;
+                        }
+                        let p = push.get_or_insert_with(|| {
+                            Arc::new(Push {
+                                id: d.message.id,
+                                frame: encode_json(&ServerFrame::Msg {
+                                    message: d.message.clone(),
+                                }),
+                            })
+                        });
+                        if let Err(mpsc::error::TrySendError::Full(_)) =
+                            s.tx.try_send(Arc::clone(p))
+                        {
+                            slow.push(s.conn_id);
+                        }
+                    }
+                }
+            }
+        }
+        for conn in slow {
+            self.kick(conn, ErrorCode::SlowConsumer);
+        }
+    }
+
+    /// Every registered connection with its device id.
+    pub fn connections(&self) -> Vec<(u64, i64)> {
+        self.lock()
+            .sessions
+            .iter()
+            .map(|(c, s)| (*c, s.device_id))
+            .collect()
+    }
+
+    /// Asks a connection to close with `reason`.
+    pub fn kick(&self, conn_id: u64, reason: ErrorCode) {
+        if let Some(s) = self.lock().sessions.get(&conn_id) {
+            let _ = s.kick.try_send(reason);
+        }
+    }
+
+    /// Number of registered (authenticated) connections.
+    pub fn connection_count(&self) -> usize {
+        self.lock().sessions.len()
+    }
+}

@@ -1,0 +1,268 @@
+//! The server: accept loop, per-connection sessions ([`session`]) and the hub ([`hub`]).
+//!
+//! [`Server::start`] opens the store, loads or makes the TLS identity and starts the message
+//! writer; [`Server::run`] takes a bound listener and a shutdown token (so tests bind
+//! `127.0.0.1:0` and never sleep), serves until the token is cancelled, then drains: it stops
+//! accepting, lets every session finish its in-flight sends and acks, closes connections
+//! cleanly, lets the writer commit what is queued, and closes the database.
+
+pub mod hub;
+mod session;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{Auth, Hasher};
+use crate::protocol::{ErrorCode, Username, DEFAULT_MAX_BODY_BYTES};
+use crate::store::{Durability, Store, UserRef, Writer};
+use crate::tls::{self, Fingerprint, IdentitySource};
+
+use hub::Hub;
+
+/// Limits and timeouts, each with its default.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest message body in bytes.
+    pub max_body: usize,
+    /// Most simultaneous connections; further ones are closed at once.
+    pub max_connections: usize,
+    /// Time allowed for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time a connection may stay unauthenticated (hello + login/auth).
+    pub auth_timeout: Duration,
+    /// Time without any frame from the client before the connection is closed. Clients keep
+    /// a connection alive with `ping`.
+    pub idle_timeout: Duration,
+    /// Time allowed for one write to the client.
+    pub write_timeout: Duration,
+    /// Live pushes queued per connection before it is disconnected as a slow consumer.
+    pub live_queue: usize,
+    /// Sends and acks in flight per connection before the server stops reading from it.
+    pub max_in_flight: usize,
+    /// Time allowed for sessions to drain at shutdown.
+    pub shutdown_grace: Duration,
+    /// How often the server checks for revocations made by admin commands.
+    pub revocation_poll: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body: DEFAULT_MAX_BODY_BYTES,
+            max_connections: 20_000,
+            handshake_timeout: Duration::from_secs(10),
+            auth_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            write_timeout: Duration::from_secs(10),
+            live_queue: 4096,
+            max_in_flight: 1024,
+            shutdown_grace: Duration::from_secs(10),
+            revocation_poll: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Everything `Server::start` needs.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub db: PathBuf,
+    pub identity: IdentitySource,
+    pub durability: Durability,
+    pub limits: Limits,
+    /// Concurrent argon2 jobs (default: number of CPUs).
+    pub hash_parallelism: usize,
+}
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+}
+
+/// State shared by every session.
+pub(crate) struct ServerState {
+    pub store: Store,
+    pub auth: Auth,
+    pub writer: Writer,
+    pub hub: Arc<Hub>,
+    pub limits: Limits,
+    /// Recipients looked up recently; cleared whenever accounts change.
+    users: Mutex<HashMap<String, UserRef>>,
+}
+
+impl ServerState {
+    /// Finds a live account by name, through a small cache.
+    pub async fn find_user(
+        &self,
+        name: &Username,
+    ) -> Result<Option<UserRef>, crate::store::StoreError> {
+        if let Some(u) = self.lock_users().get(name.as_str()) {
+            return Ok(Some(u.clone()));
+        }
+        let found = self.store.find_user(name).await?;
+        if let Some(u) = &found {
+            let mut cache = self.lock_users();
+            if cache.len() >= 10_000 {
+                cache.clear();
+            }
+            cache.insert(name.as_str().to_string(), u.clone());
+        }
+        Ok(found)
+    }
+
+    fn lock_users(&self) -> std::sync::MutexGuard<'_, HashMap<String, UserRef>> {
+        self.users.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A started server, ready to serve on a listener.
+pub struct Server {
+    state: Arc<ServerState>,
+    tls: Arc<rustls::ServerConfig>,
+    fingerprint: Fingerprint,
+    writer_task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the database (migrating it), loads or creates the certificate, starts the writer.
+    pub async fn start(options: &ServerOptions) -> Result<Server, ServerError> {
+        tls::install_provider();
+        let identity = options.identity.load_or_create()?;
+        let tls = tls::server_config(&identity)?;
+        let store = Store::open(&options.db, options.durability).await?;
+        let hasher = Hasher::new(options.hash_parallelism).await?;
+        let hub = Arc::new(Hub::default());
+        let fanout = Arc::clone(&hub);
+        let (writer, writer_task) = store
+            .start_writer(Box::new(move |batch| fanout.deliver(batch)))
+            .await?;
+        let state = Arc::new(ServerState {
+            auth: Auth::new(store.clone(), hasher),
+            store,
+            writer,
+            hub,
+            limits: options.limits.clone(),
+            users: Mutex::new(HashMap::new()),
+        });
+        Ok(Server {
+            state,
+            tls,
+            fingerprint: identity.fingerprint,
+            writer_task,
+        })
+    }
+
+    /// The pin clients should use.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// Serves connections on `listener` until `shutdown` is cancelled, then drains and
+    /// closes everything. Returns once the database is closed.
+    pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) {
+        let acceptor = TlsAcceptor::from(Arc::clone(&self.tls));
+        let tracker = TaskTracker::new();
+        let connections = Arc::new(Semaphore::new(self.state.limits.max_connections));
+        let watcher = tokio::spawn(watch_revocations(Arc::clone(&self.state), shutdown.clone()));
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors or similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+                tracing::warn!(%peer, "connection limit reached; refusing");
+                drop(tcp);
+                continue;
+            };
+            tracker.spawn(session::run(
+                Arc::clone(&self.state),
+                acceptor.clone(),
+                tcp,
+                peer,
+                shutdown.clone(),
+                permit,
+            ));
+        }
+        drop(listener);
+        tracker.close();
+        let grace = self.state.limits.shutdown_grace + Duration::from_secs(2);
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!("some connections did not close within the shutdown grace period");
+        }
+        let _ = watcher.await;
+        let store = self.state.store.clone();
+        // Dropping the last state handle drops the last writer handle: the writer commits
+        // what is queued and exits.
+        drop(self.state);
+        if tokio::time::timeout(Duration::from_secs(30), self.writer_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("message writer did not stop within 30 s");
+        }
+        store.close().await;
+        tracing::info!("server stopped");
+    }
+}
+
+/// Polls the auth epoch that admin commands bump, and closes connections whose device was
+/// revoked or whose account was disabled or deleted.
+async fn watch_revocations(state: Arc<ServerState>, shutdown: CancellationToken) {
+    let mut epoch = state.store.auth_epoch().await.unwrap_or(0);
+    let mut tick = tokio::time::interval(state.limits.revocation_poll);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = match state.store.auth_epoch().await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read auth epoch");
+                continue;
+            }
+        };
+        if now == epoch {
+            continue;
+        }
+        epoch = now;
+        state.lock_users().clear();
+        let connections = state.hub.connections();
+        let devices: Vec<i64> = connections.iter().map(|(_, d)| *d).collect();
+        let valid = match state.store.valid_devices(&devices).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check sessions after an account change");
+                continue;
+            }
+        };
+        for (conn, device) in connections {
+            if !valid.contains(&device) {
+                tracing::info!(conn, device, "closing revoked session");
+                state.hub.kick(conn, ErrorCode::SessionRevoked);
+            }
+        }
+    }
+}

@@ -1,0 +1,779 @@
+//! One connection: TLS handshake, `hello`, authentication, then requests and pushes in full
+//! duplex until the peer leaves, a phase times out, the session is revoked, or the server
+//! shuts down.
+//!
+//! The session reads requests, writes responses and pushes from one task with `select!`.
+//! Sends and acks are handed to the writer and awaited in a `FuturesUnordered`, so a client
+//! can pipeline many sends while live messages keep flowing to it. Delivery follows the
+//! backlog → live hand-off: a helper task streams stored messages after the device's cursor,
+//! subscribes to the hub, streams the last stored page, and hands over the live queue; the
+//! session then sends `caught_up` and forwards only live messages with higher ids.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::time::{timeout, Instant};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use super::hub::{Push, SessionGuard};
+use super::ServerState;
+use crate::auth::{AuthError, AuthedUser};
+use crate::protocol::codec::{encode_json, parse_request, FrameCodec, FrameError};
+use crate::protocol::{
+    ErrorCode, Message, Request, Secret, ServerFrame, Username, DEFAULT_HISTORY_PAGE,
+    MAX_HISTORY_PAGE, MAX_SEND_KEY_LEN, PROTOCOL_VERSION,
+};
+use crate::store::NewMessage;
+
+/// Messages fetched from the store per backlog page.
+const BACKLOG_PAGE: u32 = 1000;
+
+/// What a plaintext client on the TLS port is told before the connection is closed.
+const PLAINTEXT_REPLY: &[u8] =
+    b"chatd: this port speaks TLS 1.3 with length-delimited JSON frames; use the chat client\r\n";
+
+pub(super) async fn run(
+    state: Arc<ServerState>,
+    acceptor: TlsAcceptor,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+) {
+    let _ = tcp.set_nodelay(true);
+    let limits = &state.limits;
+    // A TLS connection starts with a handshake record (0x16). Anything else is a plaintext
+    // client: tell it in plain words instead of failing inside the TLS library.
+    let mut first = [0u8; 1];
+    match timeout(limits.handshake_timeout, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == 0x16 => {}
+        Ok(Ok(1)) => {
+            tracing::debug!(%peer, "plaintext client on the TLS port");
+            let _ = timeout(Duration::from_secs(1), tcp.write_all(PLAINTEXT_REPLY)).await;
+            let _ = timeout(Duration::from_secs(1), tcp.shutdown()).await;
+            return;
+        }
+        _ => return,
+    }
+    let tls = match timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let mut session = Session {
+        framed: Framed::new(tls, FrameCodec::new()),
+        peer,
+        user: None,
+        guard: None,
+        kicked: None,
+        said_hello: false,
+        in_flight: FuturesUnordered::new(),
+        backlog: None,
+        live: None,
+        live_floor: 0,
+        max_pushed: 0,
+        cursor: 0,
+        subscribed: false,
+        state,
+    };
+    let end = session.serve(&shutdown).await;
+    session.finish(end).await;
+}
+
+/// Why a session ends.
+enum End {
+    /// The peer closed the connection or the socket failed: nothing more can be written.
+    Gone,
+    /// Close after telling the peer this.
+    Error(ServerFrame),
+    /// Close after the peer's logout was answered.
+    LoggedOut,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+enum BacklogEvent {
+    Page(Vec<Message>),
+    CaughtUp {
+        upto: i64,
+        live: mpsc::Receiver<Arc<Push>>,
+    },
+    Failed,
+}
+
+struct Session {
+    state: Arc<ServerState>,
+    framed: Framed<TlsStream<TcpStream>, FrameCodec>,
+    peer: SocketAddr,
+    user: Option<AuthedUser>,
+    guard: Option<SessionGuard>,
+    kicked: Option<mpsc::Receiver<ErrorCode>>,
+    said_hello: bool,
+    in_flight: FuturesUnordered<BoxFuture<'static, ServerFrame>>,
+    backlog: Option<mpsc::Receiver<BacklogEvent>>,
+    live: Option<mpsc::Receiver<Arc<Push>>>,
+    /// Live pushes with ids at or below this were already sent from the backlog.
+    live_floor: i64,
+    /// Highest message id written to this connection.
+    max_pushed: i64,
+    /// This device's cursor as this session last moved it.
+    cursor: i64,
+    subscribed: bool,
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Session {
+    async fn serve(&mut self, shutdown: &CancellationToken) -> End {
+        let limits = self.state.limits.clone();
+        let unauth_deadline = Instant::now() + limits.auth_timeout;
+        let mut idle_deadline = Instant::now() + limits.idle_timeout;
+        loop {
+            let deadline = if self.user.is_none() {
+                unauth_deadline.min(idle_deadline)
+            } else {
+                idle_deadline
+            };
+            let can_read = self.in_flight.len() < limits.max_in_flight;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return End::Shutdown,
+                Some(code) = recv_opt(&mut self.kicked) => {
+                    let message = match code {
+                        ErrorCode::SlowConsumer => "too many undelivered messages queued; reconnect to resume",
+                        ErrorCode::SessionRevoked => "this session was revoked or the account disabled",
+                        _ => "closed by the server",
+                    };
+                    return End::Error(ServerFrame::error(None, code, message));
+                }
+                Some(frame) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    if let Err(end) = self.write(&frame).await {
+                        return end;
+                    }
+                }
+                event = recv_opt(&mut self.backlog), if self.backlog.is_some() => {
+                    if let Err(end) = self.on_backlog(event).await {
+                        return end;
+                    }
+                }
+                push = recv_opt(&mut self.live), if self.live.is_some() => {
+                    let Some(push) = push else {
+                        return End::Gone;
+                    };
+                    if push.id > self.live_floor {
+                        if let Err(end) = self.write_raw(vec![push.frame.clone()]).await {
+                            return end;
+                        }
+                        self.max_pushed = self.max_pushed.max(push.id);
+                    }
+                }
+                frame = self.framed.next(), if can_read => {
+                    let payload = match frame {
+                        None => return End::Gone,
+                        Some(Ok(payload)) => payload,
+                        Some(Err(FrameError::TooLarge { max })) => {
+                            return End::Error(ServerFrame::error(
+                                None,
+                                ErrorCode::BadFrame,
+                                format!("frame exceeds the maximum of {max} bytes"),
+                            ));
+                        }
+                        Some(Err(FrameError::Truncated)) => {
+                            return End::Error(ServerFrame::error(
+                                None,
+                                ErrorCode::BadFrame,
+                                "connection closed in the middle of a frame",
+                            ));
+                        }
+                        Some(Err(FrameError::Io(_))) => return End::Gone,
+                    };
+                    idle_deadline = Instant::now() + limits.idle_timeout;
+                    let request = match parse_request(&payload) {
+                        Ok(r) => r,
+                        Err(e) => return End::Error(ServerFrame::error(e.req, e.code, e.message)),
+                    };
+                    if let Err(end) = self.handle(request).await {
+                        return end;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    let message = if self.user.is_none() {
+                        "authentication timed out"
+                    } else {
+                        "idle timeout: no frame received (send ping to keep a connection open)"
+                    };
+                    return End::Error(ServerFrame::error(None, ErrorCode::Timeout, message));
+                }
+            }
+        }
+    }
+
+    /// Handles one request. `Err` ends the session.
+    async fn handle(&mut self, request: Request) -> Result<(), End> {
+        let req = request.req();
+        if !self.said_hello {
+            return match request {
+                Request::Hello { version, .. } if version == PROTOCOL_VERSION => {
+                    self.said_hello = true;
+                    self.write(&ServerFrame::Welcome {
+                        req,
+                        version: PROTOCOL_VERSION,
+                        server: format!("chatd/{}", env!("CARGO_PKG_VERSION")),
+                        max_frame: crate::protocol::MAX_FRAME_LEN,
+                        max_body: self.state.limits.max_body,
+                    })
+                    .await
+                }
+                Request::Hello { version, .. } => Err(End::Error(ServerFrame::error(
+                    Some(req),
+                    ErrorCode::UnsupportedVersion,
+                    format!("protocol version {version} is not supported; this server speaks {PROTOCOL_VERSION}"),
+                ))),
+                _ => Err(End::Error(ServerFrame::error(
+                    Some(req),
+                    ErrorCode::UnsupportedVersion,
+                    "the first frame must be hello with the protocol version",
+                ))),
+            };
+        }
+        match request {
+            Request::Hello { .. } => {
+                self.reply_error(req, ErrorCode::BadRequest, "hello was already received")
+                    .await
+            }
+            Request::Ping { req } => self.write(&ServerFrame::Pong { req }).await,
+            Request::Login {
+                user,
+                password,
+                device,
+                ..
+            } => self.login(req, &user, &password, device).await,
+            Request::Auth { token, .. } => self.resume(req, &token).await,
+            other => match self.user.clone() {
+                Some(user) => self.handle_authed(other, &user).await,
+                None => Err(End::Error(ServerFrame::error(
+                    Some(req),
+                    ErrorCode::NotAuthenticated,
+                    "log in (login or auth) before any other request",
+                ))),
+            },
+        }
+    }
+
+    async fn handle_authed(&mut self, request: Request, user: &AuthedUser) -> Result<(), End> {
+        match request {
+            Request::Send {
+                req, to, body, key, ..
+            } => self.send(req, user, to, body, key).await,
+            Request::Subscribe { req } => self.subscribe(req, user).await,
+            Request::Ack { req, upto } => self.ack(req, user, upto).await,
+            Request::History {
+                req,
+                peer,
+                before,
+                limit,
+            } => self.history(req, user, &peer, before, limit).await,
+            Request::Logout { req } => match self.state.auth.logout(user).await {
+                Ok(()) => {
+                    self.write(&ServerFrame::LoggedOut { req }).await?;
+                    Err(End::LoggedOut)
+                }
+                Err(e) => self.internal(req, &e).await,
+            },
+            // Handled before authentication is required.
+            Request::Hello { .. }
+            | Request::Login { .. }
+            | Request::Auth { .. }
+            | Request::Ping { .. } => Ok(()),
+        }
+    }
+
+    async fn login(
+        &mut self,
+        req: u64,
+        user: &str,
+        password: &Secret,
+        device: Option<String>,
+    ) -> Result<(), End> {
+        if self.user.is_some() {
+            return self
+                .reply_error(
+                    req,
+                    ErrorCode::AlreadyAuthenticated,
+                    "this connection is already logged in",
+                )
+                .await;
+        }
+        let device = device.unwrap_or_else(|| "unnamed device".to_string());
+        match self
+            .state
+            .auth
+            .login(user, password, &device, self.peer.ip())
+            .await
+        {
+            Ok((authed, token)) => {
+                tracing::info!(user = authed.name(), device = authed.device_id(), peer = %self.peer, "login");
+                self.authenticated(authed.clone());
+                self.write(&ServerFrame::LoginOk {
+                    req,
+                    user: authed.name().to_string(),
+                    device_id: authed.device_id(),
+                    token,
+                })
+                .await
+            }
+            Err(e) => self.auth_failed(req, e).await,
+        }
+    }
+
+    async fn resume(&mut self, req: u64, token: &Secret) -> Result<(), End> {
+        if self.user.is_some() {
+            return self
+                .reply_error(
+                    req,
+                    ErrorCode::AlreadyAuthenticated,
+                    "this connection is already logged in",
+                )
+                .await;
+        }
+        match self.state.auth.resume(token).await {
+            Ok(authed) => {
+                self.authenticated(authed.clone());
+                self.write(&ServerFrame::AuthOk {
+                    req,
+                    user: authed.name().to_string(),
+                    device_id: authed.device_id(),
+                })
+                .await
+            }
+            Err(e) => self.auth_failed(req, e).await,
+        }
+    }
+
+    fn authenticated(&mut self, user: AuthedUser) {
+        let (guard, kicked) = self.state.hub.register(user.user_id(), user.device_id());
+        self.guard = Some(guard);
+        self.kicked = Some(kicked);
+        self.user = Some(user);
+    }
+
+    async fn auth_failed(&mut self, req: u64, e: AuthError) -> Result<(), End> {
+        let (code, retry) = match &e {
+            AuthError::InvalidCredentials => (ErrorCode::InvalidCredentials, None),
+            AuthError::AccountDisabled => (ErrorCode::AccountDisabled, None),
+            AuthError::InvalidToken => (ErrorCode::InvalidToken, None),
+            AuthError::RateLimited { retry_after } => {
+                (ErrorCode::RateLimited, Some(retry_after.as_millis() as u64))
+            }
+            _ => return self.internal(req, &e).await,
+        };
+        self.write(&ServerFrame::Error {
+            req: Some(req),
+            code,
+            message: e.to_string(),
+            retry_after_ms: retry,
+        })
+        .await
+    }
+
+    async fn send(
+        &mut self,
+        req: u64,
+        user: &AuthedUser,
+        to: String,
+        body: String,
+        key: String,
+    ) -> Result<(), End> {
+        if body.is_empty() {
+            return self
+                .reply_error(req, ErrorCode::EmptyMessage, "the message body is empty")
+                .await;
+        }
+        let max = self.state.limits.max_body;
+        if body.len() > max {
+            return self
+                .reply_error(
+                    req,
+                    ErrorCode::MessageTooLarge,
+                    format!(
+                        "the message is {} bytes; the limit is {max} bytes",
+                        body.len()
+                    ),
+                )
+                .await;
+        }
+        if key.is_empty() || key.len() > MAX_SEND_KEY_LEN || key.chars().any(|c| c.is_control()) {
+            return self
+                .reply_error(
+                    req,
+                    ErrorCode::BadRequest,
+                    format!("key must be 1 to {MAX_SEND_KEY_LEN} bytes without control characters"),
+                )
+                .await;
+        }
+        let Some(recipient) = self.resolve_peer(req, &to).await? else {
+            return Ok(());
+        };
+        let message = NewMessage {
+            sender_id: user.user_id(),
+            sender_name: user.name().to_string(),
+            sender_device_id: user.device_id(),
+            recipient_id: recipient.id,
+            recipient_name: recipient.name,
+            body,
+            key,
+        };
+        let writer = self.state.writer.clone();
+        self.in_flight.push(
+            async move {
+                match writer.send(message).await {
+                    Ok(c) => ServerFrame::Sent {
+                        req,
+                        id: c.id,
+                        sent_at: crate::protocol::format_timestamp(c.sent_at),
+                        duplicate: c.duplicate,
+                    },
+                    Err(e) => {
+                        tracing::error!(error = %e, "send failed");
+                        ServerFrame::error(
+                            Some(req),
+                            ErrorCode::Internal,
+                            "the message could not be stored; retry with the same key",
+                        )
+                    }
+                }
+            }
+            .boxed(),
+        );
+        Ok(())
+    }
+
+    /// Looks up a peer by name; answers the request with an error and returns `None` when
+    /// there is no such user.
+    async fn resolve_peer(
+        &mut self,
+        req: u64,
+        name: &str,
+    ) -> Result<Option<crate::store::UserRef>, End> {
+        let name = match Username::parse(name) {
+            Ok(n) => n,
+            Err(e) => {
+                self.reply_error(req, ErrorCode::InvalidName, e.to_string())
+                    .await?;
+                return Ok(None);
+            }
+        };
+        match self.state.find_user(&name).await {
+            Ok(Some(u)) => Ok(Some(u)),
+            Ok(None) => {
+                self.reply_error(
+                    req,
+                    ErrorCode::UnknownRecipient,
+                    format!("no such user: {name}"),
+                )
+                .await?;
+                Ok(None)
+            }
+            Err(e) => {
+                self.internal(req, &e).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, req: u64, user: &AuthedUser) -> Result<(), End> {
+        if self.subscribed {
+            return self
+                .reply_error(
+                    req,
+                    ErrorCode::BadRequest,
+                    "this connection is already subscribed",
+                )
+                .await;
+        }
+        let cursor = match self.state.store.device_cursor(user.device_id()).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                return Err(End::Error(ServerFrame::error(
+                    Some(req),
+                    ErrorCode::SessionRevoked,
+                    "this session was revoked",
+                )))
+            }
+            Err(e) => return self.internal(req, &e).await,
+        };
+        self.subscribed = true;
+        self.cursor = cursor;
+        self.max_pushed = cursor;
+        self.write(&ServerFrame::Subscribed { req, cursor }).await?;
+        let (tx, rx) = mpsc::channel(2);
+        self.backlog = Some(rx);
+        let state = Arc::clone(&self.state);
+        let Some(conn) = self.guard.as_ref().map(|g| g.conn_id()) else {
+            return Ok(());
+        };
+        let (user_id, device_id) = (user.user_id(), user.device_id());
+        let hub = Arc::clone(&state.hub);
+        let capacity = state.limits.live_queue;
+        let subscribe = move || hub.subscribe(conn, user_id, device_id, capacity);
+        tokio::spawn(stream_backlog(
+            state, user_id, device_id, cursor, tx, subscribe,
+        ));
+        Ok(())
+    }
+
+    async fn on_backlog(&mut self, event: Option<BacklogEvent>) -> Result<(), End> {
+        match event {
+            Some(BacklogEvent::Page(page)) => {
+                let last = page.last().map(|m| m.id);
+                let frames = page
+                    .into_iter()
+                    .map(|message| encode_json(&ServerFrame::Msg { message }))
+                    .collect();
+                self.write_raw(frames).await?;
+                if let Some(id) = last {
+                    self.max_pushed = self.max_pushed.max(id);
+                }
+                Ok(())
+            }
+            Some(BacklogEvent::CaughtUp { upto, live }) => {
+                self.backlog = None;
+                self.live_floor = upto;
+                self.live = Some(live);
+                self.write(&ServerFrame::CaughtUp { upto }).await
+            }
+            Some(BacklogEvent::Failed) | None => Err(End::Error(ServerFrame::error(
+                None,
+                ErrorCode::Internal,
+                "delivery failed inside the server; reconnect to resume",
+            ))),
+        }
+    }
+
+    async fn ack(&mut self, req: u64, user: &AuthedUser, upto: i64) -> Result<(), End> {
+        if upto > self.max_pushed {
+            return self
+                .reply_error(
+                    req,
+                    ErrorCode::BadRequest,
+                    format!(
+                        "cannot acknowledge {upto}: this connection was sent messages up to {}",
+                        self.max_pushed
+                    ),
+                )
+                .await;
+        }
+        if upto <= self.cursor {
+            return self
+                .write(&ServerFrame::Acked {
+                    req,
+                    upto: self.cursor,
+                })
+                .await;
+        }
+        self.cursor = upto;
+        let writer = self.state.writer.clone();
+        let (user_id, device_id) = (user.user_id(), user.device_id());
+        self.in_flight.push(
+            async move {
+                match writer.ack(user_id, device_id, upto).await {
+                    Ok(()) => ServerFrame::Acked { req, upto },
+                    Err(e) => {
+                        tracing::error!(error = %e, "ack failed");
+                        ServerFrame::error(
+                            Some(req),
+                            ErrorCode::Internal,
+                            "the acknowledgement could not be stored",
+                        )
+                    }
+                }
+            }
+            .boxed(),
+        );
+        Ok(())
+    }
+
+    async fn history(
+        &mut self,
+        req: u64,
+        user: &AuthedUser,
+        peer: &str,
+        before: Option<i64>,
+        limit: Option<u32>,
+    ) -> Result<(), End> {
+        let limit = limit.unwrap_or(DEFAULT_HISTORY_PAGE);
+        if limit == 0 {
+            return self
+                .reply_error(req, ErrorCode::BadRequest, "limit must be at least 1")
+                .await;
+        }
+        let limit = limit.min(MAX_HISTORY_PAGE);
+        let Some(peer) = self.resolve_peer(req, peer).await? else {
+            return Ok(());
+        };
+        match self
+            .state
+            .store
+            .history(user.user_id(), peer.id, before, limit)
+            .await
+        {
+            Ok((messages, more)) => {
+                self.write(&ServerFrame::History {
+                    req,
+                    messages,
+                    more,
+                })
+                .await
+            }
+            Err(e) => self.internal(req, &e).await,
+        }
+    }
+
+    async fn internal(&mut self, req: u64, e: &(dyn std::fmt::Display + Sync)) -> Result<(), End> {
+        tracing::error!(error = %e, "request failed");
+        self.reply_error(req, ErrorCode::Internal, "internal server error")
+            .await
+    }
+
+    async fn reply_error(
+        &mut self,
+        req: u64,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) -> Result<(), End> {
+        self.write(&ServerFrame::error(Some(req), code, message))
+            .await
+    }
+
+    async fn write(&mut self, frame: &ServerFrame) -> Result<(), End> {
+        self.write_raw(vec![encode_json(frame)]).await
+    }
+
+    /// Writes frames and flushes, within the write timeout.
+    async fn write_raw(&mut self, frames: Vec<Bytes>) -> Result<(), End> {
+        let framed = &mut self.framed;
+        let write = async move {
+            for f in frames {
+                framed.feed(f).await?;
+            }
+            framed.flush().await
+        };
+        match timeout(self.state.limits.write_timeout, write).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(End::Gone),
+        }
+    }
+
+    /// Ends the session as `end` says: finishes in-flight sends at shutdown, sends a last
+    /// error frame where there is one, and closes TLS cleanly.
+    async fn finish(mut self, end: End) {
+        let last = match end {
+            End::Gone => None,
+            End::LoggedOut => None,
+            End::Error(frame) => Some(frame),
+            End::Shutdown => {
+                // Let in-flight sends commit and be acknowledged before saying goodbye.
+                let grace = self.state.limits.shutdown_grace;
+                let drain = async {
+                    while let Some(frame) = self.in_flight.next().await {
+                        if self.write(&frame).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let _ = timeout(grace, drain).await;
+                Some(ServerFrame::error(
+                    None,
+                    ErrorCode::ShuttingDown,
+                    "the server is shutting down; reconnect later",
+                ))
+            }
+        };
+        if let Some(frame) = last {
+            if let Some(req) = frame.req() {
+                tracing::debug!(peer = %self.peer, req, "closing after error");
+            }
+            let _ = timeout(Duration::from_secs(2), async {
+                let _ = self.framed.send(encode_json(&frame)).await;
+            })
+            .await;
+        }
+        let _ = timeout(Duration::from_secs(2), self.framed.get_mut().shutdown()).await;
+    }
+}
+
+/// Streams the stored backlog after `cursor`, subscribes to live delivery, streams what was
+/// committed meanwhile, then hands the live queue to the session.
+async fn stream_backlog(
+    state: Arc<ServerState>,
+    user_id: i64,
+    device_id: i64,
+    cursor: i64,
+    tx: mpsc::Sender<BacklogEvent>,
+    subscribe: impl FnOnce() -> Option<mpsc::Receiver<Arc<Push>>>,
+) {
+    // Phase 1: the bulk of the backlog, before subscribing, so the live queue only has to
+    // hold what arrives during the last page.
+    let Some(after) = drain_backlog(&state, user_id, device_id, cursor, &tx).await else {
+        return;
+    };
+    let Some(live) = subscribe() else {
+        return;
+    };
+    // Phase 2: anything committed before the subscription took effect.
+    let Some(upto) = drain_backlog(&state, user_id, device_id, after, &tx).await else {
+        return;
+    };
+    let _ = tx.send(BacklogEvent::CaughtUp { upto, live }).await;
+}
+
+/// Sends every stored message after `after` to the session, page by page; returns the last
+/// id sent (or `after`), or `None` if the session is gone or the store failed.
+async fn drain_backlog(
+    state: &ServerState,
+    user_id: i64,
+    device_id: i64,
+    mut after: i64,
+    tx: &mpsc::Sender<BacklogEvent>,
+) -> Option<i64> {
+    loop {
+        match state
+            .store
+            .backlog(user_id, device_id, after, BACKLOG_PAGE)
+            .await
+        {
+            Ok(page) if page.is_empty() => return Some(after),
+            Ok(page) => {
+                after = page.last().map_or(after, |m| m.id);
+                tx.send(BacklogEvent::Page(page)).await.ok()?;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "backlog query failed");
+                let _ = tx.send(BacklogEvent::Failed).await;
+                return None;
+            }
+        }
+    }
+}

@@ -1,0 +1,562 @@
+//! Storage: the only module that contains SQL.
+//!
+//! [`Store`] owns the SQLite pool (WAL mode, `synchronous=FULL` by default), runs the
+//! embedded migrations, and offers typed queries for accounts, devices and history.
+//! Message inserts and cursor moves do not go through `Store` directly: they go through the
+//! single [`Writer`] task ([`writer`]), which batches them into one transaction per group
+//! commit. Nothing outside this module sees an sqlx type.
+
+mod writer;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+
+use crate::protocol::{format_timestamp, Message, Username};
+
+pub use writer::{Committed, Delivery, NewMessage, Writer};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How hard a commit tries to survive power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// `synchronous=FULL`: a commit is on disk before any sender is told it is stored.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: may lose the last moments of commits on power loss (not on a
+    /// process crash).
+    Normal,
+}
+
+impl FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "full" => Ok(Durability::Full),
+            "normal" => Ok(Durability::Normal),
+            other => Err(format!(
+                "unknown durability {other:?} (expected \"full\" or \"normal\")"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Durability::Full => "full",
+            Durability::Normal => "normal",
+        })
+    }
+}
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("user {0} already exists")]
+    DuplicateUser(String),
+    #[error("no such user: {0}")]
+    NoSuchUser(String),
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("database migration failed: {0}")]
+    Migrate(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("database error: {0}")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the message writer has stopped")]
+    WriterGone,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Database(Box::new(e))
+    }
+}
+
+/// An account as the admin commands list it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UserInfo {
+    pub name: String,
+    pub disabled: bool,
+    pub devices: i64,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+}
+
+/// What login needs to know about an account.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user_id: i64,
+    pub name: String,
+    /// The PHC string of the argon2id hash.
+    pub password_hash: String,
+    pub disabled: bool,
+}
+
+/// A live (not deleted) account, as a message recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRef {
+    pub id: i64,
+    pub name: String,
+    pub disabled: bool,
+}
+
+/// A device found by its token.
+#[derive(Debug, Clone)]
+pub struct DeviceRecord {
+    pub device_id: i64,
+    pub user_id: i64,
+    pub user_name: String,
+    pub cursor: i64,
+    pub disabled: bool,
+}
+
+/// The storage handle. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed, with mode 0600) the SQLite database at `path` and applies
+    /// pending migrations.
+    pub async fn open(path: &Path, durability: Durability) -> Result<Store, StoreError> {
+        let open_err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        create_private_file(path).map_err(|e| open_err(Box::new(e)))?;
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match durability {
+                Durability::Full => SqliteSynchronous::Full,
+                Durability::Normal => SqliteSynchronous::Normal,
+            })
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|e| open_err(Box::new(e)))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migrate(Box::new(e)))?;
+        Ok(Store { pool })
+    }
+
+    /// Closes the pool, waiting for connections to finish (checkpointing the WAL).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts the single writer task. `on_commit` is called after every committed batch with
+    /// the newly stored messages in id order (never with duplicates).
+    pub async fn start_writer(
+        &self,
+        on_commit: writer::OnCommit,
+    ) -> Result<(Writer, tokio::task::JoinHandle<()>), StoreError> {
+        writer::start(self.pool.clone(), on_commit).await
+    }
+
+    // ----- accounts -------------------------------------------------------------------
+
+    /// Creates an account.
+    pub async fn create_user(
+        &self,
+        name: &Username,
+        password_hash: &str,
+    ) -> Result<i64, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO users (name, password_hash, created_at) VALUES (?, ?, ?) RETURNING id",
+        )
+        .bind(name.as_str())
+        .bind(password_hash)
+        .bind(now_micros())
+        .fetch_one(&self.pool)
+        .await;
+        match result {
+            Ok(row) => Ok(row.get(0)),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::DuplicateUser(name.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Lists accounts that are not deleted, by name.
+    pub async fn list_users(&self) -> Result<Vec<UserInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT u.name, u.disabled, u.created_at, \
+                    (SELECT COUNT(*) FROM devices d WHERE d.user_id = u.id) \
+             FROM users u WHERE u.deleted = 0 ORDER BY u.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| UserInfo {
+                name: r.get(0),
+                disabled: r.get::<i64, _>(1) != 0,
+                created_at: format_timestamp(r.get(2)),
+                devices: r.get(3),
+            })
+            .collect())
+    }
+
+    /// Replaces a password and ends every session of the account.
+    pub async fn set_password(
+        &self,
+        name: &Username,
+        password_hash: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let id = live_user_id(&mut tx, name).await?;
+        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
+            .bind(password_hash)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM devices WHERE user_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        bump_epoch(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Disables or re-enables an account. Disabling closes its live connections (through the
+    /// auth epoch) but keeps its devices, so re-enabling resumes where they were.
+    pub async fn set_disabled(&self, name: &Username, disabled: bool) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let id = live_user_id(&mut tx, name).await?;
+        sqlx::query("UPDATE users SET disabled = ? WHERE id = ?")
+            .bind(disabled as i64)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        bump_epoch(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes an account: its credentials and devices go, its row stays (marked deleted) so
+    /// that other users' history still names it. The name stays reserved.
+    pub async fn delete_user(&self, name: &Username) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let id = live_user_id(&mut tx, name).await?;
+        sqlx::query(
+            "UPDATE users SET deleted = 1, disabled = 1, password_hash = NULL WHERE id = ?",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM devices WHERE user_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        bump_epoch(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends every session (device token) of an account; returns how many there were.
+    pub async fn revoke_user(&self, name: &Username) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let id = live_user_id(&mut tx, name).await?;
+        let n = sqlx::query("DELETE FROM devices WHERE user_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        bump_epoch(&mut tx).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// The credentials of a live account, if it exists.
+    pub async fn credentials(&self, name: &Username) -> Result<Option<Credentials>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, password_hash, disabled FROM users \
+             WHERE name = ? AND deleted = 0 AND password_hash IS NOT NULL",
+        )
+        .bind(name.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| Credentials {
+            user_id: r.get(0),
+            name: r.get(1),
+            password_hash: r.get(2),
+            disabled: r.get::<i64, _>(3) != 0,
+        }))
+    }
+
+    /// Finds a live account by name.
+    pub async fn find_user(&self, name: &Username) -> Result<Option<UserRef>, StoreError> {
+        let row =
+            sqlx::query("SELECT id, name, disabled FROM users WHERE name = ? AND deleted = 0")
+                .bind(name.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|r| UserRef {
+            id: r.get(0),
+            name: r.get(1),
+            disabled: r.get::<i64, _>(2) != 0,
+        }))
+    }
+
+    // ----- devices --------------------------------------------------------------------
+
+    /// Registers a new device for a user. Its cursor starts at the highest id any device of
+    /// the user has acknowledged, so its first delivery is everything no device has seen yet.
+    pub async fn create_device(
+        &self,
+        user_id: i64,
+        token_hash: &[u8],
+        name: &str,
+    ) -> Result<i64, StoreError> {
+        let now = now_micros();
+        let row = sqlx::query(
+            "INSERT INTO devices (user_id, token_hash, name, cursor, created_at, last_seen_at) \
+             SELECT id, ?, ?, acked_upto, ?, ? FROM users WHERE id = ? RETURNING id",
+        )
+        .bind(token_hash)
+        .bind(name)
+        .bind(now)
+        .bind(now)
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.get(0))
+    }
+
+    /// Finds the device a token belongs to (the token's hash, that is).
+    pub async fn device_by_token(
+        &self,
+        token_hash: &[u8],
+    ) -> Result<Option<DeviceRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT d.id, d.user_id, u.name, d.cursor, u.disabled FROM devices d \
+             JOIN users u ON u.id = d.user_id WHERE d.token_hash = ? AND u.deleted = 0",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let record = DeviceRecord {
+            device_id: r.get(0),
+            user_id: r.get(1),
+            user_name: r.get(2),
+            cursor: r.get(3),
+            disabled: r.get::<i64, _>(4) != 0,
+        };
+        sqlx::query("UPDATE devices SET last_seen_at = ? WHERE id = ?")
+            .bind(now_micros())
+            .bind(record.device_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(Some(record))
+    }
+
+    /// The current cursor of a device.
+    pub async fn device_cursor(&self, device_id: i64) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query("SELECT cursor FROM devices WHERE id = ?")
+            .bind(device_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Deletes one device (logout).
+    pub async fn delete_device(&self, device_id: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM devices WHERE id = ?")
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await?;
+        bump_epoch(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Of the given device ids, those that still exist and whose account is enabled.
+    pub async fn valid_devices(&self, ids: &[i64]) -> Result<HashSet<i64>, StoreError> {
+        let mut valid = HashSet::new();
+        for chunk in ids.chunks(500) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT d.id FROM devices d JOIN users u ON u.id = d.user_id \
+                 WHERE u.disabled = 0 AND u.deleted = 0 AND d.id IN (",
+            );
+            let mut sep = q.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&self.pool).await? {
+                valid.insert(row.get::<i64, _>(0));
+            }
+        }
+        Ok(valid)
+    }
+
+    /// The counter bumped by every change that can end sessions.
+    pub async fn auth_epoch(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = 'auth_epoch'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get(0))
+    }
+
+    // ----- messages -------------------------------------------------------------------
+
+    /// Messages for a user's device with ids above `after`, oldest first, at most `limit`:
+    /// everything addressed to the user, and what the user sent from other devices.
+    pub async fn backlog(
+        &self,
+        user_id: i64,
+        device_id: i64,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT m.id, su.name, ru.name, m.body, m.sent_at FROM messages m \
+             JOIN users su ON su.id = m.sender_id JOIN users ru ON ru.id = m.recipient_id \
+             WHERE m.id > ?3 AND (m.recipient_id = ?1 \
+                   OR (m.sender_id = ?1 AND m.sender_device_id IS NOT ?2)) \
+             ORDER BY m.id LIMIT ?4",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(message_from_row).collect())
+    }
+
+    /// One page of the direct conversation between two users: the `limit` newest messages
+    /// with ids below `before` (or the newest overall), oldest first, and whether older ones
+    /// exist.
+    pub async fn history(
+        &self,
+        a: i64,
+        b: i64,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<(Vec<Message>, bool), StoreError> {
+        let rows = sqlx::query(
+            "SELECT m.id, su.name, ru.name, m.body, m.sent_at FROM messages m \
+             JOIN users su ON su.id = m.sender_id JOIN users ru ON ru.id = m.recipient_id \
+             WHERE m.id < ?3 AND ((m.sender_id = ?1 AND m.recipient_id = ?2) \
+                   OR (m.sender_id = ?2 AND m.recipient_id = ?1)) \
+             ORDER BY m.id DESC LIMIT ?4",
+        )
+        .bind(a)
+        .bind(b)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let more = rows.len() > limit as usize;
+        let mut page: Vec<Message> = rows
+            .iter()
+            .take(limit as usize)
+            .map(message_from_row)
+            .collect();
+        page.reverse();
+        Ok((page, more))
+    }
+
+    /// Number of stored messages (for tests, the bench and admin output).
+    pub async fn message_count(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM messages")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Runs `PRAGMA integrity_check`; returns its first line ("ok" when sound).
+    pub async fn integrity_check(&self) -> Result<String, StoreError> {
+        let row = sqlx::query("PRAGMA integrity_check")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get(0))
+    }
+}
+
+fn message_from_row(r: &SqliteRow) -> Message {
+    Message {
+        id: r.get(0),
+        from: r.get(1),
+        to: r.get(2),
+        body: r.get(3),
+        sent_at: format_timestamp(r.get(4)),
+    }
+}
+
+async fn live_user_id(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    name: &Username,
+) -> Result<i64, StoreError> {
+    let row = sqlx::query("SELECT id FROM users WHERE name = ? AND deleted = 0")
+        .bind(name.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.map(|r| r.get(0))
+        .ok_or_else(|| StoreError::NoSuchUser(name.to_string()))
+}
+
+async fn bump_epoch(tx: &mut sqlx::Transaction<'_, Sqlite>) -> Result<(), StoreError> {
+    sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'auth_epoch'")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Microseconds since the Unix epoch, from the system clock.
+pub(crate) fn now_micros() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Creates the database file with mode 0600 if it does not exist yet, so the SQLite file
+/// (and its -wal/-shm companions, which SQLite creates with the same mode) are private.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent)?;
+        }
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
