@@ -1,1 +1,4 @@
+//! Integration tests: one test binary (links once), one module per area.
 
+mod common;
+mod core;

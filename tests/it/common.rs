@@ -1,0 +1,211 @@
+//! Test harness: a real server in-process on 127.0.0.1:0 with a temporary directory, real
+//! TLS, and the real client library.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chat_svc::auth::Hasher;
+use chat_svc::client::{ClientError, Connection, Event, ServerAddr};
+use chat_svc::protocol::{Message, Secret, Username};
+use chat_svc::server::{Limits, Server, ServerOptions};
+use chat_svc::store::{Durability, Store};
+use chat_svc::tls::{Fingerprint, IdentitySource};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The password every test user gets.
+pub const PASSWORD: &str = "correct-horse-battery";
+
+/// A running in-process server.
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub pin: Fingerprint,
+    pub limits: Limits,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Options for a test server over `dir`.
+pub fn options(dir: &Path, limits: Limits) -> ServerOptions {
+    ServerOptions {
+        db: dir.join("chatd.db"),
+        identity: IdentitySource {
+            cert_dir: dir.join("certs"),
+            cert_file: None,
+            key_file: None,
+            extra_names: vec![],
+        },
+        durability: Durability::Full,
+        limits,
+        hash_parallelism: 2,
+    }
+}
+
+/// Limits for tests: revocations noticed quickly.
+pub fn test_limits() -> Limits {
+    Limits {
+        revocation_poll: Duration::from_millis(100),
+        ..Limits::default()
+    }
+}
+
+impl TestServer {
+    /// Starts a server on a fresh temporary directory.
+    pub async fn start() -> TestServer {
+        Self::start_with(test_limits()).await
+    }
+
+    /// Starts a server with the given limits.
+    pub async fn start_with(limits: Limits) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, limits, None).await
+    }
+
+    /// Starts a server over an existing directory (a restart), optionally on a given address.
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        limits: Limits,
+        addr: Option<SocketAddr>,
+    ) -> TestServer {
+        let server = Server::start(&options(dir.path(), limits.clone()))
+            .await
+            .unwrap();
+        let listener = TcpListener::bind(addr.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap()))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pin = server.fingerprint();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(listener, shutdown.clone()));
+        TestServer {
+            dir,
+            addr,
+            pin,
+            limits,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// Stops the server gracefully and returns its directory (for a restart).
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    /// Restarts the server on the same directory and port.
+    pub async fn restart(self) -> TestServer {
+        let addr = self.addr;
+        let limits = self.limits.clone();
+        let dir = self.stop().await;
+        TestServer::start_in(dir, limits, Some(addr)).await
+    }
+
+    pub fn server_addr(&self) -> ServerAddr {
+        self.addr.into()
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("chatd.db")
+    }
+
+    /// Opens the server's database the way the admin commands do.
+    pub async fn admin(&self) -> Store {
+        Store::open(&self.db_path(), Durability::Full)
+            .await
+            .unwrap()
+    }
+
+    /// Creates users with [`PASSWORD`] through the admin path.
+    pub async fn add_users(&self, names: &[&str]) {
+        let store = self.admin().await;
+        let hasher = Hasher::new(2).await.unwrap();
+        let hash = hasher.hash(&Secret::new(PASSWORD)).await.unwrap();
+        for name in names {
+            store
+                .create_user(&Username::parse(name).unwrap(), &hash)
+                .await
+                .unwrap();
+        }
+        store.close().await;
+    }
+
+    /// A connected, hello'd, unauthenticated connection.
+    pub async fn connect(&self) -> Connection {
+        Connection::connect(&self.server_addr(), self.pin)
+            .await
+            .unwrap()
+    }
+
+    /// Logs in as a new device; returns the connection and its token.
+    pub async fn login(&self, user: &str) -> (Connection, Secret) {
+        let conn = self.connect().await;
+        let info = conn
+            .client
+            .login(user, &Secret::new(PASSWORD), "test device")
+            .await
+            .unwrap();
+        (conn, info.token)
+    }
+
+    /// Authenticates an existing device by token.
+    pub async fn resume(&self, token: &Secret) -> Result<Connection, ClientError> {
+        let conn = self.connect().await;
+        conn.client.auth(token).await?;
+        Ok(conn)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Receives the next event within 10 s.
+pub async fn next_event(events: &mut mpsc::Receiver<Event>) -> Event {
+    tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("timed out waiting for an event")
+        .expect("event stream ended")
+}
+
+/// Subscribes and collects the backlog up to `caught_up`.
+pub async fn drain_backlog(conn: &mut Connection) -> Vec<Message> {
+    conn.client.subscribe().await.unwrap();
+    let mut got = Vec::new();
+    loop {
+        match next_event(&mut conn.events).await {
+            Event::Message(m) => got.push(m),
+            Event::CaughtUp { .. } => return got,
+            Event::Closed(r) => panic!("closed while draining: {r:?}"),
+        }
+    }
+}
+
+/// Waits for `n` live messages.
+pub async fn take_messages(events: &mut mpsc::Receiver<Event>, n: usize) -> Vec<Message> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match next_event(events).await {
+            Event::Message(m) => got.push(m),
+            Event::CaughtUp { .. } => {}
+            Event::Closed(r) => panic!("closed after {} of {n} messages: {r:?}", got.len()),
+        }
+    }
+    got
+}
+
+/// Asserts that no message arrives within `wait`.
+pub async fn assert_quiet(events: &mut mpsc::Receiver<Event>, wait: Duration) {
+    if let Ok(Some(Event::Message(m))) = tokio::time::timeout(wait, events.recv()).await {
+        panic!("unexpected message {m:?}");
+    }
+}
