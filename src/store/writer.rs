@@ -59,14 +59,19 @@ pub struct Delivery {
     pub recipient_id: i64,
 }
 
+/// Where the writer answers a submitter.
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
 enum Op {
-    Send(NewMessage, oneshot::Sender<Result<Committed, StoreError>>),
-    Ack {
-        user_id: i64,
-        device_id: i64,
-        upto: i64,
-        done: oneshot::Sender<Result<(), StoreError>>,
-    },
+    Send(NewMessage, Reply<Committed>),
+    Ack(AckOp),
+}
+
+struct AckOp {
+    user_id: i64,
+    device_id: i64,
+    upto: i64,
+    done: Reply<()>,
 }
 
 /// Handle for submitting work to the writer task. Cheap to clone. When every handle is
@@ -92,12 +97,12 @@ impl Writer {
     pub async fn ack(&self, user_id: i64, device_id: i64, upto: i64) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Op::Ack {
+            .send(Op::Ack(AckOp {
                 user_id,
                 device_id,
                 upto,
                 done,
-            })
+            }))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         wait.await.map_err(|_| StoreError::WriterGone)?
@@ -158,12 +163,7 @@ impl State {
         for op in batch.drain(..) {
             match op {
                 Op::Send(m, done) => sends.push((m, done)),
-                Op::Ack {
-                    user_id,
-                    device_id,
-                    upto,
-                    done,
-                } => acks.push((user_id, device_id, upto, done)),
+                Op::Ack(ack) => acks.push(ack),
             }
         }
         let first_id = self.next_id;
@@ -202,8 +202,8 @@ impl State {
                     };
                     let _ = done.send(Ok(result));
                 }
-                for (_, _, _, done) in acks {
-                    let _ = done.send(Ok(()));
+                for ack in acks {
+                    let _ = ack.done.send(Ok(()));
                 }
                 if !deliveries.is_empty() {
                     (self.on_commit)(deliveries);
@@ -216,8 +216,10 @@ impl State {
                 for (_, done) in sends {
                     let _ = done.send(Err(StoreError::Database(e.to_string().into())));
                 }
-                for (_, _, _, done) in acks {
-                    let _ = done.send(Err(StoreError::Database(e.to_string().into())));
+                for ack in acks {
+                    let _ = ack
+                        .done
+                        .send(Err(StoreError::Database(e.to_string().into())));
                 }
             }
         }
@@ -227,8 +229,8 @@ impl State {
     /// `(id, sent_at)` of each newly inserted row.
     async fn commit(
         &mut self,
-        sends: &[(NewMessage, oneshot::Sender<Result<Committed, StoreError>>)],
-        acks: &[(i64, i64, i64, oneshot::Sender<Result<(), StoreError>>)],
+        sends: &[(NewMessage, Reply<Committed>)],
+        acks: &[AckOp],
     ) -> Result<(Vec<Slot>, Vec<(i64, i64)>), StoreError> {
         let mut tx = self.pool.begin().await?;
 
@@ -307,11 +309,11 @@ impl State {
             // Highest ack per device and per user in this batch.
             let mut devices: HashMap<i64, i64> = HashMap::new();
             let mut users: HashMap<i64, i64> = HashMap::new();
-            for (user, device, upto, _) in acks {
-                let d = devices.entry(*device).or_insert(*upto);
-                *d = (*d).max(*upto);
-                let u = users.entry(*user).or_insert(*upto);
-                *u = (*u).max(*upto);
+            for ack in acks {
+                let d = devices.entry(ack.device_id).or_insert(ack.upto);
+                *d = (*d).max(ack.upto);
+                let u = users.entry(ack.user_id).or_insert(ack.upto);
+                *u = (*u).max(ack.upto);
             }
             update_max(&mut tx, "devices", "cursor", &devices).await?;
             update_max(&mut tx, "users", "acked_upto", &users).await?;
