@@ -381,7 +381,9 @@ fn print_message(m: &Message, json: bool) -> Result<()> {
             .take(19)
             .collect::<String>()
             .replace('T', " ");
-        let mut lines = m.body.split('\n');
+        // A final newline (as `chat send < file` keeps) is not shown as an empty line.
+        let body = m.body.strip_suffix('\n').unwrap_or(&m.body);
+        let mut lines = body.split('\n');
         let first = lines.next().unwrap_or("");
         writeln!(out, "[{when}] {} → {}: {first}", m.from, m.to)?;
         for line in lines {
