@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::protocol::MAX_CONFIGURABLE_BODY_BYTES;
 use crate::server::{Limits, ServerOptions};
 use crate::store::Durability;
 use crate::tls::IdentitySource;
@@ -37,6 +38,8 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("invalid listen address {0:?} (expected IP:PORT, e.g. 0.0.0.0:7667 or [::]:7667)")]
     Listen(String),
+    #[error("max_body_bytes = {0} is out of range (1 to {MAX_CONFIGURABLE_BODY_BYTES})")]
+    MaxBody(usize),
 }
 
 /// The config file: every key optional.
@@ -109,6 +112,9 @@ pub fn resolve(flags: &Overrides, file: &FileConfig) -> Result<Resolved, ConfigE
         .map_err(|_| ConfigError::Listen(listen_text.clone()))?;
     let mut limits = Limits::default();
     if let Some(v) = file.max_body_bytes {
+        if v == 0 || v > MAX_CONFIGURABLE_BODY_BYTES {
+            return Err(ConfigError::MaxBody(v));
+        }
         limits.max_body = v;
     }
     if let Some(v) = file.max_connections {
@@ -178,6 +184,11 @@ mod tests {
     #[test]
     fn bad_config_is_refused_with_the_reason() {
         assert!(FileConfig::parse("listen = 5").is_err());
+        let huge = FileConfig::parse("max_body_bytes = 1000000").unwrap();
+        assert!(matches!(
+            resolve(&Overrides::default(), &huge),
+            Err(ConfigError::MaxBody(1000000))
+        ));
         assert!(FileConfig::parse("colour = \"blue\"")
             .unwrap_err()
             .contains("colour"));

@@ -27,6 +27,11 @@ pub const MAX_FRAME_LEN: usize = 128 * 1024;
 /// Default largest message body, in bytes of UTF-8.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// Largest body limit an operator may configure: a body of control characters escapes to six
+/// bytes of JSON per byte, and the `msg` frame carrying it must still fit in
+/// [`MAX_FRAME_LEN`].
+pub const MAX_CONFIGURABLE_BODY_BYTES: usize = (MAX_FRAME_LEN - 4096) / 6;
+
 /// Largest page `history` returns, whatever `limit` asks for.
 pub const MAX_HISTORY_PAGE: u32 = 500;
 
@@ -268,7 +273,7 @@ pub enum ErrorCode {
     UnsupportedVersion,
     /// The request needs an authenticated connection.
     NotAuthenticated,
-    /// `login`/`auth` on a connection that is already authenticated, or a second `hello`.
+    /// `login`/`auth` on a connection that is already authenticated.
     AlreadyAuthenticated,
     /// Wrong user name or password (the two are indistinguishable).
     InvalidCredentials,

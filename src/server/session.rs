@@ -55,8 +55,9 @@ pub(super) async fn run(
     let limits = &state.limits;
     // A TLS connection starts with a handshake record (0x16). Anything else is a plaintext
     // client: tell it in plain words instead of failing inside the TLS library.
+    let handshake_deadline = Instant::now() + limits.handshake_timeout;
     let mut first = [0u8; 1];
-    match timeout(limits.handshake_timeout, tcp.peek(&mut first)).await {
+    match tokio::time::timeout_at(handshake_deadline, tcp.peek(&mut first)).await {
         Ok(Ok(1)) if first[0] == 0x16 => {}
         Ok(Ok(1)) => {
             tracing::debug!(%peer, "plaintext client on the TLS port");
@@ -66,7 +67,7 @@ pub(super) async fn run(
         }
         _ => return,
     }
-    let tls = match timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+    let tls = match tokio::time::timeout_at(handshake_deadline, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -169,6 +170,9 @@ impl Session {
                     return End::Error(ServerFrame::error(None, code, message));
                 }
                 Some(frame) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    if let ServerFrame::Acked { upto, .. } = frame {
+                        self.cursor = self.cursor.max(upto);
+                    }
                     if let Err(end) = self.write(&frame).await {
                         return end;
                     }
@@ -573,6 +577,11 @@ impl Session {
     }
 
     async fn ack(&mut self, req: u64, user: &AuthedUser, upto: i64) -> Result<(), End> {
+        if !self.subscribed {
+            return self
+                .reply_error(req, ErrorCode::BadRequest, "subscribe before acknowledging")
+                .await;
+        }
         if upto > self.max_pushed {
             return self
                 .reply_error(
@@ -593,7 +602,8 @@ impl Session {
                 })
                 .await;
         }
-        self.cursor = upto;
+        // `self.cursor` moves when the writer confirms (in `serve`), so a failed ack can be
+        // retried and is never confirmed without being stored.
         let writer = self.state.writer.clone();
         let (user_id, device_id) = (user.user_id(), user.device_id());
         self.in_flight.push(
@@ -639,7 +649,23 @@ impl Session {
             .history(user.user_id(), peer.id, before, limit)
             .await
         {
-            Ok((messages, more)) => {
+            Ok((mut messages, mut more)) => {
+                // Keep the page within one frame: drop the oldest messages beyond the budget
+                // (they come with the next page, `before` the first one kept).
+                let mut budget = crate::protocol::MAX_FRAME_LEN - 1024;
+                let mut keep = 0;
+                for m in messages.iter().rev() {
+                    let size = encode_json(m).len() + 1;
+                    if size > budget {
+                        break;
+                    }
+                    budget -= size;
+                    keep += 1;
+                }
+                if keep < messages.len() {
+                    messages.drain(..messages.len() - keep);
+                    more = true;
+                }
                 self.write(&ServerFrame::History {
                     req,
                     messages,
@@ -690,27 +716,26 @@ impl Session {
     /// error frame where there is one, and closes TLS cleanly.
     async fn finish(mut self, end: End) {
         let last = match end {
-            End::Gone => None,
+            End::Gone => return,
             End::LoggedOut => None,
             End::Error(frame) => Some(frame),
-            End::Shutdown => {
-                // Let in-flight sends commit and be acknowledged before saying goodbye.
-                let grace = self.state.limits.shutdown_grace;
-                let drain = async {
-                    while let Some(frame) = self.in_flight.next().await {
-                        if self.write(&frame).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                let _ = timeout(grace, drain).await;
-                Some(ServerFrame::error(
-                    None,
-                    ErrorCode::ShuttingDown,
-                    "the server is shutting down; reconnect later",
-                ))
+            End::Shutdown => Some(ServerFrame::error(
+                None,
+                ErrorCode::ShuttingDown,
+                "the server is shutting down; reconnect later",
+            )),
+        };
+        // Sends and acks already handed to the writer will be stored: answer them before
+        // saying goodbye, so the client knows.
+        let grace = self.state.limits.shutdown_grace;
+        let drain = async {
+            while let Some(frame) = self.in_flight.next().await {
+                if self.write(&frame).await.is_err() {
+                    break;
+                }
             }
         };
+        let _ = timeout(grace, drain).await;
         if let Some(frame) = last {
             if let Some(req) = frame.req() {
                 tracing::debug!(peer = %self.peer, req, "closing after error");

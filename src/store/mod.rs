@@ -428,7 +428,8 @@ impl Store {
     // ----- messages -------------------------------------------------------------------
 
     /// Messages for a user's device with ids above `after`, oldest first, at most `limit`:
-    /// everything addressed to the user, and what the user sent from other devices.
+    /// everything addressed to the user or sent by the user, except what this very device
+    /// sent (it knows those already; live delivery skips them the same way).
     pub async fn backlog(
         &self,
         user_id: i64,
@@ -439,8 +440,8 @@ impl Store {
         let rows = sqlx::query(
             "SELECT m.id, su.name, ru.name, m.body, m.sent_at FROM messages m \
              JOIN users su ON su.id = m.sender_id JOIN users ru ON ru.id = m.recipient_id \
-             WHERE m.id > ?3 AND (m.recipient_id = ?1 \
-                   OR (m.sender_id = ?1 AND m.sender_device_id IS NOT ?2)) \
+             WHERE m.id > ?3 AND (m.recipient_id = ?1 OR m.sender_id = ?1) \
+                   AND m.sender_device_id IS NOT ?2 \
              ORDER BY m.id LIMIT ?4",
         )
         .bind(user_id)

@@ -553,3 +553,139 @@ async fn message_size_limit_is_exact() {
     alice.client.send("bob", &controls, "ctl").await.unwrap();
     alice.client.ping().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_pages_always_fit_in_one_frame() {
+    let server = TestServer::start().await;
+    server.add_users(&["alice", "bob"]).await;
+    let (alice, _) = server.login("alice").await;
+    // Each of these bodies escapes to ~96 KiB of JSON: a page of 50 would be ~5 MiB.
+    let heavy = "\u{1}".repeat(DEFAULT_MAX_BODY_BYTES);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            alice
+                .client
+                .send("bob", &heavy, &format!("heavy{i}"))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let (page, more) = alice.client.history("bob", before, Some(50)).await.unwrap();
+        assert!(!page.is_empty());
+        seen.splice(0..0, page.iter().map(|m| m.id));
+        if !more {
+            break;
+        }
+        before = page.first().map(|m| m.id);
+    }
+    assert_eq!(seen, ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notes_to_self_reach_other_devices_but_not_the_sender_device() {
+    let server = TestServer::start().await;
+    server.add_users(&["alice"]).await;
+    let (mut a1, t1) = server.login("alice").await;
+    let (mut a2, _) = server.login("alice").await;
+    drain_backlog(&mut a1).await;
+    drain_backlog(&mut a2).await;
+    let id = a1
+        .client
+        .send("alice", "note to self", "n1")
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(take_messages(&mut a2.events, 1).await[0].id, id);
+    assert_quiet(&mut a1.events, Duration::from_millis(300)).await;
+    // The sending device does not get it from the backlog either.
+    drop(a1);
+    let mut again = server.resume(&t1).await.unwrap();
+    assert!(drain_backlog(&mut again).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_needs_a_subscription_and_cannot_run_ahead() {
+    let server = TestServer::start().await;
+    server.add_users(&["alice", "bob"]).await;
+    let (alice, _) = server.login("alice").await;
+    let id = alice.client.send("bob", "one", "k").await.unwrap().id;
+    let (mut bob, _) = server.login("bob").await;
+    let err = bob.client.ack(id).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::BadRequest));
+    assert_eq!(drain_backlog(&mut bob).await.len(), 1);
+    let err = bob.client.ack(id + 1).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::BadRequest));
+    assert_eq!(bob.client.ack(id).await.unwrap(), id);
+    assert_eq!(
+        bob.client.ack(id).await.unwrap(),
+        id,
+        "repeating an ack is harmless"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_in_flight_is_answered_before_a_bad_frame_closes_the_connection() {
+    use chat_svc::protocol::codec::{encode_json, parse_server_frame, FrameCodec};
+    use chat_svc::protocol::{Request, ServerFrame, PROTOCOL_VERSION};
+    use futures::{SinkExt, StreamExt};
+
+    let server = TestServer::start().await;
+    server.add_users(&["alice", "bob"]).await;
+    let tls = connect_tls(&server.server_addr(), Some(server.pin))
+        .await
+        .unwrap();
+    let mut framed = tokio_util::codec::Framed::new(tls, FrameCodec::new());
+    let requests = [
+        Request::Hello {
+            req: 1,
+            version: PROTOCOL_VERSION,
+            client: None,
+        },
+        Request::Login {
+            req: 2,
+            user: "alice".into(),
+            password: Secret::new(PASSWORD),
+            device: None,
+        },
+    ];
+    for r in &requests {
+        framed.send(encode_json(r)).await.unwrap();
+        framed.next().await.unwrap().unwrap();
+    }
+    let send = Request::Send {
+        req: 3,
+        to: "bob".into(),
+        body: "in flight".into(),
+        key: "f1".into(),
+    };
+    framed.feed(encode_json(&send)).await.unwrap();
+    framed
+        .feed(bytes::Bytes::from_static(br#"{"type":"teleport","req":4}"#))
+        .await
+        .unwrap();
+    framed.flush().await.unwrap();
+    let mut frames = Vec::new();
+    while let Some(Ok(payload)) = framed.next().await {
+        frames.push(parse_server_frame(&payload).unwrap());
+    }
+    assert!(
+        matches!(frames[0], ServerFrame::Sent { req: 3, .. }),
+        "{frames:?}"
+    );
+    assert!(
+        matches!(
+            frames[1],
+            ServerFrame::Error {
+                req: Some(4),
+                code: ErrorCode::UnknownType,
+                ..
+            }
+        ),
+        "{frames:?}"
+    );
+}
