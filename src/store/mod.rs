@@ -66,16 +66,17 @@ pub enum StoreError {
     DuplicateUser(String),
     #[error("no such user: {0}")]
     NoSuchUser(String),
-    #[error("cannot open database {path}: {source}")]
+    #[error("cannot open database {path}: {reason}")]
     Open {
         path: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        reason: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("database migration failed: {0}")]
-    Migrate(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Migrate(Box<dyn std::error::Error + Send + Sync>),
+    // The inner error is shown in the message and deliberately not chained as a source:
+    // sqlx's errors repeat their own source, which would print the cause three times.
     #[error("database error: {0}")]
-    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Database(Box<dyn std::error::Error + Send + Sync>),
     #[error("the message writer has stopped")]
     WriterGone,
 }
@@ -134,9 +135,9 @@ impl Store {
     /// Opens (creating if needed, with mode 0600) the SQLite database at `path` and applies
     /// pending migrations.
     pub async fn open(path: &Path, durability: Durability) -> Result<Store, StoreError> {
-        let open_err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+        let open_err = |reason: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
             path: path.display().to_string(),
-            source,
+            reason,
         };
         create_private_file(path).map_err(|e| open_err(Box::new(e)))?;
         let options = SqliteConnectOptions::new()
@@ -227,7 +228,7 @@ impl Store {
         name: &Username,
         password_hash: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let id = live_user_id(&mut tx, name).await?;
         sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
             .bind(password_hash)
@@ -246,7 +247,7 @@ impl Store {
     /// Disables or re-enables an account. Disabling closes its live connections (through the
     /// auth epoch) but keeps its devices, so re-enabling resumes where they were.
     pub async fn set_disabled(&self, name: &Username, disabled: bool) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let id = live_user_id(&mut tx, name).await?;
         sqlx::query("UPDATE users SET disabled = ? WHERE id = ?")
             .bind(disabled as i64)
@@ -261,7 +262,7 @@ impl Store {
     /// Deletes an account: its credentials and devices go, its row stays (marked deleted) so
     /// that other users' history still names it. The name stays reserved.
     pub async fn delete_user(&self, name: &Username) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let id = live_user_id(&mut tx, name).await?;
         sqlx::query(
             "UPDATE users SET deleted = 1, disabled = 1, password_hash = NULL WHERE id = ?",
@@ -280,7 +281,7 @@ impl Store {
 
     /// Ends every session (device token) of an account; returns how many there were.
     pub async fn revoke_user(&self, name: &Username) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let id = live_user_id(&mut tx, name).await?;
         let n = sqlx::query("DELETE FROM devices WHERE user_id = ?")
             .bind(id)
@@ -387,7 +388,7 @@ impl Store {
 
     /// Deletes one device (logout).
     pub async fn delete_device(&self, device_id: i64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("DELETE FROM devices WHERE id = ?")
             .bind(device_id)
             .execute(&mut *tx)

@@ -232,7 +232,7 @@ impl State {
         sends: &[(NewMessage, Reply<Committed>)],
         acks: &[AckOp],
     ) -> Result<(Vec<Slot>, Vec<(i64, i64)>), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
 
         // Idempotency: keys already stored by the same sender.
         let mut existing: HashMap<(i64, &str), Committed> = HashMap::new();

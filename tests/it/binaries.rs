@@ -1,0 +1,587 @@
+//! The real `chatd` and `chat` binaries, driven the way an operator and a script would:
+//! separate processes, stdin piped or null (never a terminal), stdout/stderr captured.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::common::PASSWORD;
+
+const CHATD: &str = env!("CARGO_BIN_EXE_chatd");
+const CHAT: &str = env!("CARGO_BIN_EXE_chat");
+
+/// How long one short command may run.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Environment variables that would change what the binaries do; removed for every child.
+const SCRUBBED_ENV: &[&str] = &[
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+    "CHAT_HOME",
+    "CHATD_CONFIG",
+    "CHATD_DB",
+    "CHATD_CERT_DIR",
+    "CHATD_LISTEN",
+    "CHATD_DURABILITY",
+    "CHATD_TLS_CERT",
+    "CHATD_TLS_KEY",
+];
+
+/// What a finished command printed.
+#[derive(Debug)]
+struct Output {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    fn assert_ok(self, what: &str) -> Output {
+        assert!(
+            self.status.success(),
+            "{what} failed with {}\nstdout: {}\nstderr: {}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts a clean failure: non-zero exit, exactly one line on stderr starting with
+    /// `prefix`, and no panic or backtrace. Returns that line.
+    fn assert_clean_failure(&self, what: &str, prefix: &str) -> String {
+        assert!(
+            !self.status.success() && self.status.code().is_some(),
+            "{what} should exit non-zero, got {}\nstdout: {}\nstderr: {}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        assert!(
+            !self.stderr.contains("panicked") && !self.stderr.contains("backtrace"),
+            "{what} panicked:\n{}",
+            self.stderr
+        );
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{what}: exactly one line on stderr, got:\n{}",
+            self.stderr
+        );
+        assert!(
+            lines[0].starts_with(prefix),
+            "{what}: stderr should start with {prefix:?}: {:?}",
+            lines[0]
+        );
+        lines[0].to_string()
+    }
+}
+
+/// A command with a scrubbed environment.
+fn command(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    for var in SCRUBBED_ENV {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Runs a command to completion (killing it after [`COMMAND_TIMEOUT`]); `stdin` is piped
+/// when given, null otherwise.
+fn run(mut cmd: Command, stdin: Option<&str>) -> Output {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let shown = format!("{cmd:?}");
+    let mut child = ChildGuard(cmd.spawn().unwrap_or_else(|e| panic!("spawn {shown}: {e}")));
+    if let Some(input) = stdin {
+        let mut pipe = child.0.stdin.take().unwrap();
+        // The child may exit before reading everything (an error case); that is fine.
+        let _ = pipe.write_all(input.as_bytes());
+    }
+    let out = read_all(child.0.stdout.take().unwrap());
+    let err = read_all(child.0.stderr.take().unwrap());
+    let status = child.wait_for(COMMAND_TIMEOUT, &shown);
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+fn read_all(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Kills the child when dropped (a failing test must not leave processes behind).
+struct ChildGuard(Child);
+
+impl ChildGuard {
+    /// Waits for the child to exit within `limit`; kills it and panics otherwise.
+    fn wait_for(&mut self, limit: Duration, what: &str) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+                panic!("{what} did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pid(&self) -> libc::pid_t {
+        self.0.id() as libc::pid_t
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Lines of a child's stdout, read on a thread so that they can be awaited with a timeout.
+struct Lines(mpsc::Receiver<String>);
+
+impl Lines {
+    fn new(stdout: ChildStdout) -> Lines {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Lines(rx)
+    }
+
+    fn next(&self, limit: Duration, what: &str) -> String {
+        self.0
+            .recv_timeout(limit)
+            .unwrap_or_else(|e| panic!("no line from {what} within {limit:?}: {e}"))
+    }
+}
+
+/// A `chatd serve` child process.
+struct Server {
+    child: ChildGuard,
+    _stdout: Lines,
+    addr: String,
+    pin: String,
+    dir: PathBuf,
+}
+
+impl Server {
+    /// Starts `chatd serve` on 127.0.0.1:0 over `dir` and reads its two stdout lines.
+    fn start(dir: &Path) -> Server {
+        let mut cmd = chatd(dir);
+        cmd.arg("serve").args(["--listen", "127.0.0.1:0"]);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("chatd.log"))
+            .unwrap();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        let mut child = ChildGuard(cmd.spawn().expect("spawn chatd serve"));
+        let lines = Lines::new(child.0.stdout.take().unwrap());
+        let limit = Duration::from_secs(30);
+        let first = lines.next(limit, "chatd serve");
+        let addr = first
+            .strip_prefix("chatd listening on ")
+            .unwrap_or_else(|| panic!("first stdout line of chatd serve: {first:?}"))
+            .to_string();
+        assert!(
+            addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
+            "{addr}"
+        );
+        let second = lines.next(limit, "chatd serve");
+        let pin = second
+            .strip_prefix("fingerprint ")
+            .unwrap_or_else(|| panic!("second stdout line of chatd serve: {second:?}"))
+            .to_string();
+        assert!(pin.starts_with("sha256:"), "{pin}");
+        assert_eq!(pin.len(), "sha256:".len() + 64, "{pin}");
+        Server {
+            child,
+            _stdout: lines,
+            addr,
+            pin,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("chatd.log")).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    fn terminate(mut self) -> ExitStatus {
+        // SAFETY: kill(2) on our own child's pid; the child has not been reaped yet (the guard
+        // only waits on it below or on drop), so the pid cannot have been reused.
+        let rc = unsafe { libc::kill(self.child.pid(), libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill(SIGTERM)");
+        let status = self
+            .child
+            .wait_for(Duration::from_secs(30), "chatd serve after SIGTERM");
+        if !status.success() {
+            panic!(
+                "chatd exited with {status} after SIGTERM; log:\n{}",
+                self.log()
+            );
+        }
+        status
+    }
+}
+
+/// `chatd` with `--db` and `--cert-dir` under `dir`.
+fn chatd(dir: &Path) -> Command {
+    let mut cmd = command(CHATD);
+    cmd.arg("--db")
+        .arg(dir.join("chatd.db"))
+        .arg("--cert-dir")
+        .arg(dir.join("certs"));
+    cmd
+}
+
+/// `chat` with `CHAT_HOME` = `dir/<user>`.
+fn chat(dir: &Path, user: &str) -> Command {
+    let mut cmd = command(CHAT);
+    cmd.env("CHAT_HOME", dir.join(user));
+    cmd
+}
+
+fn add_user(dir: &Path, name: &str) {
+    let mut cmd = chatd(dir);
+    cmd.args(["user", "add", name, "--password-stdin"]);
+    let out = run(cmd, Some(&format!("{PASSWORD}\n"))).assert_ok("chatd user add");
+    assert!(out.stdout.contains(name), "{}", out.stdout);
+}
+
+fn login(dir: &Path, server: &Server, user: &str) {
+    let mut cmd = chat(dir, user);
+    cmd.args(["login", "--server", &server.addr, "--user", user])
+        .args(["--pin", &server.pin, "--password-stdin"]);
+    let out = run(cmd, Some(&format!("{PASSWORD}\n"))).assert_ok("chat login");
+    assert!(
+        out.stdout
+            .starts_with(&format!("logged in to {} as {user}", server.addr)),
+        "{}",
+        out.stdout
+    );
+}
+
+/// `chat send`; returns the id it reports (`sent #ID at TIME`).
+fn send(dir: &Path, from: &str, args: &[&str], stdin: Option<&str>) -> i64 {
+    let mut cmd = chat(dir, from);
+    cmd.arg("send").args(args);
+    let out = run(cmd, stdin).assert_ok("chat send");
+    let id = out
+        .stdout
+        .trim()
+        .strip_prefix("sent #")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("chat send printed {:?}", out.stdout));
+    assert!(out.stderr.is_empty(), "chat send stderr: {}", out.stderr);
+    id
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}
+
+/// Asserts the fields of one printed message.
+fn check_message(m: &serde_json::Value, id: i64, from: &str, to: &str, body: &str) {
+    let obj = m.as_object().expect("a JSON object");
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["body", "from", "id", "sent_at", "to"], "{m}");
+    assert_eq!(m["id"].as_i64(), Some(id), "{m}");
+    assert_eq!(m["from"].as_str(), Some(from), "{m}");
+    assert_eq!(m["to"].as_str(), Some(to), "{m}");
+    assert_eq!(m["body"].as_str(), Some(body), "{m}");
+    let sent_at = m["sent_at"].as_str().expect("sent_at is a string");
+    // RFC 3339 UTC with microseconds: 2026-11-24T08:15:02.123456Z
+    assert_eq!(sent_at.len(), 27, "{sent_at}");
+    assert!(
+        sent_at.ends_with('Z') && sent_at.as_bytes()[10] == b'T',
+        "{sent_at}"
+    );
+    assert!(sent_at.starts_with("20"), "{sent_at}");
+}
+
+#[test]
+fn quick_start_with_the_real_binaries_and_clean_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = Server::start(dir);
+
+    add_user(dir, "alice");
+    add_user(dir, "bob");
+
+    // `chatd fingerprint` prints the pin the running server presents.
+    let out = run(
+        {
+            let mut c = chatd(dir);
+            c.arg("fingerprint");
+            c
+        },
+        None,
+    )
+    .assert_ok("chatd fingerprint");
+    assert_eq!(out.stdout.trim(), server.pin);
+
+    // --- Error cases: non-zero exit, one clean line on stderr. ---
+    // First contact without --pin, not on a terminal: refused, and nothing saved.
+    let mut cmd = chat(dir, "mallory");
+    cmd.args([
+        "login",
+        "--server",
+        &server.addr,
+        "--user",
+        "alice",
+        "--password-stdin",
+    ]);
+    let out = run(cmd, Some(&format!("{PASSWORD}\n")));
+    let line = out.assert_clean_failure("chat login without --pin", "chat: error:");
+    assert!(line.contains("--pin"), "{line}");
+    assert!(
+        line.contains(&server.pin),
+        "the error shows the presented key: {line}"
+    );
+    assert!(
+        !dir.join("mallory").join("session.json").exists(),
+        "no session is saved on a refused first contact"
+    );
+
+    // A short password for a new account.
+    let mut cmd = chatd(dir);
+    cmd.args(["user", "add", "carol", "--password-stdin"]);
+    let out = run(cmd, Some("short\n"));
+    let line = out.assert_clean_failure("chatd user add with a short password", "chatd: error:");
+    assert!(line.contains("password"), "{line}");
+
+    // --- The quick start. ---
+    login(dir, &server, "alice");
+    login(dir, &server, "bob");
+
+    // Sending to a user that does not exist.
+    let mut cmd = chat(dir, "alice");
+    cmd.args(["send", "nobody", "x"]);
+    let out = run(cmd, None);
+    let line = out.assert_clean_failure("chat send nobody", "chat: error:");
+    assert!(line.contains("nobody"), "{line}");
+
+    let first = send(dir, "alice", &["bob", "hello", "there"], None);
+    let multi = "first line\n  indented second line\n\n\tfourth: ünïcödé ✓\n";
+    let second = send(dir, "alice", &["bob"], Some(multi));
+    assert!(second > first, "ids increase: {first} then {second}");
+
+    let mut cmd = chat(dir, "bob");
+    cmd.args(["recv", "--json"]);
+    let out = run(cmd, None).assert_ok("chat recv");
+    assert!(out.stderr.is_empty(), "chat recv stderr: {}", out.stderr);
+    let got = json_lines(&out.stdout);
+    assert_eq!(got.len(), 2, "recv printed:\n{}", out.stdout);
+    check_message(&got[0], first, "alice", "bob", "hello there");
+    check_message(&got[1], second, "alice", "bob", multi);
+    let received = out.stdout;
+
+    // Everything was acknowledged: a second recv prints nothing.
+    let mut cmd = chat(dir, "bob");
+    cmd.args(["recv", "--json"]);
+    let out = run(cmd, None).assert_ok("second chat recv");
+    assert_eq!(out.stdout, "", "a second recv prints nothing");
+    assert!(
+        out.stderr.is_empty(),
+        "second chat recv stderr: {}",
+        out.stderr
+    );
+
+    // History shows both, identical to what recv printed.
+    let mut cmd = chat(dir, "bob");
+    cmd.args(["history", "alice", "--json"]);
+    let out = run(cmd, None).assert_ok("chat history");
+    let hist = json_lines(&out.stdout);
+    assert_eq!(hist.len(), 2, "history printed:\n{}", out.stdout);
+    check_message(&hist[0], first, "alice", "bob", "hello there");
+    check_message(&hist[1], second, "alice", "bob", multi);
+    assert_eq!(out.stdout, received, "history and recv print the same JSON");
+
+    // SIGTERM: a clean, successful exit.
+    let status = server.terminate();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn disabling_a_user_ends_its_sessions_and_recv_fails_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = Server::start(dir);
+    add_user(dir, "alice");
+    add_user(dir, "bob");
+    login(dir, &server, "alice");
+    login(dir, &server, "bob");
+
+    // bob follows live; a first message proves he is connected and subscribed.
+    let mut cmd = chat(dir, "bob");
+    cmd.args(["recv", "--follow", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut follower = ChildGuard(cmd.spawn().expect("spawn chat recv --follow"));
+    let follow_out = Lines::new(follower.0.stdout.take().unwrap());
+    let follow_err = read_all(follower.0.stderr.take().unwrap());
+    let id = send(dir, "alice", &["bob", "are", "you", "there?"], None);
+    let line = follow_out.next(Duration::from_secs(20), "chat recv --follow");
+    check_message(&json_lines(&line)[0], id, "alice", "bob", "are you there?");
+
+    let mut cmd = chatd(dir);
+    cmd.args(["user", "disable", "bob"]);
+    let out = run(cmd, None).assert_ok("chatd user disable");
+    assert!(out.stdout.contains("disabled bob"), "{}", out.stdout);
+
+    // The running server notices and closes bob's live connection; the client says why.
+    let status = follower.wait_for(Duration::from_secs(20), "chat recv --follow after disable");
+    assert!(
+        !status.success(),
+        "recv --follow exits non-zero when bob is disabled"
+    );
+    let stderr = follow_err.join().unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stderr:\n{stderr}");
+    assert!(lines[0].starts_with("chat: error:"), "{stderr}");
+    assert!(
+        lines[0].contains("session_revoked") || lines[0].contains("disabled"),
+        "{stderr}"
+    );
+
+    // A new recv as bob is refused with a clear message.
+    let mut cmd = chat(dir, "bob");
+    cmd.args(["recv", "--json"]);
+    let out = run(cmd, None);
+    let line = out.assert_clean_failure("chat recv as a disabled user", "chat: error:");
+    assert!(line.contains("disabled"), "{line}");
+    assert_eq!(out.stdout, "");
+
+    // So is a fresh login.
+    let mut cmd = chat(dir, "bob2");
+    cmd.args(["login", "--server", &server.addr, "--user", "bob"])
+        .args(["--pin", &server.pin, "--password-stdin"]);
+    let out = run(cmd, Some(&format!("{PASSWORD}\n")));
+    let line = out.assert_clean_failure("chat login as a disabled user", "chat: error:");
+    assert!(line.contains("disabled"), "{line}");
+
+    // alice is unaffected, and bob gets what was sent meanwhile once re-enabled.
+    let later = send(dir, "alice", &["bob", "welcome", "back"], None);
+    let mut cmd = chatd(dir);
+    cmd.args(["user", "enable", "bob"]);
+    run(cmd, None).assert_ok("chatd user enable");
+    let mut cmd = chat(dir, "bob");
+    cmd.args(["recv", "--json"]);
+    let out = run(cmd, None).assert_ok("chat recv after enable");
+    let got = json_lines(&out.stdout);
+    assert_eq!(got.len(), 1, "recv after enable printed:\n{}", out.stdout);
+    check_message(&got[0], later, "alice", "bob", "welcome back");
+
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+/// Operators run `chatd user …` while the server is busy (SQLite in WAL mode allows that).
+/// Neither side may fail because the other was writing at the same moment: the admin command
+/// must not exit with "database is locked", and no send may be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_succeed_while_the_server_is_writing() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let server = crate::common::TestServer::start().await;
+    server.add_users(&["alice", "bob", "dave"]).await;
+    let (alice, _) = server.login("alice").await;
+
+    // Keep the server's group-commit writer busy: four pipelined senders.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut senders = Vec::new();
+    for t in 0..4 {
+        let client = alice.client.clone();
+        let (stop, sent, refused) = (stop.clone(), sent.clone(), refused.clone());
+        senders.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                match client.send("bob", "busy", &format!("busy-{t}-{i}")).await {
+                    Ok(_) => {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => refused.lock().unwrap().push(e.to_string()),
+                }
+            }
+        }));
+    }
+    while sent.load(Ordering::Relaxed) < 20 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Meanwhile the operator toggles an unrelated account, through the real binary.
+    let db = server.db_path();
+    let certs = server.dir.path().join("certs");
+    let admin_failures = tokio::task::spawn_blocking(move || {
+        let mut failures = Vec::new();
+        for round in 0..20 {
+            for action in ["disable", "enable"] {
+                let mut cmd = command(CHATD);
+                cmd.arg("--db").arg(&db).arg("--cert-dir").arg(&certs);
+                cmd.args(["user", action, "dave"]);
+                let out = run(cmd, None);
+                if !out.status.success() {
+                    failures.push(format!("round {round} {action}: {}", out.stderr.trim()));
+                }
+            }
+        }
+        failures
+    })
+    .await
+    .unwrap();
+
+    stop.store(true, Ordering::Relaxed);
+    for s in senders {
+        s.await.unwrap();
+    }
+    let refused = refused.lock().unwrap().clone();
+    let sent = sent.load(Ordering::Relaxed);
+    assert!(
+        admin_failures.is_empty() && refused.is_empty(),
+        "while {sent} sends succeeded: {} of 40 admin commands failed, e.g. {:?}; \
+         {} sends were refused, e.g. {:?}",
+        admin_failures.len(),
+        admin_failures.first(),
+        refused.len(),
+        refused.first()
+    );
+}
