@@ -18,7 +18,10 @@ use futures::stream::{FuturesUnordered, StreamExt};
 const WINDOW: usize = 64;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let pairs: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(50);
     let secs: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -41,14 +44,23 @@ async fn run(pairs: usize, duration: Duration) {
     };
     let server = Server::start(&options).await.expect("server");
     let pin = server.fingerprint();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr").into();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let server_task = tokio::spawn(server.run(listener, shutdown.clone()));
 
     let password = Secret::new("bench-password");
-    let hash = Hasher::new(1).await.expect("hasher").hash(&password).await.expect("hash");
-    let admin = Store::open(&options.db, Durability::Full).await.expect("store");
+    let hash = Hasher::new(1)
+        .await
+        .expect("hasher")
+        .hash(&password)
+        .await
+        .expect("hash");
+    let admin = Store::open(&options.db, Durability::Full)
+        .await
+        .expect("store");
     for i in 0..pairs {
         for who in ["s", "r"] {
             let name = Username::parse(&format!("{who}{i}")).expect("name");
@@ -63,7 +75,10 @@ async fn run(pairs: usize, duration: Duration) {
     let mut senders = Vec::new();
     for i in 0..pairs {
         let mut r = Connection::connect(&addr, pin).await.expect("connect");
-        r.client.login(&format!("r{i}"), &password, "bench").await.expect("login");
+        r.client
+            .login(&format!("r{i}"), &password, "bench")
+            .await
+            .expect("login");
         r.client.subscribe().await.expect("subscribe");
         let delivered = Arc::clone(&delivered);
         receivers.push(tokio::spawn(async move {
@@ -84,7 +99,10 @@ async fn run(pairs: usize, duration: Duration) {
             last
         }));
         let s = Connection::connect(&addr, pin).await.expect("connect");
-        s.client.login(&format!("s{i}"), &password, "bench").await.expect("login");
+        s.client
+            .login(&format!("s{i}"), &password, "bench")
+            .await
+            .expect("login");
         senders.push((s, format!("r{i}")));
     }
 
@@ -127,7 +145,9 @@ async fn run(pairs: usize, duration: Duration) {
     let got = delivered.load(Ordering::Relaxed);
     println!(
         "machine: {} cpus; pairs {pairs}; window {WINDOW}; body 200 B; durability full",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
     );
     println!(
         "acked {total} in {send_secs:.2} s = {:.0} msg/s; delivered {got} in {all_secs:.2} s = {:.0} msg/s",
