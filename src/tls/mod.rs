@@ -341,6 +341,32 @@ mod tests {
     }
 
     #[test]
+    fn an_operator_provided_pair_is_served_as_is() {
+        let dir = tempfile::tempdir().unwrap();
+        // Stand-in for e.g. Let's Encrypt's fullchain.pem / privkey.pem, made elsewhere.
+        let theirs = IdentitySource {
+            cert_dir: dir.path().join("letsencrypt"),
+            cert_file: None,
+            key_file: None,
+            extra_names: vec![],
+        }
+        .load_or_create()
+        .unwrap();
+        let src = IdentitySource {
+            cert_dir: dir.path().join("certs"),
+            cert_file: Some(theirs.cert_path.clone()),
+            key_file: Some(theirs.key_path.clone()),
+            extra_names: vec![],
+        };
+        let served = src.load_or_create().unwrap();
+        assert_eq!(served.fingerprint, theirs.fingerprint);
+        assert_eq!(served.certs, theirs.certs);
+        assert!(!served.generated_key);
+        assert!(!dir.path().join("certs").exists(), "nothing generated");
+        server_config(&served).unwrap();
+    }
+
+    #[test]
     fn world_readable_key_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let src = IdentitySource {
