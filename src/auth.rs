@@ -216,14 +216,20 @@ impl Auth {
         device_name: &str,
         peer: IpAddr,
     ) -> Result<(AuthedUser, Secret), AuthError> {
-        let account_key = format!("u:{}", user.to_ascii_lowercase());
+        let name = Username::parse(user).ok();
+        // A name that cannot exist has no account to protect: it is throttled by address only,
+        // and never grows the table with attacker-chosen keys.
+        let account_key = match &name {
+            Some(n) => format!("u:{n}"),
+            None => "u:".to_string(),
+        };
         let address_key = format!("a:{}", address_bucket(peer));
         if let Some(retry_after) = self.throttled(&account_key, &address_key) {
             return Err(AuthError::RateLimited { retry_after });
         }
-        let creds = match Username::parse(user) {
-            Ok(name) => self.store.credentials(&name).await?,
-            Err(_) => None,
+        let creds = match &name {
+            Some(name) => self.store.credentials(name).await?,
+            None => None,
         };
         let ok = if password.expose().len() > MAX_PASSWORD_BYTES {
             false
@@ -331,9 +337,16 @@ impl Throttle {
     }
 
     fn fail(&mut self, key: &str, free: u32, now: Instant) {
-        if self.entries.len() >= THROTTLE_MAX_ENTRIES {
+        if self.entries.len() >= THROTTLE_MAX_ENTRIES && !self.entries.contains_key(key) {
             self.entries
                 .retain(|_, e| now.duration_since(e.last_failure) < THROTTLE_MEMORY / 4);
+            if self.entries.len() >= THROTTLE_MAX_ENTRIES {
+                // Under a wide attack keep only what currently blocks someone.
+                self.entries.retain(|_, e| e.blocked_until > now);
+            }
+            if self.entries.len() >= THROTTLE_MAX_ENTRIES {
+                return;
+            }
         }
         let e = self
             .entries

@@ -40,6 +40,8 @@ pub enum ConfigError {
     Listen(String),
     #[error("max_body_bytes = {0} is out of range (1 to {MAX_CONFIGURABLE_BODY_BYTES})")]
     MaxBody(usize),
+    #[error("{0} = {1} is out of range")]
+    Range(&'static str, u64),
 }
 
 /// The config file: every key optional.
@@ -100,6 +102,16 @@ pub struct Resolved {
     pub options: ServerOptions,
 }
 
+/// Longest configurable timeout: one day.
+const MAX_TIMEOUT_SECS: u64 = 24 * 60 * 60;
+
+fn timeout_secs(key: &'static str, v: u64) -> Result<Duration, ConfigError> {
+    if v == 0 || v > MAX_TIMEOUT_SECS {
+        return Err(ConfigError::Range(key, v));
+    }
+    Ok(Duration::from_secs(v))
+}
+
 /// Merges flags/env over the file over the defaults.
 pub fn resolve(flags: &Overrides, file: &FileConfig) -> Result<Resolved, ConfigError> {
     let listen_text = flags
@@ -121,10 +133,13 @@ pub fn resolve(flags: &Overrides, file: &FileConfig) -> Result<Resolved, ConfigE
         limits.max_connections = v;
     }
     if let Some(v) = file.idle_timeout_secs {
-        limits.idle_timeout = Duration::from_secs(v);
+        limits.idle_timeout = timeout_secs("idle_timeout_secs", v)?;
     }
     if let Some(v) = file.auth_timeout_secs {
-        limits.auth_timeout = Duration::from_secs(v);
+        limits.auth_timeout = timeout_secs("auth_timeout_secs", v)?;
+    }
+    if let Some(0) = file.max_connections {
+        return Err(ConfigError::Range("max_connections", 0));
     }
     let mut extra_names = file.tls_names.clone().unwrap_or_default();
     extra_names.extend(flags.tls_names.iter().cloned());
@@ -184,6 +199,11 @@ mod tests {
     #[test]
     fn bad_config_is_refused_with_the_reason() {
         assert!(FileConfig::parse("listen = 5").is_err());
+        let forever = FileConfig::parse("idle_timeout_secs = 9223372036854775807").unwrap();
+        assert!(matches!(
+            resolve(&Overrides::default(), &forever),
+            Err(ConfigError::Range("idle_timeout_secs", _))
+        ));
         let huge = FileConfig::parse("max_body_bytes = 1000000").unwrap();
         assert!(matches!(
             resolve(&Overrides::default(), &huge),

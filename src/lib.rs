@@ -1,3 +1,62 @@
+//! `chat-svc`: a self-hosted chat service. The server keeps everything in one SQLite file and
+//! speaks length-prefixed JSON over TLS 1.3; clients pin the server's key instead of trusting
+//! a certificate authority.
+//!
+//! # Bird's-eye view
+//!
+//! One package, `chat-svc`: this library (`chat_svc`) and two thin binaries, `chatd` (the
+//! server and its admin commands) and `chat` (the command-line client). Each binary parses its
+//! flags, sets up logging and a runtime, calls [`cli::chatd::run`] or [`cli::chat::run`], and
+//! prints `chatd: error: …` on failure. The integration tests and the bench drive the same
+//! library: a real [`server::Server`] on `127.0.0.1:0`, real TLS, the real [`client`].
+//! `docs/architecture.md` is the longer tour; `docs/protocol.md` is the wire protocol.
+//!
+//! # Code map
+//!
+//! - [`protocol`]: the wire vocabulary (`Request`, `ServerFrame`, `ErrorCode`, `Secret`,
+//!   `Username`, limits); [`protocol::codec`] does the framing.
+//! - [`store`]: the SQLite pool, the embedded `migrations/`, typed queries, and the single
+//!   [`store::Writer`] task that group-commits sends and acks.
+//! - [`server`]: `Server::start` and `Server::run(listener, shutdown)`, the accept loop, the
+//!   revocation watcher; `server/session.rs` is one connection's state machine;
+//!   [`server::hub`] tracks live connections and fans messages out to them.
+//! - [`auth`]: argon2id on a bounded blocking pool, device tokens, login throttling.
+//! - [`tls`]: the crypto provider, the server certificate (rcgen), key fingerprints; the
+//!   client's pinning verifier is [`tls::pin`].
+//! - [`client`]: the async client library used by `chat`, the tests and the bench;
+//!   [`client::state`] owns `known_servers` and `session.json` in `$CHAT_HOME`.
+//! - [`config`]: server settings, flags and `CHATD_*` > TOML file > defaults.
+//! - [`cli`]: what each `chatd` and `chat` subcommand does.
+//!
+//! # How a message travels
+//!
+//! `send` reaches the sender's session, which validates it and queues it to the writer. The
+//! writer stores everything queued in one transaction, assigning ids in commit order, and
+//! only after the commit answers the session (which replies `sent{id}`) and hands the new
+//! messages to the hub. The hub puts each one on the bounded queue of every subscribed
+//! connection of the recipient (and of the sender's other devices); each of those sessions
+//! writes a `msg` frame. The client acks; the ack goes through the writer too and moves that
+//! device's cursor, from which the next connection resumes.
+//!
+//! # Invariants
+//!
+//! - Only [`protocol`] knows the wire encoding; everyone else exchanges typed values.
+//! - Only [`store`] contains SQL; no sqlx type appears outside it.
+//! - Only [`auth`] constructs an [`auth::AuthedUser`]; handlers that need an identity take
+//!   one as a parameter, so no request is served before login by mistake.
+//! - Only [`tls`] replaces certificate verification, and only with the pin check; handshake
+//!   signatures are still verified by the one crypto provider (ring), chosen in [`tls`].
+//! - No lock is held across `.await`: shared state sits behind `std::sync::Mutex` in short
+//!   synchronous sections (the guard is not `Send`, so a spawned task cannot keep one across
+//!   an `.await` and still compile).
+//! - No argon2 on a runtime worker: every hash and verify runs in `spawn_blocking` behind a
+//!   semaphore.
+//! - No unbounded channel. A full per-connection queue disconnects that connection; it never
+//!   makes the writer or a sender wait.
+//! - Nothing reachable from network input panics; a bad frame ends only its own connection.
+//! - No password, token or key in a log line, `Debug` output or argv: they travel as
+//!   `protocol::Secret` (redacted `Debug`), and passwords come from a prompt or stdin.
+
 #![forbid(unsafe_code)]
 pub mod auth;
 pub mod cli;

@@ -332,10 +332,10 @@ impl Connection {
                         break;
                     };
                     match frame {
+                        // A full event queue makes this wait (and so stalls replies too)
+                        // until the owner reads events; a dropped receiver makes it a no-op.
                         ServerFrame::Msg { message } => {
-                            if events_tx.send(Event::Message(message)).await.is_err() {
-                                // Nobody listens for events; keep routing responses.
-                            }
+                            let _ = events_tx.send(Event::Message(message)).await;
                         }
                         ServerFrame::CaughtUp { upto } => {
                             let _ = events_tx.send(Event::CaughtUp { upto }).await;

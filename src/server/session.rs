@@ -34,7 +34,7 @@ use crate::protocol::{
     ErrorCode, Message, Request, Secret, ServerFrame, Username, DEFAULT_HISTORY_PAGE,
     MAX_HISTORY_PAGE, MAX_SEND_KEY_LEN, PROTOCOL_VERSION,
 };
-use crate::store::NewMessage;
+use crate::store::{NewMessage, Store};
 
 /// Messages fetched from the store per backlog page.
 const BACKLOG_PAGE: u32 = 1000;
@@ -339,7 +339,7 @@ impl Session {
         {
             Ok((authed, token)) => {
                 tracing::info!(user = authed.name(), device = authed.device_id(), peer = %self.peer, "login");
-                self.authenticated(authed.clone());
+                self.authenticated(req, authed.clone()).await?;
                 self.write(&ServerFrame::LoginOk {
                     req,
                     user: authed.name().to_string(),
@@ -364,7 +364,7 @@ impl Session {
         }
         match self.state.auth.resume(token).await {
             Ok(authed) => {
-                self.authenticated(authed.clone());
+                self.authenticated(req, authed.clone()).await?;
                 self.write(&ServerFrame::AuthOk {
                     req,
                     user: authed.name().to_string(),
@@ -376,11 +376,31 @@ impl Session {
         }
     }
 
-    fn authenticated(&mut self, user: AuthedUser) {
+    /// Registers the connection with the hub, then re-checks the device: a revocation that
+    /// landed between the credential check and the registration was not seen by the
+    /// revocation watcher, so it is caught here.
+    async fn authenticated(&mut self, req: u64, user: AuthedUser) -> Result<(), End> {
         let (guard, kicked) = self.state.hub.register(user.user_id(), user.device_id());
         self.guard = Some(guard);
         self.kicked = Some(kicked);
+        let device = user.device_id();
         self.user = Some(user);
+        match self.state.store.valid_devices(&[device]).await {
+            Ok(valid) if valid.contains(&device) => Ok(()),
+            Ok(_) => Err(End::Error(ServerFrame::error(
+                Some(req),
+                ErrorCode::SessionRevoked,
+                "this session was revoked or the account disabled",
+            ))),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot re-check a new session");
+                Err(End::Error(ServerFrame::error(
+                    Some(req),
+                    ErrorCode::Internal,
+                    "internal server error",
+                )))
+            }
+        }
     }
 
     async fn auth_failed(&mut self, req: u64, e: AuthError) -> Result<(), End> {
@@ -534,16 +554,17 @@ impl Session {
         self.write(&ServerFrame::Subscribed { req, cursor }).await?;
         let (tx, rx) = mpsc::channel(2);
         self.backlog = Some(rx);
-        let state = Arc::clone(&self.state);
         let Some(conn) = self.guard.as_ref().map(|g| g.conn_id()) else {
             return Ok(());
         };
         let (user_id, device_id) = (user.user_id(), user.device_id());
-        let hub = Arc::clone(&state.hub);
-        let capacity = state.limits.live_queue;
+        let hub = Arc::clone(&self.state.hub);
+        let capacity = self.state.limits.live_queue;
         let subscribe = move || hub.subscribe(conn, user_id, device_id, capacity);
+        // The helper holds the store only (not the writer), so it never delays shutdown.
+        let store = self.state.store.clone();
         tokio::spawn(stream_backlog(
-            state, user_id, device_id, cursor, tx, subscribe,
+            store, user_id, device_id, cursor, tx, subscribe,
         ));
         Ok(())
     }
@@ -752,7 +773,7 @@ impl Session {
 /// Streams the stored backlog after `cursor`, subscribes to live delivery, streams what was
 /// committed meanwhile, then hands the live queue to the session.
 async fn stream_backlog(
-    state: Arc<ServerState>,
+    store: Store,
     user_id: i64,
     device_id: i64,
     cursor: i64,
@@ -761,14 +782,14 @@ async fn stream_backlog(
 ) {
     // Phase 1: the bulk of the backlog, before subscribing, so the live queue only has to
     // hold what arrives during the last page.
-    let Some(after) = drain_backlog(&state, user_id, device_id, cursor, &tx).await else {
+    let Some(after) = drain_backlog(&store, user_id, device_id, cursor, &tx).await else {
         return;
     };
     let Some(live) = subscribe() else {
         return;
     };
     // Phase 2: anything committed before the subscription took effect.
-    let Some(upto) = drain_backlog(&state, user_id, device_id, after, &tx).await else {
+    let Some(upto) = drain_backlog(&store, user_id, device_id, after, &tx).await else {
         return;
     };
     let _ = tx.send(BacklogEvent::CaughtUp { upto, live }).await;
@@ -777,18 +798,14 @@ async fn stream_backlog(
 /// Sends every stored message after `after` to the session, page by page; returns the last
 /// id sent (or `after`), or `None` if the session is gone or the store failed.
 async fn drain_backlog(
-    state: &ServerState,
+    store: &Store,
     user_id: i64,
     device_id: i64,
     mut after: i64,
     tx: &mpsc::Sender<BacklogEvent>,
 ) -> Option<i64> {
     loop {
-        match state
-            .store
-            .backlog(user_id, device_id, after, BACKLOG_PAGE)
-            .await
-        {
+        match store.backlog(user_id, device_id, after, BACKLOG_PAGE).await {
             Ok(page) if page.is_empty() => return Some(after),
             Ok(page) => {
                 after = page.last().map_or(after, |m| m.id);

@@ -2,8 +2,8 @@
 //!
 //! Sessions submit [`NewMessage`]s and acks through a bounded channel. The task takes one
 //! operation, drains whatever else is already queued (up to [`MAX_BATCH`]), and stores the
-//! whole batch in one transaction with multi-row statements: one idempotency lookup, one
-//! insert per 500 messages, one cursor update. Only after the commit does it answer the
+//! whole batch in one transaction with multi-row statements: one idempotency lookup and one
+//! insert per 1,000 messages, one cursor update per 400 devices. Only after the commit does it answer the
 //! senders and hand the new messages, in id order, to `on_commit` (the hub). Because it is
 //! the only inserter, it assigns ids itself: strictly increasing in commit order.
 

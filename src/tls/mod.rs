@@ -235,13 +235,11 @@ pub fn load_pair(
 
 /// A TLS 1.3-only server configuration for an identity.
 pub fn server_config(identity: &ServerIdentity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+    let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(identity.certs.clone(), identity.key.clone_key())?;
-    // No session tickets / resumption state worth keeping for a chat server: each
-    // connection is long-lived.
-    config.max_early_data_size = 0;
+    // rustls defaults: no 0-RTT early data (replayable), no client authentication.
     Ok(Arc::new(config))
 }
 
