@@ -307,8 +307,8 @@ impl Auth {
     }
 }
 
-/// IPv4 addresses are throttled one by one; IPv6 by /64, the usual allocation to one host.
-fn address_bucket(ip: IpAddr) -> String {
+/// IPv4 addresses are counted one by one; IPv6 by /64, the usual allocation to one host.
+pub(crate) fn address_bucket(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => {

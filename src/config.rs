@@ -57,6 +57,9 @@ pub struct FileConfig {
     pub durability: Option<Durability>,
     pub max_body_bytes: Option<usize>,
     pub max_connections: Option<usize>,
+    pub max_connections_per_address: Option<usize>,
+    pub send_rate_per_second: Option<u32>,
+    pub send_burst: Option<u32>,
     pub idle_timeout_secs: Option<u64>,
     pub auth_timeout_secs: Option<u64>,
 }
@@ -140,6 +143,24 @@ pub fn resolve(flags: &Overrides, file: &FileConfig) -> Result<Resolved, ConfigE
     }
     if let Some(0) = file.max_connections {
         return Err(ConfigError::Range("max_connections", 0));
+    }
+    if let Some(v) = file.max_connections_per_address {
+        if v == 0 {
+            return Err(ConfigError::Range("max_connections_per_address", 0));
+        }
+        limits.max_connections_per_address = v;
+    }
+    if let Some(v) = file.send_rate_per_second {
+        if v == 0 {
+            return Err(ConfigError::Range("send_rate_per_second", 0));
+        }
+        limits.send_rate_per_sec = v;
+    }
+    if let Some(v) = file.send_burst {
+        if v == 0 {
+            return Err(ConfigError::Range("send_burst", 0));
+        }
+        limits.send_burst = v;
     }
     let mut extra_names = file.tls_names.clone().unwrap_or_default();
     extra_names.extend(flags.tls_names.iter().cloned());

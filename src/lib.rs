@@ -59,6 +59,7 @@
 
 #![forbid(unsafe_code)]
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;

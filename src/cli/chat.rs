@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::client::state::{ChatHome, SavedSession};
 use crate::client::{new_send_key, probe_fingerprint, ClientError, Connection, Event, ServerAddr};
-use crate::protocol::{ErrorCode, Message, Secret};
+use crate::protocol::{ErrorCode, Message, MessageKind, Secret};
 use crate::tls::Fingerprint;
 
 /// How many times `chat send` tries (with the same idempotency key) when the connection
@@ -50,16 +50,49 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show the conversation with a user, oldest first.
+    /// Show a conversation (a user, or '#room'), oldest first.
     History {
         peer: String,
         /// Most messages to show (the server caps a page at 500).
         #[arg(long, default_value_t = 50)]
         limit: u32,
-        /// Only messages with ids below this one (for paging back).
-        #[arg(long, value_name = "ID")]
+        /// Only messages with ids below this one (paging back).
+        #[arg(long, value_name = "ID", conflicts_with = "after")]
         before: Option<i64>,
+        /// Only messages with ids above this one (paging forward).
+        #[arg(long, value_name = "ID")]
+        after: Option<i64>,
         /// One JSON object per message and line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rooms: create, invite, join, leave, list, members, kick.
+    #[command(subcommand)]
+    Room(RoomCommand),
+    /// Full-text search over everything you may read, best match first.
+    Search {
+        /// Words to find (all must match).
+        query: String,
+        /// Only in this conversation (a user, or '#room').
+        #[arg(long = "in", value_name = "CONVERSATION")]
+        within: Option<String>,
+        /// Most results (the server caps at 100).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// One JSON object per result and line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark a conversation as read (up to its newest message, or --upto ID); synced to your
+    /// other devices.
+    Read {
+        conversation: String,
+        #[arg(long, value_name = "ID")]
+        upto: Option<i64>,
+    },
+    /// Unread count and last message per conversation.
+    Unread {
+        /// One JSON object per conversation and line.
         #[arg(long)]
         json: bool,
     },
@@ -71,6 +104,39 @@ enum Command {
         #[arg(long)]
         pin: Option<Fingerprint>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum RoomCommand {
+    /// Create a room; you become its owner.
+    Create {
+        room: String,
+        /// Invite-only.
+        #[arg(long)]
+        private: bool,
+    },
+    /// Add a user to a room (owner only).
+    Invite { room: String, user: String },
+    /// Join a public room.
+    Join { room: String },
+    /// Leave a room.
+    Leave { room: String },
+    /// Rooms you are in.
+    List {
+        /// Public rooms you are not in, too.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Members of a room.
+    Members {
+        room: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a member (owner only).
+    Kick { room: String, user: String },
 }
 
 #[derive(Debug, Args)]
@@ -105,8 +171,18 @@ pub async fn run(cli: Cli) -> Result<()> {
             peer,
             limit,
             before,
+            after,
             json,
-        } => history(&home, &peer, limit, before, json).await,
+        } => history(&home, &peer, limit, before, after, json).await,
+        Command::Room(cmd) => room(&home, cmd).await,
+        Command::Search {
+            query,
+            within,
+            limit,
+            json,
+        } => search(&home, &query, within.as_deref(), limit, json).await,
+        Command::Read { conversation, upto } => read(&home, &conversation, upto).await,
+        Command::Unread { json } => unread(&home, json).await,
         Command::Trust { server, pin } => trust(&home, &server, pin).await,
     }
 }
@@ -307,6 +383,7 @@ async fn recv(home: &ChatHome, follow: bool, json: bool) -> Result<()> {
                     }
                 }
                 Some(Event::CaughtUp { .. }) => caught_up = true,
+                Some(Event::ReadMarker { .. }) => {}
                 Some(Event::Closed(reason)) => return Err(ClientError::Closed(reason).into()),
                 None => return Err(ClientError::Closed(None).into()),
             },
@@ -349,24 +426,163 @@ async fn history(
     peer: &str,
     limit: u32,
     before: Option<i64>,
+    after: Option<i64>,
     json: bool,
 ) -> Result<()> {
     let (conn, _) = connect_saved(home).await?;
-    let (messages, more) = conn.client.history(peer, before, Some(limit)).await?;
+    let (messages, more) = conn
+        .client
+        .history_page(peer, before, after, Some(limit))
+        .await?;
     for m in &messages {
         print_message(m, json)?;
     }
     if !json {
-        match (messages.first(), more) {
-            (Some(first), true) => eprintln!(
+        match (messages.first(), messages.last(), more) {
+            (_, Some(last), true) if after.is_some() => {
+                eprintln!("(newer messages: chat history {peer} --after {})", last.id)
+            }
+            (Some(first), _, true) => eprintln!(
                 "(older messages: chat history {peer} --before {})",
                 first.id
             ),
-            (None, _) => eprintln!("(no messages with {peer})"),
+            (None, _, _) => eprintln!("(no messages in {peer})"),
             _ => {}
         }
     }
     Ok(())
+}
+
+async fn room(home: &ChatHome, cmd: RoomCommand) -> Result<()> {
+    let (conn, _) = connect_saved(home).await?;
+    let c = &conn.client;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        RoomCommand::Create { room, private } => {
+            c.room_create(&room, private).await?;
+            let kind = if private { "private" } else { "public" };
+            writeln!(out, "created {kind} room {}", show_room(&room))?;
+        }
+        RoomCommand::Invite { room, user } => {
+            c.room_invite(&room, &user).await?;
+            writeln!(out, "added {user} to {}", show_room(&room))?;
+        }
+        RoomCommand::Join { room } => {
+            c.room_join(&room).await?;
+            writeln!(out, "joined {}", show_room(&room))?;
+        }
+        RoomCommand::Leave { room } => {
+            c.room_leave(&room).await?;
+            writeln!(out, "left {}", show_room(&room))?;
+        }
+        RoomCommand::Kick { room, user } => {
+            c.room_kick(&room, &user).await?;
+            writeln!(out, "removed {user} from {}", show_room(&room))?;
+        }
+        RoomCommand::List { all, json } => {
+            let rooms = c.room_list(all).await?;
+            for r in rooms {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(&r)?)?;
+                } else {
+                    let access = if r.private { "private" } else { "public" };
+                    let mine = if r.member { "" } else { "  (not a member)" };
+                    writeln!(
+                        out,
+                        "{:<34} {access:<8} owner {:<20} {} member(s){mine}",
+                        r.name, r.owner, r.members
+                    )?;
+                }
+            }
+        }
+        RoomCommand::Members { room, json } => {
+            for m in c.room_members(&room).await? {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(&m)?)?;
+                } else if m.role == "owner" {
+                    writeln!(out, "{} (owner)", m.user)?;
+                } else {
+                    writeln!(out, "{}", m.user)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `ops` and `#ops` both name the room `#ops` in room commands.
+fn show_room(room: &str) -> String {
+    if room.starts_with('#') {
+        room.to_string()
+    } else {
+        format!("#{room}")
+    }
+}
+
+async fn search(
+    home: &ChatHome,
+    query: &str,
+    within: Option<&str>,
+    limit: u32,
+    json: bool,
+) -> Result<()> {
+    let (conn, _) = connect_saved(home).await?;
+    let hits = conn.client.search(query, within, Some(limit)).await?;
+    let mut out = std::io::stdout().lock();
+    for hit in &hits {
+        if json {
+            writeln!(out, "{}", serde_json::to_string(hit)?)?;
+        } else {
+            let m = &hit.message;
+            let snippet = hit.snippet.replace('\n', " ⏎ ");
+            writeln!(
+                out,
+                "#{:<8} {} {} → {}: {snippet}",
+                m.id,
+                short_time(&m.sent_at),
+                m.from,
+                m.to
+            )?;
+        }
+    }
+    if hits.is_empty() && !json {
+        eprintln!("(no matches)");
+    }
+    Ok(())
+}
+
+async fn read(home: &ChatHome, conversation: &str, upto: Option<i64>) -> Result<()> {
+    let (conn, _) = connect_saved(home).await?;
+    let now = conn.client.read(conversation, upto).await?;
+    println!("{conversation} read up to #{now}");
+    Ok(())
+}
+
+async fn unread(home: &ChatHome, json: bool) -> Result<()> {
+    let (conn, _) = connect_saved(home).await?;
+    let list = conn.client.unread().await?;
+    let mut out = std::io::stdout().lock();
+    for u in &list {
+        if json {
+            writeln!(out, "{}", serde_json::to_string(u)?)?;
+        } else {
+            let last = u.last.as_ref().map_or(String::new(), |m| {
+                let first = m.body.lines().next().unwrap_or("");
+                format!("  last: {} {}: {first}", short_time(&m.sent_at), m.from)
+            });
+            writeln!(out, "{:<34} {:>5} unread{last}", u.conversation, u.unread)?;
+        }
+    }
+    Ok(())
+}
+
+/// "2026-11-24T08:15:02.123456Z" → "2026-11-24 08:15:02".
+fn short_time(sent_at: &str) -> String {
+    sent_at
+        .chars()
+        .take(19)
+        .collect::<String>()
+        .replace('T', " ")
 }
 
 fn print_message(m: &Message, json: bool) -> Result<()> {
@@ -374,13 +590,12 @@ fn print_message(m: &Message, json: bool) -> Result<()> {
     if json {
         writeln!(out, "{}", serde_json::to_string(m)?)?;
     } else {
-        // "2026-11-24T08:15:02.123456Z" → "2026-11-24 08:15:02"
-        let when: String = m
-            .sent_at
-            .chars()
-            .take(19)
-            .collect::<String>()
-            .replace('T', " ");
+        let when = short_time(&m.sent_at);
+        if let Some(event) = describe_event(m) {
+            writeln!(out, "[{when}] {}: {event}", m.to)?;
+            out.flush()?;
+            return Ok(());
+        }
         // A final newline (as `chat send < file` keeps) is not shown as an empty line.
         let body = m.body.strip_suffix('\n').unwrap_or(&m.body);
         let mut lines = body.split('\n');
@@ -392,4 +607,17 @@ fn print_message(m: &Message, json: bool) -> Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// A membership event in words, or `None` for text.
+fn describe_event(m: &Message) -> Option<String> {
+    let member = m.member.as_deref().unwrap_or("someone");
+    Some(match m.kind {
+        MessageKind::Text => return None,
+        MessageKind::Create => format!("{} created the room", m.from),
+        MessageKind::Join => format!("{} joined", m.from),
+        MessageKind::Invite => format!("{} added {member}", m.from),
+        MessageKind::Leave => format!("{} left", m.from),
+        MessageKind::Kick => format!("{} removed {member}", m.from),
+    })
 }

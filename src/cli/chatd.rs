@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{check_password_policy, Hasher};
 use crate::config::{self, FileConfig, Overrides};
-use crate::protocol::{Secret, Username};
+use crate::protocol::{RoomName, Secret, Username};
 use crate::server::Server;
 use crate::store::{Durability, Store};
 
@@ -51,6 +51,11 @@ enum Command {
     /// Manage user accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage rooms.
+    #[command(subcommand)]
+    Room(RoomCommand),
+    /// Measure this server: load scenarios over real TLS, as a table or JSON lines.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -101,6 +106,18 @@ enum UserCommand {
     Revoke { name: String },
 }
 
+#[derive(Debug, Subcommand)]
+enum RoomCommand {
+    /// List rooms with owner, members and message count.
+    List {
+        /// One JSON object per room and line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a room and its history for every member (the name becomes free).
+    Del { name: String },
+}
+
 #[derive(Debug, Args)]
 struct PasswordArgs {
     name: String,
@@ -138,6 +155,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             store.close().await;
             result
         }
+        Command::Room(cmd) => {
+            let resolved = config::resolve(&flags, &file)?;
+            let store = Store::open(&resolved.options.db, resolved.options.durability).await?;
+            let result = room_command(&store, cmd).await;
+            store.close().await;
+            result
+        }
+        Command::Bench(args) => crate::bench::run(args, flags.db.or(file.db)).await,
     }
 }
 
@@ -168,8 +193,28 @@ async fn serve(resolved: config::Resolved) -> Result<()> {
     drop(out);
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
+    #[cfg(unix)]
+    tokio::spawn(reload_on_sighup(server.tls_reloader()));
     server.run(listener, shutdown).await;
     Ok(())
+}
+
+/// SIGHUP re-reads the certificate and key; live connections are not touched.
+#[cfg(unix)]
+async fn reload_on_sighup(reloader: crate::server::TlsReloader) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match reloader.reload() {
+            Ok(fingerprint) => tracing::info!(%fingerprint, "SIGHUP: certificate reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: reload failed; keeping the old certificate")
+            }
+        }
+    }
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {
@@ -258,6 +303,46 @@ async fn user_command(store: &Store, cmd: UserCommand) -> Result<()> {
             let name = parse_name(&name)?;
             let n = store.revoke_user(&name).await?;
             println!("revoked {n} session(s) of {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn room_command(store: &Store, cmd: RoomCommand) -> Result<()> {
+    match cmd {
+        RoomCommand::List { json } => {
+            let rooms = store.room_summaries().await?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                for r in rooms {
+                    writeln!(out, "{}", serde_json::to_string(&r)?)?;
+                }
+            } else if rooms.is_empty() {
+                writeln!(
+                    out,
+                    "no rooms; users create them with: chat room create NAME"
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<34} {:<8} {:<32} {:>7} {:>9}",
+                    "ROOM", "ACCESS", "OWNER", "MEMBERS", "MESSAGES"
+                )?;
+                for r in rooms {
+                    let access = if r.private { "private" } else { "public" };
+                    writeln!(
+                        out,
+                        "{:<34} {access:<8} {:<32} {:>7} {:>9}",
+                        r.name, r.owner, r.members, r.messages
+                    )?;
+                }
+            }
+        }
+        RoomCommand::Del { name } => {
+            let room =
+                RoomName::parse(&name).with_context(|| format!("invalid room name {name:?}"))?;
+            store.delete_room(&room).await?;
+            println!("deleted {room}");
         }
     }
     Ok(())

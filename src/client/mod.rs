@@ -26,7 +26,10 @@ use tokio_rustls::TlsConnector;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::protocol::codec::{encode_json, parse_server_frame, FrameCodec};
-use crate::protocol::{ErrorCode, Message, Request, Secret, ServerFrame, PROTOCOL_VERSION};
+use crate::protocol::{
+    ErrorCode, MemberInfo, Message, Request, RoomInfo, SearchHit, Secret, ServerFrame, UnreadInfo,
+    PROTOCOL_VERSION,
+};
 use crate::tls::pin::{client_config, SeenFingerprint};
 use crate::tls::Fingerprint;
 
@@ -174,6 +177,8 @@ pub enum Event {
     Message(Message),
     /// The backlog has been sent up to this id; what follows is live.
     CaughtUp { upto: i64 },
+    /// Another device of this user moved a read marker.
+    ReadMarker { conversation: String, upto: i64 },
     /// The connection closed; the reason is the server's last error frame, if it sent one.
     Closed(Option<(ErrorCode, String)>),
 }
@@ -339,6 +344,11 @@ impl Connection {
                         }
                         ServerFrame::CaughtUp { upto } => {
                             let _ = events_tx.send(Event::CaughtUp { upto }).await;
+                        }
+                        ServerFrame::ReadMarker { conversation, upto } => {
+                            let _ = events_tx
+                                .send(Event::ReadMarker { conversation, upto })
+                                .await;
                         }
                         ServerFrame::Error {
                             req: None,
@@ -562,11 +572,24 @@ impl Client {
         }
     }
 
-    /// One page of the conversation with `peer`: oldest first, and whether older ones exist.
+    /// One page of the conversation with `peer` (a user or `#room`), oldest first: the
+    /// newest messages below `before` (or overall), and whether older ones exist.
     pub async fn history(
         &self,
         peer: &str,
         before: Option<i64>,
+        limit: Option<u32>,
+    ) -> Result<(Vec<Message>, bool), ClientError> {
+        self.history_page(peer, before, None, limit).await
+    }
+
+    /// One page of history in either direction: with `after`, the oldest messages above it
+    /// and whether newer ones exist; otherwise as [`Client::history`].
+    pub async fn history_page(
+        &self,
+        peer: &str,
+        before: Option<i64>,
+        after: Option<i64>,
         limit: Option<u32>,
     ) -> Result<(Vec<Message>, bool), ClientError> {
         match self
@@ -574,11 +597,134 @@ impl Client {
                 req,
                 peer: peer.to_string(),
                 before,
+                after,
                 limit,
             })
             .await?
         {
             ServerFrame::History { messages, more, .. } => Ok((messages, more)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Creates a room (`#name` or `name`); returns the creation event's id.
+    pub async fn room_create(&self, room: &str, private: bool) -> Result<i64, ClientError> {
+        self.room_request(|req| Request::RoomCreate {
+            req,
+            room: room.to_string(),
+            private,
+        })
+        .await
+    }
+
+    /// Adds a user to a room (owner only); returns the event id.
+    pub async fn room_invite(&self, room: &str, user: &str) -> Result<i64, ClientError> {
+        self.room_request(|req| Request::RoomInvite {
+            req,
+            room: room.to_string(),
+            user: user.to_string(),
+        })
+        .await
+    }
+
+    /// Joins a public room; returns the event id.
+    pub async fn room_join(&self, room: &str) -> Result<i64, ClientError> {
+        self.room_request(|req| Request::RoomJoin {
+            req,
+            room: room.to_string(),
+        })
+        .await
+    }
+
+    /// Leaves a room; returns the event id.
+    pub async fn room_leave(&self, room: &str) -> Result<i64, ClientError> {
+        self.room_request(|req| Request::RoomLeave {
+            req,
+            room: room.to_string(),
+        })
+        .await
+    }
+
+    /// Removes a member (owner only); returns the event id.
+    pub async fn room_kick(&self, room: &str, user: &str) -> Result<i64, ClientError> {
+        self.room_request(|req| Request::RoomKick {
+            req,
+            room: room.to_string(),
+            user: user.to_string(),
+        })
+        .await
+    }
+
+    async fn room_request(&self, build: impl FnOnce(u64) -> Request) -> Result<i64, ClientError> {
+        match self.request(build).await? {
+            ServerFrame::RoomOk { event_id, .. } => Ok(event_id.unwrap_or(0)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Rooms I am in (and with `all`, every public room).
+    pub async fn room_list(&self, all: bool) -> Result<Vec<RoomInfo>, ClientError> {
+        match self.request(|req| Request::RoomList { req, all }).await? {
+            ServerFrame::Rooms { rooms, .. } => Ok(rooms),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Members of a room.
+    pub async fn room_members(&self, room: &str) -> Result<Vec<MemberInfo>, ClientError> {
+        match self
+            .request(|req| Request::RoomMembers {
+                req,
+                room: room.to_string(),
+            })
+            .await?
+        {
+            ServerFrame::Members { members, .. } => Ok(members),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Full-text search, optionally within one conversation.
+    pub async fn search(
+        &self,
+        query: &str,
+        within: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Vec<SearchHit>, ClientError> {
+        match self
+            .request(|req| Request::Search {
+                req,
+                query: query.to_string(),
+                within: within.map(str::to_string),
+                limit,
+            })
+            .await?
+        {
+            ServerFrame::SearchResults { results, .. } => Ok(results),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Moves my read marker for a conversation (to its newest message without `upto`);
+    /// returns where the marker is now.
+    pub async fn read(&self, conversation: &str, upto: Option<i64>) -> Result<i64, ClientError> {
+        match self
+            .request(|req| Request::Read {
+                req,
+                conversation: conversation.to_string(),
+                upto,
+            })
+            .await?
+        {
+            ServerFrame::ReadOk { upto, .. } => Ok(upto),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Unread counts and last messages per conversation.
+    pub async fn unread(&self) -> Result<Vec<UnreadInfo>, ClientError> {
+        match self.request(|req| Request::Unread { req }).await? {
+            ServerFrame::Unread { conversations, .. } => Ok(conversations),
             other => Err(unexpected(other)),
         }
     }

@@ -25,6 +25,9 @@ pub enum FrameError {
 pub struct FrameCodec {
     inner: LengthDelimitedCodec,
     max: usize,
+    /// True while the inner codec has consumed a length prefix but not yet its payload:
+    /// an end of stream then is a truncated frame, even with no bytes left in the buffer.
+    in_frame: bool,
 }
 
 impl FrameCodec {
@@ -40,7 +43,11 @@ impl FrameCodec {
             .big_endian()
             .max_frame_length(max)
             .new_codec();
-        FrameCodec { inner, max }
+        FrameCodec {
+            inner,
+            max,
+            in_frame: false,
+        }
     }
 }
 
@@ -55,13 +62,25 @@ impl Decoder for FrameCodec {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
-        self.inner.decode(src).map_err(|e| self.classify(e))
+        let before = src.len();
+        match self.inner.decode(src).map_err(|e| self.classify(e))? {
+            Some(frame) => {
+                self.in_frame = false;
+                Ok(Some(frame))
+            }
+            None => {
+                if src.len() < before {
+                    self.in_frame = true;
+                }
+                Ok(None)
+            }
+        }
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
-        match self.inner.decode(src).map_err(|e| self.classify(e))? {
+        match self.decode(src)? {
             Some(frame) => Ok(Some(frame)),
-            None if src.is_empty() => Ok(None),
+            None if src.is_empty() && !self.in_frame => Ok(None),
             None => Err(FrameError::Truncated),
         }
     }
@@ -216,6 +235,16 @@ mod tests {
         ));
         let mut codec = FrameCodec::with_max(8);
         let mut buf = BytesMut::from(&[0u8, 0, 0, 4, b'{'][..]);
+        assert!(matches!(
+            codec.decode_eof(&mut buf),
+            Err(FrameError::Truncated)
+        ));
+        // Only the length prefix arrived: the codec consumed it, the buffer is empty, and
+        // the stream still ended inside a frame.
+        let mut codec = FrameCodec::with_max(8);
+        let mut buf = BytesMut::from(&[0u8, 0, 0, 4][..]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(buf.is_empty());
         assert!(matches!(
             codec.decode_eof(&mut buf),
             Err(FrameError::Truncated)

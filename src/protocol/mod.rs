@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use names::{NameError, Username};
+pub use names::{Conversation, ConversationError, NameError, RoomName, RoomNameError, Username};
 
 /// The protocol version spoken by this build. A `hello` with any other version is refused
 /// with [`ErrorCode::UnsupportedVersion`].
@@ -98,15 +98,69 @@ pub enum Request {
     Subscribe { req: u64 },
     /// Moves this device's cursor forward to `upto` (a message id this connection received).
     Ack { req: u64, upto: i64 },
-    /// One page of the conversation with `peer`, newest last.
+    /// One page of the conversation with `peer` (a user, or `#room`), oldest first: the
+    /// newest messages below `before`, or the oldest above `after`, or the newest overall.
     History {
         req: u64,
         peer: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         before: Option<i64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
     },
+    /// Creates a room; the creator becomes its owner and first member.
+    RoomCreate {
+        req: u64,
+        room: String,
+        #[serde(default)]
+        private: bool,
+    },
+    /// Adds a user to a room (owner only).
+    RoomInvite {
+        req: u64,
+        room: String,
+        user: String,
+    },
+    /// Joins a public room.
+    RoomJoin { req: u64, room: String },
+    /// Leaves a room.
+    RoomLeave { req: u64, room: String },
+    /// Removes a member (owner only; the owner cannot be kicked).
+    RoomKick {
+        req: u64,
+        room: String,
+        user: String,
+    },
+    /// Rooms this user is in; with `all`, public rooms too.
+    RoomList {
+        req: u64,
+        #[serde(default)]
+        all: bool,
+    },
+    /// Members of a room (members only, for private rooms).
+    RoomMembers { req: u64, room: String },
+    /// Full-text search over what this user may read, best match first.
+    Search {
+        req: u64,
+        query: String,
+        /// Only this conversation (`bob` or `#room`).
+        #[serde(default, rename = "in", skip_serializing_if = "Option::is_none")]
+        within: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Moves this user's read marker for a conversation forward (to its newest message when
+    /// `upto` is absent). Pushed to the user's other connected devices.
+    Read {
+        req: u64,
+        conversation: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upto: Option<i64>,
+    },
+    /// Per conversation: unread count and last message.
+    Unread { req: u64 },
     /// Revokes this connection's device token; the connection is closed afterwards.
     Logout { req: u64 },
     /// Keepalive; answered with `pong`.
@@ -124,6 +178,16 @@ impl Request {
             | Request::Subscribe { req }
             | Request::Ack { req, .. }
             | Request::History { req, .. }
+            | Request::RoomCreate { req, .. }
+            | Request::RoomInvite { req, .. }
+            | Request::RoomJoin { req, .. }
+            | Request::RoomLeave { req, .. }
+            | Request::RoomKick { req, .. }
+            | Request::RoomList { req, .. }
+            | Request::RoomMembers { req, .. }
+            | Request::Search { req, .. }
+            | Request::Read { req, .. }
+            | Request::Unread { req }
             | Request::Logout { req }
             | Request::Ping { req } => *req,
         }
@@ -138,6 +202,16 @@ impl Request {
         "subscribe",
         "ack",
         "history",
+        "room_create",
+        "room_invite",
+        "room_join",
+        "room_leave",
+        "room_kick",
+        "room_list",
+        "room_members",
+        "search",
+        "read",
+        "unread",
         "logout",
         "ping",
     ];
@@ -153,6 +227,99 @@ pub struct Message {
     pub body: String,
     /// RFC 3339, UTC, microsecond precision.
     pub sent_at: String,
+    /// What the message is; absent for ordinary text.
+    #[serde(default, skip_serializing_if = "MessageKind::is_text")]
+    pub kind: MessageKind,
+    /// For membership events: the user who joined, was invited, left or was kicked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+}
+
+/// Text, or a membership event in a room's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    #[default]
+    Text,
+    /// `from` created the room.
+    Create,
+    /// `from` joined.
+    Join,
+    /// `from` added `member`.
+    Invite,
+    /// `from` left.
+    Leave,
+    /// `from` removed `member`.
+    Kick,
+}
+
+impl MessageKind {
+    /// True for ordinary text.
+    pub fn is_text(&self) -> bool {
+        *self == MessageKind::Text
+    }
+
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Text => "text",
+            MessageKind::Create => "create",
+            MessageKind::Join => "join",
+            MessageKind::Invite => "invite",
+            MessageKind::Leave => "leave",
+            MessageKind::Kick => "kick",
+        }
+    }
+
+    /// Parses the stored form; unknown values read as text.
+    pub fn from_stored(s: &str) -> MessageKind {
+        match s {
+            "create" => MessageKind::Create,
+            "join" => MessageKind::Join,
+            "invite" => MessageKind::Invite,
+            "leave" => MessageKind::Leave,
+            "kick" => MessageKind::Kick,
+            _ => MessageKind::Text,
+        }
+    }
+}
+
+/// A room as `room_list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    /// `#name`.
+    pub name: String,
+    pub private: bool,
+    pub owner: String,
+    pub members: u64,
+    /// Whether the asking user is a member.
+    pub member: bool,
+}
+
+/// A room member as `room_members` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub user: String,
+    /// `owner` or `member`.
+    pub role: String,
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchHit {
+    pub message: Message,
+    /// The matching part of the body with matches between `[` and `]`.
+    pub snippet: String,
+}
+
+/// One conversation in `unread`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnreadInfo {
+    /// A user name or `#room`.
+    pub conversation: String,
+    /// Messages from others above the read marker.
+    pub unread: u64,
+    pub last: Option<Message>,
 }
 
 /// A frame from the server: a response (carrying the request's `req`) or a push.
@@ -209,6 +376,41 @@ pub enum ServerFrame {
         messages: Vec<Message>,
         more: bool,
     },
+    /// A room operation succeeded; `event_id` is the membership event it stored, if any.
+    RoomOk {
+        req: u64,
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event_id: Option<i64>,
+    },
+    Rooms {
+        req: u64,
+        rooms: Vec<RoomInfo>,
+    },
+    Members {
+        req: u64,
+        room: String,
+        members: Vec<MemberInfo>,
+    },
+    SearchResults {
+        req: u64,
+        results: Vec<SearchHit>,
+    },
+    /// The read marker is now at `upto` (never lower than before).
+    ReadOk {
+        req: u64,
+        conversation: String,
+        upto: i64,
+    },
+    Unread {
+        req: u64,
+        conversations: Vec<UnreadInfo>,
+    },
+    /// Pushed: another device of this user moved a read marker.
+    ReadMarker {
+        conversation: String,
+        upto: i64,
+    },
     LoggedOut {
         req: u64,
     },
@@ -238,10 +440,18 @@ impl ServerFrame {
             | ServerFrame::Subscribed { req, .. }
             | ServerFrame::Acked { req, .. }
             | ServerFrame::History { req, .. }
+            | ServerFrame::RoomOk { req, .. }
+            | ServerFrame::Rooms { req, .. }
+            | ServerFrame::Members { req, .. }
+            | ServerFrame::SearchResults { req, .. }
+            | ServerFrame::ReadOk { req, .. }
+            | ServerFrame::Unread { req, .. }
             | ServerFrame::LoggedOut { req }
             | ServerFrame::Pong { req } => Some(*req),
             ServerFrame::Error { req, .. } => *req,
-            ServerFrame::Msg { .. } | ServerFrame::CaughtUp { .. } => None,
+            ServerFrame::Msg { .. }
+            | ServerFrame::CaughtUp { .. }
+            | ServerFrame::ReadMarker { .. } => None,
         }
     }
 
@@ -285,6 +495,14 @@ pub enum ErrorCode {
     SessionRevoked,
     /// No such user to send to or read history with.
     UnknownRecipient,
+    /// No such room.
+    UnknownRoom,
+    /// A room with that name exists already.
+    RoomExists,
+    /// The user is not a member of the room (or, for invite, already is one).
+    NotMember,
+    /// The user may not do this (not the owner, a private room, kicking the owner…).
+    Forbidden,
     /// The body exceeds the server's limit (see `welcome.max_body`).
     MessageTooLarge,
     /// The message body is empty.
@@ -319,6 +537,10 @@ impl ErrorCode {
             ErrorCode::AccountDisabled => "account_disabled",
             ErrorCode::SessionRevoked => "session_revoked",
             ErrorCode::UnknownRecipient => "unknown_recipient",
+            ErrorCode::UnknownRoom => "unknown_room",
+            ErrorCode::RoomExists => "room_exists",
+            ErrorCode::NotMember => "not_member",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::MessageTooLarge => "message_too_large",
             ErrorCode::EmptyMessage => "empty_message",
             ErrorCode::InvalidName => "invalid_name",
@@ -398,6 +620,16 @@ mod tests {
             r#"{"type":"subscribe","req":1}"#,
             r#"{"type":"ack","req":1,"upto":3}"#,
             r#"{"type":"history","req":1,"peer":"a"}"#,
+            r##"{"type":"room_create","req":1,"room":"#a"}"##,
+            r##"{"type":"room_invite","req":1,"room":"#a","user":"b"}"##,
+            r##"{"type":"room_join","req":1,"room":"#a"}"##,
+            r##"{"type":"room_leave","req":1,"room":"#a"}"##,
+            r##"{"type":"room_kick","req":1,"room":"#a","user":"b"}"##,
+            r#"{"type":"room_list","req":1}"#,
+            r##"{"type":"room_members","req":1,"room":"#a"}"##,
+            r#"{"type":"search","req":1,"query":"q","in":"bob"}"#,
+            r#"{"type":"read","req":1,"conversation":"bob"}"#,
+            r#"{"type":"unread","req":1}"#,
             r#"{"type":"logout","req":1}"#,
             r#"{"type":"ping","req":1}"#,
         ];

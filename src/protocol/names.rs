@@ -1,5 +1,5 @@
-//! Validated names. A [`Username`] can only be built by its parser, so code that holds one
-//! never checks the syntax again.
+//! Validated names. A [`Username`], [`RoomName`] or [`Conversation`] can only be built by its
+//! parser, so code that holds one never checks the syntax again.
 
 use std::fmt;
 use std::str::FromStr;
@@ -73,6 +73,105 @@ impl fmt::Debug for Username {
     }
 }
 
+/// Longest room name, in characters (without the leading `#`).
+pub const MAX_ROOM_NAME_LEN: usize = 32;
+
+/// A room name: written `#name` where a peer is accepted; `name` is 1 to 32 characters from
+/// `a-z`, `0-9`, `_` and `-`, starting with a letter or digit, case-insensitive (folded to
+/// lower case). [`RoomName::as_str`] is the name without `#`; `Display` adds it.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomName(String);
+
+/// Why a room name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoomNameError {
+    #[error("room name is empty")]
+    Empty,
+    #[error("room name is longer than {MAX_ROOM_NAME_LEN} characters")]
+    TooLong,
+    #[error("room name must start with a letter or digit")]
+    BadStart,
+    #[error("room name may only contain a-z, 0-9, '_' and '-' (found {0:?})")]
+    BadChar(char),
+}
+
+impl RoomName {
+    /// Parses a room name, with or without its leading `#`.
+    pub fn parse(input: &str) -> Result<Self, RoomNameError> {
+        let bare = input.strip_prefix('#').unwrap_or(input);
+        if bare.is_empty() {
+            return Err(RoomNameError::Empty);
+        }
+        if bare.chars().count() > MAX_ROOM_NAME_LEN {
+            return Err(RoomNameError::TooLong);
+        }
+        let lower = bare.to_ascii_lowercase();
+        for c in lower.chars() {
+            if !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-')) {
+                return Err(RoomNameError::BadChar(c));
+            }
+        }
+        let first = lower.as_bytes()[0];
+        if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
+            return Err(RoomNameError::BadStart);
+        }
+        Ok(RoomName(lower))
+    }
+
+    /// The normalised name without `#`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+impl fmt::Debug for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RoomName(#{})", self.0)
+    }
+}
+
+/// Where a message goes or a history is read: a user (`bob`) or a room (`#ops`).
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub enum Conversation {
+    User(Username),
+    Room(RoomName),
+}
+
+/// Why a conversation name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConversationError {
+    #[error(transparent)]
+    User(#[from] NameError),
+    #[error(transparent)]
+    Room(#[from] RoomNameError),
+}
+
+impl Conversation {
+    /// `#name` is a room; anything else a user name.
+    pub fn parse(input: &str) -> Result<Self, ConversationError> {
+        if input.starts_with('#') {
+            Ok(Conversation::Room(RoomName::parse(input)?))
+        } else {
+            Ok(Conversation::User(Username::parse(input)?))
+        }
+    }
+}
+
+impl fmt::Display for Conversation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Conversation::User(u) => fmt::Display::fmt(u, f),
+            Conversation::Room(r) => fmt::Display::fmt(r, f),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +195,23 @@ mod tests {
         );
         assert_eq!(Username::parse(&"a".repeat(33)), Err(NameError::TooLong));
         assert!(Username::parse(&"a".repeat(32)).is_ok());
+    }
+
+    #[test]
+    fn rooms_and_conversations_parse() {
+        assert_eq!(RoomName::parse("#Ops").unwrap().as_str(), "ops");
+        assert_eq!(RoomName::parse("ops").unwrap().to_string(), "#ops");
+        assert_eq!(RoomName::parse("#"), Err(RoomNameError::Empty));
+        assert_eq!(RoomName::parse("#a.b"), Err(RoomNameError::BadChar('.')));
+        assert_eq!(RoomName::parse("#-x"), Err(RoomNameError::BadStart));
+        assert!(matches!(
+            Conversation::parse("#ops").unwrap(),
+            Conversation::Room(_)
+        ));
+        assert!(matches!(
+            Conversation::parse("Bob").unwrap(),
+            Conversation::User(_)
+        ));
+        assert!(Conversation::parse("#bad room").is_err());
     }
 }

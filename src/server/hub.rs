@@ -14,9 +14,10 @@ use tokio::sync::mpsc;
 
 use crate::protocol::codec::encode_json;
 use crate::protocol::{ErrorCode, ServerFrame};
-use crate::store::Delivery;
+use crate::store::{Audience, Delivery};
 
-/// A message ready to write to a socket: its id and its encoded `msg` frame.
+/// A frame ready to write to a socket: a message's encoded `msg` frame and its id, or a
+/// notice (a read marker) with id 0.
 #[derive(Debug)]
 pub struct Push {
     pub id: i64,
@@ -129,8 +130,9 @@ impl Hub {
         Some(rx)
     }
 
-    /// Fans committed messages out to subscribed connections: the recipient's devices and
-    /// the sender's other devices. Never blocks.
+    /// Fans committed messages out to subscribed connections: for a direct message the
+    /// recipient's devices and the sender's other devices; for a room message every device
+    /// of every member in force at that id except the sending device. Never blocks.
     pub fn deliver(&self, deliveries: Vec<Delivery>) {
         let mut slow = Vec::new();
         {
@@ -139,10 +141,17 @@ impl Hub {
                 return;
             }
             for d in deliveries {
-                let recipients: &[i64] = if d.sender_id == d.recipient_id {
-                    &[d.recipient_id]
-                } else {
-                    &[d.recipient_id, d.sender_id]
+                let pair;
+                let recipients: &[i64] = match &d.audience {
+                    Audience::Direct { recipient_id } if *recipient_id == d.sender_id => {
+                        pair = [*recipient_id, 0];
+                        &pair[..1]
+                    }
+                    Audience::Direct { recipient_id } => {
+                        pair = [*recipient_id, d.sender_id];
+                        &pair
+                    }
+                    Audience::Room { members } => members,
                 };
                 let mut push: Option<Arc<Push>> = None;
                 for user in recipients {
@@ -167,6 +176,27 @@ impl Hub {
                             slow.push(s.conn_id);
                         }
                     }
+                }
+            }
+        }
+        for conn in slow {
+            self.kick(conn, ErrorCode::SlowConsumer);
+        }
+    }
+
+    /// Sends a notice frame to a user's subscribed connections other than `except_conn`.
+    /// A connection whose queue is full is kicked as a slow consumer.
+    pub fn notify_user(&self, user_id: i64, except_conn: u64, frame: Bytes) {
+        let mut slow = Vec::new();
+        {
+            let inner = self.lock();
+            let Some(subs) = inner.subscribers.get(&user_id) else {
+                return;
+            };
+            let push = Arc::new(Push { id: 0, frame });
+            for s in subs.iter().filter(|s| s.conn_id != except_conn) {
+                if let Err(mpsc::error::TrySendError::Full(_)) = s.tx.try_send(Arc::clone(&push)) {
+                    slow.push(s.conn_id);
                 }
             }
         }

@@ -6,6 +6,7 @@
 //! accepting, lets every session finish its in-flight sends and acks, closes connections
 //! cleanly, lets the writer commit what is queued, and closes the database.
 
+mod bucket;
 pub mod hub;
 mod session;
 
@@ -21,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Auth, Hasher};
-use crate::protocol::{ErrorCode, Username, DEFAULT_MAX_BODY_BYTES};
-use crate::store::{Durability, Store, UserRef, Writer};
+use crate::protocol::{ErrorCode, RoomName, Username, DEFAULT_MAX_BODY_BYTES};
+use crate::store::{Durability, RoomRef, Store, UserRef, Writer};
 use crate::tls::{self, Fingerprint, IdentitySource};
 
 use hub::Hub;
@@ -34,6 +35,13 @@ pub struct Limits {
     pub max_body: usize,
     /// Most simultaneous connections; further ones are closed at once.
     pub max_connections: usize,
+    /// Most simultaneous connections from one address (IPv4) or /64 (IPv6); loopback is
+    /// exempt, since a local reverse proxy makes every client look like 127.0.0.1.
+    pub max_connections_per_address: usize,
+    /// Sustained sends (messages and room changes) per second per connection.
+    pub send_rate_per_sec: u32,
+    /// Sends a connection may burst above the sustained rate before `rate_limited`.
+    pub send_burst: u32,
     /// Time allowed for the TLS handshake.
     pub handshake_timeout: Duration,
     /// Time a connection may stay unauthenticated (hello + login/auth).
@@ -58,6 +66,9 @@ impl Default for Limits {
         Limits {
             max_body: DEFAULT_MAX_BODY_BYTES,
             max_connections: 20_000,
+            max_connections_per_address: 64,
+            send_rate_per_sec: 500,
+            send_burst: 1000,
             handshake_timeout: Duration::from_secs(10),
             auth_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
@@ -101,6 +112,8 @@ pub(crate) struct ServerState {
     pub limits: Limits,
     /// Recipients looked up recently; cleared whenever accounts change.
     users: Mutex<HashMap<String, UserRef>>,
+    /// Rooms looked up recently; cleared whenever an operator deletes a room.
+    rooms: Mutex<HashMap<String, RoomRef>>,
 }
 
 impl ServerState {
@@ -123,6 +136,29 @@ impl ServerState {
         Ok(found)
     }
 
+    /// Finds a live room by name, through a small cache.
+    pub async fn find_room(
+        &self,
+        name: &RoomName,
+    ) -> Result<Option<RoomRef>, crate::store::StoreError> {
+        if let Some(r) = self.lock_rooms().get(name.as_str()) {
+            return Ok(Some(r.clone()));
+        }
+        let found = self.store.find_room(name).await?;
+        if let Some(r) = &found {
+            let mut cache = self.lock_rooms();
+            if cache.len() >= 10_000 {
+                cache.clear();
+            }
+            cache.insert(name.as_str().to_string(), r.clone());
+        }
+        Ok(found)
+    }
+
+    fn lock_rooms(&self) -> std::sync::MutexGuard<'_, HashMap<String, RoomRef>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lock_users(&self) -> std::sync::MutexGuard<'_, HashMap<String, UserRef>> {
         self.users.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -131,9 +167,34 @@ impl ServerState {
 /// A started server, ready to serve on a listener.
 pub struct Server {
     state: Arc<ServerState>,
-    tls: Arc<rustls::ServerConfig>,
+    tls: TlsReloader,
     fingerprint: Fingerprint,
     writer_task: tokio::task::JoinHandle<()>,
+}
+
+/// Swaps the server's certificate and key (SIGHUP) without touching live connections: new
+/// handshakes use the new identity, established ones keep theirs.
+#[derive(Clone)]
+pub struct TlsReloader {
+    source: IdentitySource,
+    current: Arc<std::sync::RwLock<Arc<rustls::ServerConfig>>>,
+}
+
+impl TlsReloader {
+    /// Re-reads the certificate and key; on success new connections use them. Returns the
+    /// fingerprint now served (unchanged when only the certificate was renewed).
+    pub fn reload(&self) -> Result<Fingerprint, tls::TlsError> {
+        let identity = self.source.load_or_create()?;
+        let config = tls::server_config(&identity)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = config;
+        Ok(identity.fingerprint)
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(Arc::clone(
+            &self.current.read().unwrap_or_else(|p| p.into_inner()),
+        ))
+    }
 }
 
 impl Server {
@@ -156,10 +217,14 @@ impl Server {
             hub,
             limits: options.limits.clone(),
             users: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(HashMap::new()),
         });
         Ok(Server {
             state,
-            tls,
+            tls: TlsReloader {
+                source: options.identity.clone(),
+                current: Arc::new(std::sync::RwLock::new(tls)),
+            },
             fingerprint: identity.fingerprint,
             writer_task,
         })
@@ -170,11 +235,16 @@ impl Server {
         self.fingerprint
     }
 
+    /// A handle that reloads the certificate and key (for SIGHUP).
+    pub fn tls_reloader(&self) -> TlsReloader {
+        self.tls.clone()
+    }
+
     /// Serves connections on `listener` until `shutdown` is cancelled, then drains and
     /// closes everything. Returns once the database is closed.
     pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) {
-        let acceptor = TlsAcceptor::from(Arc::clone(&self.tls));
         let tracker = TaskTracker::new();
+        let per_address: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
         let connections = Arc::new(Semaphore::new(self.state.limits.max_connections));
         let watcher = tokio::spawn(watch_revocations(Arc::clone(&self.state), shutdown.clone()));
         loop {
@@ -196,13 +266,22 @@ impl Server {
                 drop(tcp);
                 continue;
             };
+            let Some(slot) = AddressSlot::take(
+                &per_address,
+                peer.ip(),
+                self.state.limits.max_connections_per_address,
+            ) else {
+                tracing::warn!(%peer, "per-address connection limit reached; refusing");
+                drop(tcp);
+                continue;
+            };
             tracker.spawn(session::run(
                 Arc::clone(&self.state),
-                acceptor.clone(),
+                self.tls.acceptor(),
                 tcp,
                 peer,
                 shutdown.clone(),
-                permit,
+                (permit, slot),
             ));
         }
         drop(listener);
@@ -224,6 +303,53 @@ impl Server {
         }
         store.close().await;
         tracing::info!("server stopped");
+    }
+}
+
+/// One connection's place in the per-address count; released when dropped.
+pub(crate) struct AddressSlot {
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+    key: Option<String>,
+}
+
+impl AddressSlot {
+    /// Counts a connection from `ip`, or refuses it when the address is at its limit.
+    /// Loopback addresses are not counted.
+    fn take(
+        counts: &Arc<Mutex<HashMap<String, usize>>>,
+        ip: std::net::IpAddr,
+        limit: usize,
+    ) -> Option<AddressSlot> {
+        if ip.is_loopback() {
+            return Some(AddressSlot {
+                counts: Arc::clone(counts),
+                key: None,
+            });
+        }
+        let key = crate::auth::address_bucket(ip);
+        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(key.clone()).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            counts: Arc::clone(counts),
+            key: Some(key),
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let Some(key) = &self.key else { return };
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(key);
+            }
+        }
     }
 }
 
@@ -249,6 +375,11 @@ async fn watch_revocations(state: Arc<ServerState>, shutdown: CancellationToken)
         }
         epoch = now;
         state.lock_users().clear();
+        state.lock_rooms().clear();
+        // An operator may have deleted a room: the writer re-reads memberships.
+        if let Err(e) = state.writer.reload_rooms().await {
+            tracing::warn!(error = %e, "cannot reload rooms after an operator change");
+        }
         let connections = state.hub.connections();
         let devices: Vec<i64> = connections.iter().map(|(_, d)| *d).collect();
         let valid = match state.store.valid_devices(&devices).await {

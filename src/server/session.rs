@@ -26,13 +26,16 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
+mod rooms;
+
+use rooms::RoomOp;
+
 use super::hub::{Push, SessionGuard};
 use super::ServerState;
 use crate::auth::{AuthError, AuthedUser};
 use crate::protocol::codec::{encode_json, parse_request, FrameCodec, FrameError};
 use crate::protocol::{
-    ErrorCode, Message, Request, Secret, ServerFrame, Username, DEFAULT_HISTORY_PAGE,
-    MAX_HISTORY_PAGE, MAX_SEND_KEY_LEN, PROTOCOL_VERSION,
+    ErrorCode, Message, Request, Secret, ServerFrame, MAX_SEND_KEY_LEN, PROTOCOL_VERSION,
 };
 use crate::store::{NewMessage, Store};
 
@@ -49,7 +52,7 @@ pub(super) async fn run(
     mut tcp: TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
-    _permit: OwnedSemaphorePermit,
+    _slots: (OwnedSemaphorePermit, super::AddressSlot),
 ) {
     let _ = tcp.set_nodelay(true);
     let limits = &state.limits;
@@ -92,6 +95,10 @@ pub(super) async fn run(
         max_pushed: 0,
         cursor: 0,
         subscribed: false,
+        bucket: super::bucket::TokenBucket::new(
+            state.limits.send_rate_per_sec,
+            state.limits.send_burst,
+        ),
         state,
     };
     let end = session.serve(&shutdown).await;
@@ -137,6 +144,8 @@ struct Session {
     /// This device's cursor as this session last moved it.
     cursor: i64,
     subscribed: bool,
+    /// Limits sends and room changes per connection.
+    bucket: super::bucket::TokenBucket,
 }
 
 async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
@@ -186,7 +195,8 @@ impl Session {
                     let Some(push) = push else {
                         return End::Gone;
                     };
-                    if push.id > self.live_floor {
+                    // Id 0 marks a notice (a read marker), not a message.
+                    if push.id == 0 || push.id > self.live_floor {
                         if let Err(end) = self.write_raw(vec![push.frame.clone()]).await {
                             return end;
                         }
@@ -287,6 +297,29 @@ impl Session {
     }
 
     async fn handle_authed(&mut self, request: Request, user: &AuthedUser) -> Result<(), End> {
+        let limited = matches!(
+            request,
+            Request::Send { .. }
+                | Request::RoomCreate { .. }
+                | Request::RoomInvite { .. }
+                | Request::RoomJoin { .. }
+                | Request::RoomLeave { .. }
+                | Request::RoomKick { .. }
+        );
+        if limited {
+            if let Err(wait) = self.bucket.take() {
+                let req = request.req();
+                let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+                return self
+                    .write(&ServerFrame::Error {
+                        req: Some(req),
+                        code: ErrorCode::RateLimited,
+                        message: format!("sending too fast; retry in {ms} ms"),
+                        retry_after_ms: Some(ms),
+                    })
+                    .await;
+            }
+        }
         match request {
             Request::Send {
                 req, to, body, key, ..
@@ -297,8 +330,48 @@ impl Session {
                 req,
                 peer,
                 before,
+                after,
                 limit,
-            } => self.history(req, user, &peer, before, limit).await,
+            } => self.history(req, user, &peer, before, after, limit).await,
+            Request::RoomCreate { req, room, private } => {
+                self.room_create(req, user, &room, private).await
+            }
+            Request::RoomInvite {
+                req,
+                room,
+                user: who,
+            } => {
+                self.room_change(req, user, &room, RoomOp::Invite(who))
+                    .await
+            }
+            Request::RoomJoin { req, room } => {
+                self.room_change(req, user, &room, RoomOp::Join).await
+            }
+            Request::RoomLeave { req, room } => {
+                self.room_change(req, user, &room, RoomOp::Leave).await
+            }
+            Request::RoomKick {
+                req,
+                room,
+                user: who,
+            } => self.room_change(req, user, &room, RoomOp::Kick(who)).await,
+            Request::RoomList { req, all } => self.room_list(req, user, all).await,
+            Request::RoomMembers { req, room } => self.room_members(req, user, &room).await,
+            Request::Search {
+                req,
+                query,
+                within,
+                limit,
+            } => {
+                self.search(req, user, &query, within.as_deref(), limit)
+                    .await
+            }
+            Request::Read {
+                req,
+                conversation,
+                upto,
+            } => self.read(req, user, &conversation, upto).await,
+            Request::Unread { req } => self.unread(req, user).await,
             Request::Logout { req } => match self.state.auth.logout(user).await {
                 Ok(()) => {
                     self.write(&ServerFrame::LoggedOut { req }).await?;
@@ -457,15 +530,14 @@ impl Session {
                 )
                 .await;
         }
-        let Some(recipient) = self.resolve_peer(req, &to).await? else {
+        let Some(target) = self.resolve_target(req, &to).await? else {
             return Ok(());
         };
         let message = NewMessage {
             sender_id: user.user_id(),
             sender_name: user.name().to_string(),
             sender_device_id: user.device_id(),
-            recipient_id: recipient.id,
-            recipient_name: recipient.name,
+            target,
             body,
             key,
         };
@@ -479,52 +551,22 @@ impl Session {
                         sent_at: crate::protocol::format_timestamp(c.sent_at),
                         duplicate: c.duplicate,
                     },
-                    Err(e) => {
-                        tracing::error!(error = %e, "send failed");
-                        ServerFrame::error(
-                            Some(req),
-                            ErrorCode::Internal,
-                            "the message could not be stored; retry with the same key",
-                        )
-                    }
+                    Err(e) => match rooms::refusal_code(&e) {
+                        Some(code) => ServerFrame::error(Some(req), code, e.to_string()),
+                        None => {
+                            tracing::error!(error = %e, "send failed");
+                            ServerFrame::error(
+                                Some(req),
+                                ErrorCode::Internal,
+                                "the message could not be stored; retry with the same key",
+                            )
+                        }
+                    },
                 }
             }
             .boxed(),
         );
         Ok(())
-    }
-
-    /// Looks up a peer by name; answers the request with an error and returns `None` when
-    /// there is no such user.
-    async fn resolve_peer(
-        &mut self,
-        req: u64,
-        name: &str,
-    ) -> Result<Option<crate::store::UserRef>, End> {
-        let name = match Username::parse(name) {
-            Ok(n) => n,
-            Err(e) => {
-                self.reply_error(req, ErrorCode::InvalidName, e.to_string())
-                    .await?;
-                return Ok(None);
-            }
-        };
-        match self.state.find_user(&name).await {
-            Ok(Some(u)) => Ok(Some(u)),
-            Ok(None) => {
-                self.reply_error(
-                    req,
-                    ErrorCode::UnknownRecipient,
-                    format!("no such user: {name}"),
-                )
-                .await?;
-                Ok(None)
-            }
-            Err(e) => {
-                self.internal(req, &e).await?;
-                Ok(None)
-            }
-        }
     }
 
     async fn subscribe(&mut self, req: u64, user: &AuthedUser) -> Result<(), End> {
@@ -644,58 +686,6 @@ impl Session {
             .boxed(),
         );
         Ok(())
-    }
-
-    async fn history(
-        &mut self,
-        req: u64,
-        user: &AuthedUser,
-        peer: &str,
-        before: Option<i64>,
-        limit: Option<u32>,
-    ) -> Result<(), End> {
-        let limit = limit.unwrap_or(DEFAULT_HISTORY_PAGE);
-        if limit == 0 {
-            return self
-                .reply_error(req, ErrorCode::BadRequest, "limit must be at least 1")
-                .await;
-        }
-        let limit = limit.min(MAX_HISTORY_PAGE);
-        let Some(peer) = self.resolve_peer(req, peer).await? else {
-            return Ok(());
-        };
-        match self
-            .state
-            .store
-            .history(user.user_id(), peer.id, before, limit)
-            .await
-        {
-            Ok((mut messages, mut more)) => {
-                // Keep the page within one frame: drop the oldest messages beyond the budget
-                // (they come with the next page, `before` the first one kept).
-                let mut budget = crate::protocol::MAX_FRAME_LEN - 1024;
-                let mut keep = 0;
-                for m in messages.iter().rev() {
-                    let size = encode_json(m).len() + 1;
-                    if size > budget {
-                        break;
-                    }
-                    budget -= size;
-                    keep += 1;
-                }
-                if keep < messages.len() {
-                    messages.drain(..messages.len() - keep);
-                    more = true;
-                }
-                self.write(&ServerFrame::History {
-                    req,
-                    messages,
-                    more,
-                })
-                .await
-            }
-            Err(e) => self.internal(req, &e).await,
-        }
     }
 
     async fn internal(&mut self, req: u64, e: &(dyn std::fmt::Display + Sync)) -> Result<(), End> {

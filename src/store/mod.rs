@@ -6,6 +6,8 @@
 //! single [`Writer`] task ([`writer`]), which batches them into one transaction per group
 //! commit. Nothing outside this module sees an sqlx type.
 
+mod messages;
+mod rooms;
 mod writer;
 
 use std::collections::HashSet;
@@ -14,14 +16,14 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
-use crate::protocol::{format_timestamp, Message, Username};
+use crate::protocol::{format_timestamp, Username};
 
-pub use writer::{Committed, Delivery, NewMessage, Writer};
+pub use messages::HistoryScope;
+pub use rooms::RoomRef;
+pub use writer::{Audience, Committed, Delivery, NewMessage, RoomChange, Target, Writer};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -79,6 +81,16 @@ pub enum StoreError {
     Database(Box<dyn std::error::Error + Send + Sync>),
     #[error("the message writer has stopped")]
     WriterGone,
+    #[error("no such room: {0}")]
+    UnknownRoom(String),
+    #[error("room {0} already exists")]
+    RoomExists(String),
+    #[error("{0}")]
+    NotMember(String),
+    #[error("{0}")]
+    AlreadyMember(String),
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -426,67 +438,6 @@ impl Store {
         Ok(row.get(0))
     }
 
-    // ----- messages -------------------------------------------------------------------
-
-    /// Messages for a user's device with ids above `after`, oldest first, at most `limit`:
-    /// everything addressed to the user or sent by the user, except what this very device
-    /// sent (it knows those already; live delivery skips them the same way).
-    pub async fn backlog(
-        &self,
-        user_id: i64,
-        device_id: i64,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<Message>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT m.id, su.name, ru.name, m.body, m.sent_at FROM messages m \
-             JOIN users su ON su.id = m.sender_id JOIN users ru ON ru.id = m.recipient_id \
-             WHERE m.id > ?3 AND (m.recipient_id = ?1 OR m.sender_id = ?1) \
-                   AND m.sender_device_id IS NOT ?2 \
-             ORDER BY m.id LIMIT ?4",
-        )
-        .bind(user_id)
-        .bind(device_id)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(message_from_row).collect())
-    }
-
-    /// One page of the direct conversation between two users: the `limit` newest messages
-    /// with ids below `before` (or the newest overall), oldest first, and whether older ones
-    /// exist.
-    pub async fn history(
-        &self,
-        a: i64,
-        b: i64,
-        before: Option<i64>,
-        limit: u32,
-    ) -> Result<(Vec<Message>, bool), StoreError> {
-        let rows = sqlx::query(
-            "SELECT m.id, su.name, ru.name, m.body, m.sent_at FROM messages m \
-             JOIN users su ON su.id = m.sender_id JOIN users ru ON ru.id = m.recipient_id \
-             WHERE m.id < ?3 AND ((m.sender_id = ?1 AND m.recipient_id = ?2) \
-                   OR (m.sender_id = ?2 AND m.recipient_id = ?1)) \
-             ORDER BY m.id DESC LIMIT ?4",
-        )
-        .bind(a)
-        .bind(b)
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&self.pool)
-        .await?;
-        let more = rows.len() > limit as usize;
-        let mut page: Vec<Message> = rows
-            .iter()
-            .take(limit as usize)
-            .map(message_from_row)
-            .collect();
-        page.reverse();
-        Ok((page, more))
-    }
-
     /// Number of stored messages (for tests, the bench and admin output).
     pub async fn message_count(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) FROM messages")
@@ -501,16 +452,6 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok(row.get(0))
-    }
-}
-
-fn message_from_row(r: &SqliteRow) -> Message {
-    Message {
-        id: r.get(0),
-        from: r.get(1),
-        to: r.get(2),
-        body: r.get(3),
-        sent_at: format_timestamp(r.get(4)),
     }
 }
 

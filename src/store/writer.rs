@@ -1,24 +1,37 @@
-//! The single writer task: group commit for message inserts and cursor moves.
+//! The single writer task: group commit for message inserts and cursor moves, and the
+//! authority on room membership.
 //!
-//! Sessions submit [`NewMessage`]s and acks through a bounded channel. The task takes one
-//! operation, drains whatever else is already queued (up to [`MAX_BATCH`]), and stores the
-//! whole batch in one transaction with multi-row statements: one idempotency lookup and one
-//! insert per 1,000 messages, one cursor update per 400 devices. Only after the commit does it answer the
-//! senders and hand the new messages, in id order, to `on_commit` (the hub). Because it is
-//! the only inserter, it assigns ids itself: strictly increasing in commit order.
+//! Sessions submit [`NewMessage`]s, acks and [`RoomChange`]s through a bounded channel. The
+//! task takes one operation, drains whatever else is already queued (up to [`MAX_BATCH`]),
+//! and stores runs of sends and acks in one transaction with multi-row statements: one
+//! idempotency lookup and one insert per 1,000 messages, one cursor update per 400 devices.
+//! A room change splits the batch and commits on its own, in order, so every message is
+//! checked against the membership in force at its id. After a commit the task hands the new
+//! messages, in id order, to `on_commit` (the hub) and then answers the submitters. Because it
+//! is the only inserter it assigns ids itself: strictly increasing in commit order.
+//!
+//! Every transaction here and in the store starts with `BEGIN IMMEDIATE`: a deferred
+//! transaction that reads before it writes cannot wait for the write lock in WAL mode and
+//! fails with SQLITE_BUSY at once when an admin command is writing.
+//!
+//! Room fan-out costs no copy of the body per member: a committed room message carries an
+//! `Arc` of the member list in force at that id (one list shared by every message until the
+//! membership changes), and the hub shares one encoded frame among all receiving
+//! connections. On disk a room message is one row, whatever the number of members.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{now_micros, StoreError};
-use crate::protocol::{format_timestamp, Message};
+use crate::protocol::{format_timestamp, Message, MessageKind};
 
 /// Most operations stored in one transaction.
 pub const MAX_BATCH: usize = 4096;
 
-/// Rows per multi-row INSERT (7 bound parameters each, under SQLite's 32,766 limit).
+/// Rows per multi-row INSERT (9 bound parameters each, under SQLite's 32,766 limit).
 const INSERT_CHUNK: usize = 1000;
 
 /// Depth of the submission queue; senders wait (backpressure) when it is full.
@@ -27,17 +40,52 @@ const QUEUE_DEPTH: usize = 16 * 1024;
 /// Called after each commit with the newly stored messages in id order.
 pub type OnCommit = Box<dyn Fn(Vec<Delivery>) + Send + Sync>;
 
+/// Where a message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A user (id, name).
+    User(i64, String),
+    /// A room (id, name without `#`).
+    Room(i64, String),
+}
+
 /// A message to store.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     pub sender_id: i64,
     pub sender_name: String,
     pub sender_device_id: i64,
-    pub recipient_id: i64,
-    pub recipient_name: String,
+    pub target: Target,
     pub body: String,
     /// Client-chosen idempotency key, unique per sender.
     pub key: String,
+}
+
+/// A membership change. Each is stored as an event in the room's history.
+#[derive(Debug, Clone)]
+pub enum RoomChange {
+    /// Create a room owned by `by`, who becomes its first member.
+    Create {
+        name: String,
+        private: bool,
+        by: (i64, String),
+    },
+    /// `by` joins a public room.
+    Join { room_id: i64, by: (i64, String) },
+    /// `by` (the owner) adds `user`.
+    Invite {
+        room_id: i64,
+        by: (i64, String),
+        user: (i64, String),
+    },
+    /// `by` leaves.
+    Leave { room_id: i64, by: (i64, String) },
+    /// `by` (the owner) removes `user`.
+    Kick {
+        room_id: i64,
+        by: (i64, String),
+        user: (i64, String),
+    },
 }
 
 /// The outcome of a send: where the message is stored.
@@ -50,13 +98,23 @@ pub struct Committed {
     pub duplicate: bool,
 }
 
+/// Who receives a committed message.
+#[derive(Debug, Clone)]
+pub enum Audience {
+    /// A direct message: the recipient (and the sender's other devices).
+    Direct { recipient_id: i64 },
+    /// A room message: the members at that point of the room's history (for a leave or kick,
+    /// including the one leaving).
+    Room { members: Arc<Vec<i64>> },
+}
+
 /// A newly committed message with what the hub needs to route it.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub message: Message,
     pub sender_id: i64,
     pub sender_device_id: i64,
-    pub recipient_id: i64,
+    pub audience: Audience,
 }
 
 /// Where the writer answers a submitter.
@@ -65,6 +123,8 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 enum Op {
     Send(NewMessage, Reply<Committed>),
     Ack(AckOp),
+    Room(RoomChange, Reply<(i64, i64)>),
+    Reload(Reply<()>),
 }
 
 struct AckOp {
@@ -84,25 +144,38 @@ pub struct Writer {
 impl Writer {
     /// Stores a message; resolves once it is committed (or found to be a duplicate).
     pub async fn send(&self, message: NewMessage) -> Result<Committed, StoreError> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Op::Send(message, done))
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
-        wait.await.map_err(|_| StoreError::WriterGone)?
+        self.submit(|done| Op::Send(message, done)).await
     }
 
     /// Moves a device's cursor (and the user's acknowledged mark) forward to `upto`;
     /// resolves once that is committed. Cursors never move backwards.
     pub async fn ack(&self, user_id: i64, device_id: i64, upto: i64) -> Result<(), StoreError> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Op::Ack(AckOp {
+        self.submit(|done| {
+            Op::Ack(AckOp {
                 user_id,
                 device_id,
                 upto,
                 done,
-            }))
+            })
+        })
+        .await
+    }
+
+    /// Applies a membership change; resolves with `(room id, event message id)` once
+    /// committed, or with the reason it is not allowed.
+    pub async fn change_room(&self, change: RoomChange) -> Result<(i64, i64), StoreError> {
+        self.submit(|done| Op::Room(change, done)).await
+    }
+
+    /// Re-reads rooms and memberships from the database (after an operator deleted a room).
+    pub async fn reload_rooms(&self) -> Result<(), StoreError> {
+        self.submit(Op::Reload).await
+    }
+
+    async fn submit<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(op(done))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         wait.await.map_err(|_| StoreError::WriterGone)?
@@ -116,21 +189,34 @@ pub(super) async fn start(
     let row = sqlx::query("SELECT COALESCE(MAX(id), 0), COALESCE(MAX(sent_at), 0) FROM messages")
         .fetch_one(&pool)
         .await?;
-    let state = State {
+    let mut state = State {
         pool,
         next_id: row.get::<i64, _>(0) + 1,
         last_sent_at: row.get(1),
+        rooms: HashMap::new(),
         on_commit,
     };
+    state.load_rooms().await?;
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     let handle = tokio::spawn(state.run(rx));
     Ok((Writer { tx }, handle))
+}
+
+/// The writer's view of one room.
+struct RoomState {
+    name: String,
+    owner_id: i64,
+    private: bool,
+    /// Current members, sorted; replaced (not mutated) on every change so committed
+    /// deliveries keep the list in force at their id.
+    members: Arc<Vec<i64>>,
 }
 
 struct State {
     pool: SqlitePool,
     next_id: i64,
     last_sent_at: i64,
+    rooms: HashMap<i64, RoomState>,
     on_commit: OnCommit,
 }
 
@@ -139,6 +225,7 @@ enum Slot {
     New(usize),
     Existing(Committed),
     SameAs(usize),
+    Refused(StoreError),
 }
 
 impl State {
@@ -152,61 +239,105 @@ impl State {
                     Err(_) => break,
                 }
             }
-            self.process(&mut batch).await;
+            let mut sends = Vec::new();
+            let mut acks = Vec::new();
+            for op in batch.drain(..) {
+                match op {
+                    Op::Send(m, done) => sends.push((m, done)),
+                    Op::Ack(ack) => acks.push(ack),
+                    Op::Room(change, done) => {
+                        // Everything queued before the change commits first.
+                        self.process(std::mem::take(&mut sends), std::mem::take(&mut acks))
+                            .await;
+                        let result = self.change_room(change).await;
+                        let _ = done.send(result);
+                    }
+                    Op::Reload(done) => {
+                        self.process(std::mem::take(&mut sends), std::mem::take(&mut acks))
+                            .await;
+                        let _ = done.send(self.load_rooms().await);
+                    }
+                }
+            }
+            self.process(sends, acks).await;
         }
         tracing::debug!("message writer stopped");
     }
 
-    async fn process(&mut self, batch: &mut Vec<Op>) {
-        let mut sends = Vec::new();
-        let mut acks = Vec::new();
-        for op in batch.drain(..) {
-            match op {
-                Op::Send(m, done) => sends.push((m, done)),
-                Op::Ack(ack) => acks.push(ack),
-            }
+    async fn load_rooms(&mut self) -> Result<(), StoreError> {
+        let rooms = sqlx::query("SELECT id, name, owner_id, private FROM rooms WHERE deleted = 0")
+            .fetch_all(&self.pool)
+            .await?;
+        let spans = sqlx::query(
+            "SELECT s.room_id, s.user_id FROM room_spans s JOIN rooms r ON r.id = s.room_id \
+             WHERE s.left_id IS NULL AND r.deleted = 0 ORDER BY s.room_id, s.user_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut members: HashMap<i64, Vec<i64>> = HashMap::new();
+        for s in spans {
+            members
+                .entry(s.get(0))
+                .or_default()
+                .push(s.get::<i64, _>(1));
+        }
+        self.rooms = rooms
+            .into_iter()
+            .map(|r| {
+                let id: i64 = r.get(0);
+                let state = RoomState {
+                    name: r.get(1),
+                    owner_id: r.get::<Option<i64>, _>(2).unwrap_or(0),
+                    private: r.get::<i64, _>(3) != 0,
+                    members: Arc::new(members.remove(&id).unwrap_or_default()),
+                };
+                (id, state)
+            })
+            .collect();
+        Ok(())
+    }
+
+    async fn process(&mut self, sends: Vec<(NewMessage, Reply<Committed>)>, acks: Vec<AckOp>) {
+        if sends.is_empty() && acks.is_empty() {
+            return;
         }
         let first_id = self.next_id;
         let saved_sent_at = self.last_sent_at;
         match self.commit(&sends, &acks).await {
             Ok((slots, rows)) => {
                 let mut deliveries = Vec::with_capacity(rows.len());
+                let mut replies = Vec::with_capacity(sends.len());
                 for ((m, done), slot) in sends.into_iter().zip(slots) {
                     let result = match slot {
                         Slot::New(i) => {
                             let (id, sent_at) = rows[i];
-                            deliveries.push(Delivery {
-                                message: Message {
-                                    id,
-                                    from: m.sender_name,
-                                    to: m.recipient_name,
-                                    body: m.body,
-                                    sent_at: format_timestamp(sent_at),
-                                },
-                                sender_id: m.sender_id,
-                                sender_device_id: m.sender_device_id,
-                                recipient_id: m.recipient_id,
-                            });
-                            Committed {
+                            deliveries.push(self.delivery(m, id, sent_at));
+                            Ok(Committed {
                                 id,
                                 sent_at,
                                 duplicate: false,
-                            }
+                            })
                         }
-                        Slot::Existing(c) => c,
-                        Slot::SameAs(i) => Committed {
+                        Slot::Existing(c) => Ok(c),
+                        Slot::SameAs(i) => Ok(Committed {
                             id: rows[i].0,
                             sent_at: rows[i].1,
                             duplicate: true,
-                        },
+                        }),
+                        Slot::Refused(e) => Err(e),
                     };
-                    let _ = done.send(Ok(result));
+                    replies.push((done, result));
+                }
+                // Fan out before answering, so that whatever a sender does next (another
+                // send, a history read) already sees the hub in the committed state.
+                if !deliveries.is_empty() {
+                    (self.on_commit)(deliveries);
+                }
+                for (done, result) in replies {
+                    let _ = done.send(result);
                 }
                 for ack in acks {
                     let _ = ack.done.send(Ok(()));
-                }
-                if !deliveries.is_empty() {
-                    (self.on_commit)(deliveries);
                 }
             }
             Err(e) => {
@@ -222,6 +353,48 @@ impl State {
                         .send(Err(StoreError::Database(e.to_string().into())));
                 }
             }
+        }
+    }
+
+    fn delivery(&self, m: NewMessage, id: i64, sent_at: i64) -> Delivery {
+        let (to, audience) = match m.target {
+            Target::User(recipient_id, name) => (name, Audience::Direct { recipient_id }),
+            Target::Room(room_id, name) => {
+                let members = self
+                    .rooms
+                    .get(&room_id)
+                    .map(|r| Arc::clone(&r.members))
+                    .unwrap_or_default();
+                (format!("#{name}"), Audience::Room { members })
+            }
+        };
+        Delivery {
+            message: Message {
+                id,
+                from: m.sender_name,
+                to,
+                body: m.body,
+                sent_at: format_timestamp(sent_at),
+                kind: MessageKind::Text,
+                member: None,
+            },
+            sender_id: m.sender_id,
+            sender_device_id: m.sender_device_id,
+            audience,
+        }
+    }
+
+    /// Why a send may not be stored, checked against the membership in force now.
+    fn refusal(&self, m: &NewMessage) -> Option<StoreError> {
+        let Target::Room(room_id, name) = &m.target else {
+            return None;
+        };
+        match self.rooms.get(room_id) {
+            None => Some(StoreError::UnknownRoom(format!("#{name}"))),
+            Some(r) if r.members.binary_search(&m.sender_id).is_err() => Some(
+                StoreError::NotMember(format!("you are not a member of #{name}")),
+            ),
+            Some(_) => None,
         }
     }
 
@@ -275,6 +448,8 @@ impl State {
                 slots.push(Slot::Existing(*c));
             } else if let Some(&row) = in_batch.get(&k) {
                 slots.push(Slot::SameAs(row));
+            } else if let Some(refusal) = self.refusal(m) {
+                slots.push(Slot::Refused(refusal));
             } else {
                 let row = rows.len();
                 rows.push((self.next_id, now));
@@ -288,19 +463,25 @@ impl State {
 
         for (chunk_no, chunk) in fresh.chunks(INSERT_CHUNK).enumerate() {
             let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO messages \
-                 (id, sender_id, sender_device_id, recipient_id, body, sent_at, client_key) ",
+                "INSERT INTO messages (id, sender_id, sender_device_id, recipient_id, room_id, \
+                 body, sent_at, client_key, kind) ",
             );
             q.push_values(chunk.iter().enumerate(), |mut b, (j, &i)| {
                 let m = &sends[i].0;
                 let (id, sent_at) = rows[chunk_no * INSERT_CHUNK + j];
+                let (recipient, room) = match &m.target {
+                    Target::User(id, _) => (Some(*id), None),
+                    Target::Room(id, _) => (None, Some(*id)),
+                };
                 b.push_bind(id)
                     .push_bind(m.sender_id)
                     .push_bind(m.sender_device_id)
-                    .push_bind(m.recipient_id)
+                    .push_bind(recipient)
+                    .push_bind(room)
                     .push_bind(m.body.as_str())
                     .push_bind(sent_at)
-                    .push_bind(m.key.as_str());
+                    .push_bind(m.key.as_str())
+                    .push_bind("text");
             });
             q.build().execute(&mut *tx).await?;
         }
@@ -321,6 +502,236 @@ impl State {
 
         tx.commit().await?;
         Ok((slots, rows))
+    }
+
+    /// Validates and commits one membership change with its event; on success updates the
+    /// in-memory membership and fans the event out. Returns `(room id, event id)`.
+    async fn change_room(&mut self, change: RoomChange) -> Result<(i64, i64), StoreError> {
+        let room_of = |id: i64| {
+            self.rooms
+                .get(&id)
+                .ok_or_else(|| StoreError::UnknownRoom("that room".into()))
+        };
+        let is_member = |r: &RoomState, user: i64| r.members.binary_search(&user).is_ok();
+        // Validate against the current membership.
+        match &change {
+            RoomChange::Create { .. } => {}
+            RoomChange::Join { room_id, by } => {
+                let r = room_of(*room_id)?;
+                if is_member(r, by.0) {
+                    return Err(StoreError::AlreadyMember(format!(
+                        "you are already a member of #{}",
+                        r.name
+                    )));
+                }
+                if r.private {
+                    return Err(StoreError::Forbidden(format!(
+                        "#{} is private: its owner must invite you",
+                        r.name
+                    )));
+                }
+            }
+            RoomChange::Invite { room_id, by, user } => {
+                let r = room_of(*room_id)?;
+                if r.owner_id != by.0 {
+                    return Err(StoreError::Forbidden(format!(
+                        "only the owner of #{} can invite",
+                        r.name
+                    )));
+                }
+                if is_member(r, user.0) {
+                    return Err(StoreError::AlreadyMember(format!(
+                        "{} is already a member of #{}",
+                        user.1, r.name
+                    )));
+                }
+            }
+            RoomChange::Leave { room_id, by } => {
+                let r = room_of(*room_id)?;
+                if !is_member(r, by.0) {
+                    return Err(StoreError::NotMember(format!(
+                        "you are not a member of #{}",
+                        r.name
+                    )));
+                }
+                if r.owner_id == by.0 {
+                    return Err(StoreError::Forbidden(format!(
+                        "the owner cannot leave #{}; an operator can delete it with `chatd room del`",
+                        r.name
+                    )));
+                }
+            }
+            RoomChange::Kick { room_id, by, user } => {
+                let r = room_of(*room_id)?;
+                if r.owner_id != by.0 {
+                    return Err(StoreError::Forbidden(format!(
+                        "only the owner of #{} can kick",
+                        r.name
+                    )));
+                }
+                if user.0 == r.owner_id {
+                    return Err(StoreError::Forbidden(format!(
+                        "the owner of #{} cannot be kicked",
+                        r.name
+                    )));
+                }
+                if !is_member(r, user.0) {
+                    return Err(StoreError::NotMember(format!(
+                        "{} is not a member of #{}",
+                        user.1, r.name
+                    )));
+                }
+            }
+        }
+
+        let event_id = self.next_id;
+        let now = now_micros().max(self.last_sent_at);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (room_id, sender, member, kind, joining, leaving) = match &change {
+            RoomChange::Create { name, private, by } => {
+                let inserted = sqlx::query(
+                    "INSERT INTO rooms (name, created_at, owner_id, private) VALUES (?, ?, ?, ?) \
+                     RETURNING id",
+                )
+                .bind(name)
+                .bind(now)
+                .bind(by.0)
+                .bind(*private as i64)
+                .fetch_one(&mut *tx)
+                .await;
+                let room_id: i64 = match inserted {
+                    Ok(row) => row.get(0),
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                        return Err(StoreError::RoomExists(format!("#{name}")));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                (
+                    room_id,
+                    by.clone(),
+                    None,
+                    MessageKind::Create,
+                    Some(by.0),
+                    None,
+                )
+            }
+            RoomChange::Join { room_id, by } => (
+                *room_id,
+                by.clone(),
+                None,
+                MessageKind::Join,
+                Some(by.0),
+                None,
+            ),
+            RoomChange::Invite { room_id, by, user } => (
+                *room_id,
+                by.clone(),
+                Some(user.clone()),
+                MessageKind::Invite,
+                Some(user.0),
+                None,
+            ),
+            RoomChange::Leave { room_id, by } => (
+                *room_id,
+                by.clone(),
+                None,
+                MessageKind::Leave,
+                None,
+                Some(by.0),
+            ),
+            RoomChange::Kick { room_id, by, user } => (
+                *room_id,
+                by.clone(),
+                Some(user.clone()),
+                MessageKind::Kick,
+                None,
+                Some(user.0),
+            ),
+        };
+        sqlx::query(
+            "INSERT INTO messages (id, sender_id, room_id, body, sent_at, client_key, kind, member_id) \
+             VALUES (?, ?, ?, '', ?, ?, ?, ?)",
+        )
+        .bind(event_id)
+        .bind(sender.0)
+        .bind(room_id)
+        .bind(now)
+        // Control characters are refused in client keys, so this can never collide.
+        .bind(format!("\u{1}event:{event_id}"))
+        .bind(kind.as_str())
+        .bind(member.as_ref().map(|m| m.0))
+        .execute(&mut *tx)
+        .await?;
+        if let Some(user) = joining {
+            sqlx::query("INSERT INTO room_spans (room_id, user_id, joined_id) VALUES (?, ?, ?)")
+                .bind(room_id)
+                .bind(user)
+                .bind(event_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(user) = leaving {
+            sqlx::query(
+                "UPDATE room_spans SET left_id = ? WHERE room_id = ? AND user_id = ? AND left_id IS NULL",
+            )
+            .bind(event_id)
+            .bind(room_id)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.next_id += 1;
+        self.last_sent_at = now;
+
+        // Update membership; the event reaches the members after a join, and the members
+        // before a leave (so the one leaving sees it too).
+        if let RoomChange::Create { name, private, by } = &change {
+            self.rooms.insert(
+                room_id,
+                RoomState {
+                    name: name.clone(),
+                    owner_id: by.0,
+                    private: *private,
+                    members: Arc::new(Vec::new()),
+                },
+            );
+        }
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return Ok((room_id, event_id));
+        };
+        let before = Arc::clone(&room.members);
+        let mut next: Vec<i64> = before.as_ref().clone();
+        if let Some(user) = joining {
+            if let Err(pos) = next.binary_search(&user) {
+                next.insert(pos, user);
+            }
+        }
+        if let Some(user) = leaving {
+            next.retain(|u| *u != user);
+        }
+        room.members = Arc::new(next);
+        let audience = if leaving.is_some() {
+            before
+        } else {
+            Arc::clone(&room.members)
+        };
+        let delivery = Delivery {
+            message: Message {
+                id: event_id,
+                from: sender.1,
+                to: format!("#{}", room.name),
+                body: String::new(),
+                sent_at: format_timestamp(now),
+                kind,
+                member: member.map(|m| m.1),
+            },
+            sender_id: sender.0,
+            sender_device_id: 0,
+            audience: Audience::Room { members: audience },
+        };
+        (self.on_commit)(vec![delivery]);
+        Ok((room_id, event_id))
     }
 }
 

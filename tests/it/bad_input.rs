@@ -4,12 +4,14 @@
 
 use std::time::Duration;
 
-use chat_svc::client::{connect_tls, Connection};
+use chat_svc::auth::Hasher;
+use chat_svc::client::{connect_tls, Connection, Event};
 use chat_svc::protocol::codec::parse_server_frame;
 use chat_svc::protocol::{
     ErrorCode, Secret, ServerFrame, Username, DEFAULT_MAX_BODY_BYTES, MAX_FRAME_LEN,
     PROTOCOL_VERSION,
 };
+use chat_svc::server::Limits;
 use rand::RngCore;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -181,7 +183,12 @@ impl Bystanders {
 /// A server with users alice, bob and carol (carol is for raw logins), and the bystanders
 /// already connected and proven to work.
 async fn setup() -> (TestServer, Bystanders) {
-    let server = TestServer::start().await;
+    setup_with(test_limits()).await
+}
+
+/// [`setup`] on a server with the given limits.
+async fn setup_with(limits: Limits) -> (TestServer, Bystanders) {
+    let server = TestServer::start_with(limits).await;
     server.add_users(&["alice", "bob", "carol"]).await;
     let (alice, _) = server.login("alice").await;
     let (mut bob, _) = server.login("bob").await;
@@ -617,4 +624,1038 @@ async fn ack_beyond_what_was_sent_is_bad_request_without_closing() {
     }
     assert_open(&mut s, 45).await;
     others.still_served("a bad ack").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// More of the catalogue: hostile JSON, names, identities, tokens, timeouts and limits.
+// ---------------------------------------------------------------------------------------------
+
+/// Reads one frame and asserts it is `rate_limited` answering `req`; returns `retry_after_ms`.
+async fn expect_rate_limited<S: AsyncRead + Unpin>(s: &mut S, req: u64) -> u64 {
+    match read_server_frame(s).await {
+        ServerFrame::Error {
+            req: got,
+            code: ErrorCode::RateLimited,
+            retry_after_ms: Some(ms),
+            ..
+        } => {
+            assert_eq!(got, Some(req));
+            ms
+        }
+        other => panic!("expected rate_limited with retry_after_ms, got {other:?}"),
+    }
+}
+
+/// Reads frames until the answer to `req` (skipping pushes); returns it.
+async fn read_answer<S: AsyncRead + Unpin>(s: &mut S, req: u64) -> ServerFrame {
+    loop {
+        let frame = read_server_frame(s).await;
+        if frame.req() == Some(req) {
+            return frame;
+        }
+        assert!(
+            matches!(
+                frame,
+                ServerFrame::Msg { .. } | ServerFrame::CaughtUp { .. }
+            ),
+            "expected the answer to {req}, got {frame:?}"
+        );
+    }
+}
+
+/// Sends `send` on a raw logged-in connection and returns the stored id.
+async fn raw_send<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    req: u64,
+    to: &str,
+    body: &str,
+    key: &str,
+) -> i64 {
+    write_json(
+        s,
+        json!({"type": "send", "req": req, "to": to, "body": body, "key": key}),
+    )
+    .await;
+    match read_answer(s, req).await {
+        ServerFrame::Sent { id, duplicate, .. } => {
+            assert!(!duplicate, "key {key:?} was fresh");
+            id
+        }
+        other => panic!("expected sent, got {other:?}"),
+    }
+}
+
+/// A history request on a raw connection; returns the page's ids.
+async fn raw_history<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    req: u64,
+    request: serde_json::Value,
+) -> Vec<i64> {
+    write_json(s, request).await;
+    match read_answer(s, req).await {
+        ServerFrame::History { messages, .. } => messages.iter().map(|m| m.id).collect(),
+        other => panic!("expected a history page, got {other:?}"),
+    }
+}
+
+/// A raw connection that has said hello and nothing else.
+async fn raw_hello(server: &TestServer) -> impl AsyncRead + AsyncWrite + Unpin {
+    let mut s = raw(server).await;
+    hello(&mut s).await;
+    s
+}
+
+/// Makes a password hash for admin operations.
+async fn hash_of(password: &str) -> String {
+    Hasher::new(1)
+        .await
+        .unwrap()
+        .hash(&Secret::new(password))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_json_is_bad_json_without_a_stack_overflow() {
+    let (server, mut others) = setup().await;
+    // Nesting the parser accepts (unknown field, ignored) ...
+    let mut s = raw_hello(&server).await;
+    let shallow = format!(
+        r#"{{"type":"ping","req":2,"x":{}1{}}}"#,
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    write_frame(&mut s, shallow.as_bytes()).await;
+    match read_server_frame(&mut s).await {
+        ServerFrame::Pong { req } => assert_eq!(req, 2),
+        other => panic!("expected pong, got {other:?}"),
+    }
+    // ... and nesting far beyond it: refused as bad JSON, not a crash of the server.
+    for payload in [
+        format!(
+            r#"{{"type":"ping","req":3,"x":{}1{}}}"#,
+            "[".repeat(60_000),
+            "]".repeat(60_000)
+        ),
+        format!("{}{}", r#"{"a":"#.repeat(20_000), "}".repeat(20_000)),
+        "[".repeat(MAX_FRAME_LEN),
+    ] {
+        let mut s = raw_hello(&server).await;
+        write_frame(&mut s, payload.as_bytes()).await;
+        let message = expect_error(&mut s, ErrorCode::BadJson, None).await;
+        assert!(message.len() < 1000, "the message is short: {message:?}");
+        assert_closed(&mut s).await;
+    }
+    others.still_served("deeply nested JSON").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_and_out_of_range_numbers_are_refused() {
+    let (server, mut others) = setup().await;
+    // `req` beyond u64 or negative: the request is unusable and so is its `req`.
+    for payload in [
+        r#"{"type":"ping","req":18446744073709551616}"#,
+        r#"{"type":"ping","req":-1}"#,
+        r#"{"type":"ping","req":1.5}"#,
+        r#"{"type":"ping","req":1e30}"#,
+    ] {
+        let mut s = raw_hello(&server).await;
+        write_frame(&mut s, payload.as_bytes()).await;
+        expect_error(&mut s, ErrorCode::BadRequest, None).await;
+        assert_closed(&mut s).await;
+    }
+    // A field beyond its type's range: bad_request answering the (valid) req, then closed.
+    for (req, payload) in [
+        (
+            5,
+            r#"{"type":"hello","req":5,"version":4294967297}"#.to_string(),
+        ),
+        (
+            6,
+            format!(r#"{{"type":"ack","req":6,"upto":{}0}}"#, i64::MAX),
+        ),
+        (
+            7,
+            r#"{"type":"history","req":7,"peer":"bob","limit":4294967296}"#.to_string(),
+        ),
+        (
+            8,
+            r#"{"type":"history","req":8,"peer":"bob","before":1e400}"#.to_string(),
+        ),
+    ] {
+        let mut s = raw(&server).await;
+        if req != 5 {
+            raw_login(&mut s, "carol").await;
+        }
+        write_frame(&mut s, payload.as_bytes()).await;
+        let frame = read_server_frame(&mut s).await;
+        match frame {
+            // 1e400 overflows f64 inside the JSON parser: that is bad JSON, not a bad field.
+            ServerFrame::Error {
+                code, req: None, ..
+            } if req == 8 => {
+                assert_eq!(code, ErrorCode::BadJson)
+            }
+            ServerFrame::Error { code, req: r, .. } => {
+                assert_eq!((code, r), (ErrorCode::BadRequest, Some(req)), "{payload}")
+            }
+            other => panic!("expected an error for {payload}, got {other:?}"),
+        }
+        assert_closed(&mut s).await;
+    }
+    // Extreme values inside the range are fine: i64::MIN as upto and before, u32::MAX limit.
+    let mut s = raw(&server).await;
+    raw_login(&mut s, "carol").await;
+    write_json(&mut s, json!({"type": "subscribe", "req": 10})).await;
+    assert!(matches!(
+        read_answer(&mut s, 10).await,
+        ServerFrame::Subscribed { .. }
+    ));
+    write_json(&mut s, json!({"type": "ack", "req": 11, "upto": i64::MIN})).await;
+    match read_answer(&mut s, 11).await {
+        ServerFrame::Acked { upto, .. } => assert_eq!(upto, 0, "the cursor did not move back"),
+        other => panic!("expected acked, got {other:?}"),
+    }
+    let ids = raw_history(
+        &mut s,
+        12,
+        json!({"type": "history", "req": 12, "peer": "alice", "before": i64::MIN, "limit": u32::MAX}),
+    )
+    .await;
+    assert!(ids.is_empty());
+    write_json(&mut s, json!({"type": "ping", "req": u64::MAX})).await;
+    assert!(matches!(
+        read_answer(&mut s, u64::MAX).await,
+        ServerFrame::Pong { .. }
+    ));
+    others.still_served("huge numbers").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_fields_are_ignored_as_documented() {
+    let (server, mut others) = setup().await;
+    let mut s = raw(&server).await;
+    write_json(
+        &mut s,
+        json!({"type": "hello", "req": 1, "version": 1, "features": ["x"], "nested": {"a": null}}),
+    )
+    .await;
+    assert!(matches!(
+        read_server_frame(&mut s).await,
+        ServerFrame::Welcome { .. }
+    ));
+    write_json(
+        &mut s,
+        json!({"type": "login", "req": 2, "user": "carol", "password": PASSWORD, "otp": 123456, "remember": true}),
+    )
+    .await;
+    assert!(matches!(
+        read_answer(&mut s, 2).await,
+        ServerFrame::LoginOk { .. }
+    ));
+    write_json(
+        &mut s,
+        json!({"type": "send", "req": 3, "to": "bob", "body": "with extras", "key": "x1",
+               "priority": "high", "to_all": true, "id": 1, "from": "alice"}),
+    )
+    .await;
+    let id = match read_answer(&mut s, 3).await {
+        ServerFrame::Sent { id, .. } => id,
+        other => panic!("expected sent, got {other:?}"),
+    };
+    // The extra `from` did not change who sent it.
+    let got = take_messages(&mut others.bob.events, 1).await;
+    assert_eq!(
+        (got[0].id, got[0].from.as_str(), got[0].body.as_str()),
+        (id, "carol", "with extras")
+    );
+    others.still_served("unknown fields").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_hello_is_bad_request_and_stays_open() {
+    let (server, mut others) = setup().await;
+    let mut s = raw_hello(&server).await;
+    write_json(&mut s, json!({"type": "hello", "req": 2, "version": 1})).await;
+    expect_error(&mut s, ErrorCode::BadRequest, Some(2)).await;
+    assert_open(&mut s, 3).await;
+    // Also after login, and with another version: still only bad_request.
+    raw_login_after_hello(&mut s, "carol", 4).await;
+    write_json(&mut s, json!({"type": "hello", "req": 5, "version": 99})).await;
+    expect_error(&mut s, ErrorCode::BadRequest, Some(5)).await;
+    assert_open(&mut s, 6).await;
+    others.still_served("a duplicate hello").await;
+}
+
+/// Password login as `user` on a connection that already said hello.
+async fn raw_login_after_hello<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, user: &str, req: u64) {
+    write_json(
+        s,
+        json!({"type": "login", "req": req, "user": user, "password": PASSWORD}),
+    )
+    .await;
+    match read_answer(s, req).await {
+        ServerFrame::LoginOk { user: got, .. } => assert_eq!(got, user),
+        other => panic!("expected login_ok, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_json_keys_are_refused() {
+    let (server, mut others) = setup().await;
+    // Two `req`s: the typed parse refuses the duplicate; the error echoes the last one.
+    let mut s = raw_hello(&server).await;
+    write_frame(&mut s, br#"{"type":"ping","req":7,"req":8}"#).await;
+    let frame = read_server_frame(&mut s).await;
+    assert!(
+        matches!(
+            frame,
+            ServerFrame::Error {
+                code: ErrorCode::BadRequest,
+                ..
+            }
+        ),
+        "{frame:?}"
+    );
+    assert_closed(&mut s).await;
+    // Two `type`s: never silently one of them.
+    let mut s = raw_hello(&server).await;
+    write_frame(&mut s, br#"{"type":"ping","type":"logout","req":9}"#).await;
+    let frame = read_server_frame(&mut s).await;
+    assert!(
+        matches!(
+            frame,
+            ServerFrame::Error {
+                code: ErrorCode::BadRequest | ErrorCode::UnknownType,
+                ..
+            }
+        ),
+        "{frame:?}"
+    );
+    assert_closed(&mut s).await;
+    others.still_served("duplicate keys").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_that_is_not_a_request_object_is_bad_request_and_closes() {
+    let (server, mut others) = setup().await;
+    for (payload, req) in [
+        (&br#"[1,2,3]"#[..], None),
+        (br#""hello""#, None),
+        (br#"42"#, None),
+        (br#"null"#, None),
+        (br#"{"req":3}"#, Some(3)),
+        (br#"{"type":7,"req":4}"#, Some(4)),
+        (br#"{"type":null,"req":5}"#, Some(5)),
+        (
+            br#"{"type":"send","req":6,"to":"bob","body":5,"key":"k"}"#,
+            Some(6),
+        ),
+    ] {
+        let mut s = raw(&server).await;
+        raw_login(&mut s, "carol").await;
+        write_frame(&mut s, payload).await;
+        expect_error(&mut s, ErrorCode::BadRequest, req).await;
+        assert_closed(&mut s).await;
+    }
+    // A byte-order mark in front of the JSON is not JSON.
+    let mut s = raw_hello(&server).await;
+    write_frame(&mut s, b"\xef\xbb\xbf{\"type\":\"ping\",\"req\":1}").await;
+    expect_error(&mut s, ErrorCode::BadJson, None).await;
+    assert_closed(&mut s).await;
+    others.still_served("JSON that is not a request").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_before_login_is_not_authenticated_and_closes() {
+    let (server, mut others) = setup().await;
+    for request in [
+        json!({"type": "subscribe", "req": 20}),
+        json!({"type": "ack", "req": 20, "upto": 1}),
+        json!({"type": "history", "req": 20, "peer": "bob"}),
+        json!({"type": "logout", "req": 20}),
+    ] {
+        let mut s = raw_hello(&server).await;
+        write_json(&mut s, request).await;
+        expect_error(&mut s, ErrorCode::NotAuthenticated, Some(20)).await;
+        assert_closed(&mut s).await;
+    }
+    others.still_served("requests before login").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_users_message_ids_cannot_be_acked_or_read() {
+    let (server, mut others) = setup().await;
+    let mut s = raw(&server).await;
+    raw_login(&mut s, "carol").await;
+    write_json(&mut s, json!({"type": "subscribe", "req": 3})).await;
+    assert!(matches!(
+        read_answer(&mut s, 3).await,
+        ServerFrame::Subscribed { cursor: 0, .. }
+    ));
+    // A message between alice and bob that carol must never see.
+    let secret = others
+        .alice
+        .client
+        .send("bob", "for bob only", "private-1")
+        .await
+        .unwrap();
+    let got = take_messages(&mut others.bob.events, 1).await;
+    assert_eq!(got[0].id, secret.id);
+
+    // Acking its id is refused: carol was never sent it.
+    write_json(&mut s, json!({"type": "ack", "req": 4, "upto": secret.id})).await;
+    match read_answer(&mut s, 4).await {
+        ServerFrame::Error { code, .. } => assert_eq!(code, ErrorCode::BadRequest),
+        other => panic!("expected bad_request, got {other:?}"),
+    }
+    // History with either party, around that id, never contains it.
+    for (req, peer) in [(5, "bob"), (6, "alice")] {
+        let ids = raw_history(
+            &mut s,
+            req,
+            json!({"type": "history", "req": req, "peer": peer, "before": secret.id + 1}),
+        )
+        .await;
+        assert!(ids.is_empty(), "carol read {ids:?} from {peer}");
+    }
+    // Her own name as peer is her notes to herself: not alice's and bob's conversation.
+    let ids = raw_history(
+        &mut s,
+        7,
+        json!({"type": "history", "req": 7, "peer": "carol"}),
+    )
+    .await;
+    assert!(ids.is_empty());
+    assert_open(&mut s, 8).await;
+    others.still_served("another user's ids").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_homoglyphs_and_long_names_are_invalid_names() {
+    let (server, mut others) = setup().await;
+    let mut s = raw(&server).await;
+    raw_login(&mut s, "carol").await;
+    let long = "b".repeat(33);
+    let very_long = "b".repeat(100_000);
+    let bad_names = [
+        "bo\u{0}b",      // NUL
+        "bob\n",         // newline
+        "\tbob",         // tab
+        "bob\u{1b}[31m", // terminal escape
+        "b\u{43e}b",     // Cyrillic о
+        "\u{430}lice",   // Cyrillic а
+        "bob\u{200b}",   // zero-width space
+        "\u{ff42}ob",    // fullwidth b
+        "bo\u{202e}b",   // right-to-left override
+        "\u{212a}elvin", // Kelvin sign (not folded like K)
+        "",              // empty
+        "_bob",          // bad first character
+        long.as_str(),   // 33 characters
+        very_long.as_str(),
+    ];
+    let mut req = 10;
+    for name in bad_names {
+        req += 1;
+        write_json(
+            &mut s,
+            json!({"type": "send", "req": req, "to": name, "body": "x", "key": format!("n{req}")}),
+        )
+        .await;
+        let message = expect_error(&mut s, ErrorCode::InvalidName, Some(req)).await;
+        assert!(message.len() < 200, "the message does not echo a huge name");
+        req += 1;
+        write_json(&mut s, json!({"type": "history", "req": req, "peer": name})).await;
+        expect_error(&mut s, ErrorCode::InvalidName, Some(req)).await;
+    }
+    // Upper case is the same account (documented), not another one.
+    let id = raw_send(&mut s, 100, "BOB", "upper case", "n-upper").await;
+    let got = take_messages(&mut others.bob.events, 1).await;
+    assert_eq!((got[0].id, got[0].to.as_str()), (id, "bob"));
+    assert_open(&mut s, 101).await;
+
+    // At login, such names are just wrong credentials: carol's password does not open a
+    // look-alike of carol, nor carol herself.
+    let mut l = raw_hello(&server).await;
+    for (i, user) in [
+        "c\u{430}rol",
+        "carol\u{0}",
+        " carol",
+        "carol ",
+        long.as_str(),
+        very_long.as_str(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let req = 200 + i as u64;
+        write_json(
+            &mut l,
+            json!({"type": "login", "req": req, "user": user, "password": PASSWORD}),
+        )
+        .await;
+        expect_error(&mut l, ErrorCode::InvalidCredentials, Some(req)).await;
+    }
+    assert_open(&mut l, 300).await;
+    others.still_served("hostile names").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_long_device_labels_and_passwords_are_handled() {
+    let (server, mut others) = setup().await;
+    // A device label of 100 000 characters is cut (to 64), not refused.
+    let mut s = raw_hello(&server).await;
+    write_json(
+        &mut s,
+        json!({"type": "login", "req": 2, "user": "carol", "password": PASSWORD, "device": "d".repeat(100_000)}),
+    )
+    .await;
+    assert!(matches!(
+        read_answer(&mut s, 2).await,
+        ServerFrame::LoginOk { .. }
+    ));
+    // A password over 1024 bytes is always invalid_credentials, even if it were right.
+    let mut s = raw_hello(&server).await;
+    write_json(
+        &mut s,
+        json!({"type": "login", "req": 3, "user": "carol", "password": "p".repeat(100_000)}),
+    )
+    .await;
+    expect_error(&mut s, ErrorCode::InvalidCredentials, Some(3)).await;
+    assert_open(&mut s, 4).await;
+    others.still_served("over-long labels and passwords").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_idempotency_keys_are_bad_request_and_stay_open() {
+    let (server, mut others) = setup().await;
+    let mut s = raw(&server).await;
+    raw_login(&mut s, "carol").await;
+    let too_long = "k".repeat(65);
+    for (req, key) in [
+        (10, ""),
+        (11, too_long.as_str()),
+        (12, "key\n"),
+        (13, "k\u{0}"),
+        (14, "\u{7f}"),
+        (15, "\u{85}"), // NEL, a C1 control character
+    ] {
+        write_json(
+            &mut s,
+            json!({"type": "send", "req": req, "to": "bob", "body": "x", "key": key}),
+        )
+        .await;
+        expect_error(&mut s, ErrorCode::BadRequest, Some(req)).await;
+    }
+    // 64 bytes is the limit (counted in bytes: 16 four-byte characters are fine).
+    let id = raw_send(&mut s, 20, "bob", "max key", &"😀".repeat(16)).await;
+    let got = take_messages(&mut others.bob.events, 1).await;
+    assert_eq!(got[0].id, id);
+    others.still_served("bad keys").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_bodies_are_stored_and_delivered_byte_exact() {
+    let (server, mut others) = setup().await;
+    let mut s = raw(&server).await;
+    raw_login(&mut s, "carol").await;
+    let body = "\u{0}nul \u{1b}[2J\u{1b}]0;title\u{7}\r\n\u{202e}desrever\u{feff}\u{200b} 😀 \
+                \"quotes\" \\ </script> {\"type\":\"msg\"}\n";
+    let id = raw_send(&mut s, 5, "bob", body, "hostile-body").await;
+    let got = take_messages(&mut others.bob.events, 1).await;
+    assert_eq!((got[0].id, got[0].body.as_str()), (id, body));
+    others.still_served("hostile bodies").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sending_to_oneself_is_allowed_and_stored_once() {
+    let (server, mut others) = setup().await;
+    let mut s = raw(&server).await;
+    raw_login(&mut s, "carol").await;
+    let id = raw_send(&mut s, 5, "carol", "note to self", "self-1").await;
+    // Another device of carol's gets it; history with herself holds it once.
+    let (mut other_device, _) = server.login("carol").await;
+    let backlog = drain_backlog(&mut other_device).await;
+    assert_eq!(backlog.iter().map(|m| m.id).collect::<Vec<_>>(), vec![id]);
+    assert_eq!(
+        (backlog[0].from.as_str(), backlog[0].to.as_str()),
+        ("carol", "carol")
+    );
+    let ids = raw_history(
+        &mut s,
+        6,
+        json!({"type": "history", "req": 6, "peer": "carol"}),
+    )
+    .await;
+    assert_eq!(ids, vec![id]);
+    // The sending device itself is not pushed its own message.
+    write_json(&mut s, json!({"type": "subscribe", "req": 7})).await;
+    assert!(matches!(
+        read_answer(&mut s, 7).await,
+        ServerFrame::Subscribed { .. }
+    ));
+    match read_server_frame(&mut s).await {
+        ServerFrame::CaughtUp { .. } => {}
+        other => panic!("expected an empty backlog, got {other:?}"),
+    }
+    others.still_served("a send to oneself").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sending_to_a_disabled_user_is_accepted_and_queued() {
+    let (server, mut others) = setup().await;
+    server.add_users(&["dave"]).await;
+    let dave = Username::parse("dave").unwrap();
+    let admin = server.admin().await;
+    admin.set_disabled(&dave, true).await.unwrap();
+    // Documented: a disabled account can still receive messages.
+    let sent = others
+        .alice
+        .client
+        .send("dave", "while you were away", "to-dave-1")
+        .await
+        .unwrap();
+    // Dave cannot log in while disabled ...
+    let conn = server.connect().await;
+    let err = conn
+        .client
+        .login("dave", &Secret::new(PASSWORD), "d")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::AccountDisabled), "{err}");
+    // ... and once enabled, gets what was queued.
+    admin.set_disabled(&dave, false).await.unwrap();
+    admin.close().await;
+    let (mut dave_conn, _) = server.login("dave").await;
+    let backlog = drain_backlog(&mut dave_conn).await;
+    assert_eq!(
+        backlog
+            .iter()
+            .map(|m| (m.id, m.body.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(sent.id, "while you were away")]
+    );
+    others.still_served("a send to a disabled user").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sending_to_a_deleted_or_unknown_user_is_unknown_recipient() {
+    let (server, mut others) = setup().await;
+    server.add_users(&["erin"]).await;
+    let admin = server.admin().await;
+    admin
+        .delete_user(&Username::parse("erin").unwrap())
+        .await
+        .unwrap();
+    admin.close().await;
+    let mut s = raw(&server).await;
+    raw_login(&mut s, "carol").await;
+    for (req, to) in [(5, "erin"), (6, "nobody"), (7, "ERIN")] {
+        write_json(
+            &mut s,
+            json!({"type": "send", "req": req, "to": to, "body": "x", "key": format!("k{req}")}),
+        )
+        .await;
+        expect_error(&mut s, ErrorCode::UnknownRecipient, Some(req)).await;
+    }
+    assert_open(&mut s, 8).await;
+    others.still_served("a send to a deleted user").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_tokens_after_logout_or_password_change_are_invalid() {
+    let (server, mut others) = setup().await;
+    // A token replayed on a second connection while valid is the same device (documented).
+    let (first, token) = server.login("carol").await;
+    let second = server.resume(&token).await.unwrap();
+    second.client.ping().await.unwrap();
+    // After logout it is dead everywhere: replaying it is invalid_token, and the other
+    // connection with it is closed with session_revoked.
+    first.client.logout().await.unwrap();
+    let mut events = second.events;
+    loop {
+        match next_event(&mut events).await {
+            Event::Closed(reason) => {
+                assert_eq!(reason.map(|r| r.0), Some(ErrorCode::SessionRevoked));
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let mut s = raw_hello(&server).await;
+    write_json(
+        &mut s,
+        json!({"type": "auth", "req": 2, "token": token.expose()}),
+    )
+    .await;
+    expect_error(&mut s, ErrorCode::InvalidToken, Some(2)).await;
+    assert_open(&mut s, 3).await;
+
+    // A password change ends every session of the account the same way.
+    let (live, token) = server.login("carol").await;
+    let admin = server.admin().await;
+    admin
+        .set_password(
+            &Username::parse("carol").unwrap(),
+            &hash_of("another-password").await,
+        )
+        .await
+        .unwrap();
+    admin.close().await;
+    let mut events = live.events;
+    match next_event(&mut events).await {
+        Event::Closed(reason) => assert_eq!(reason.map(|r| r.0), Some(ErrorCode::SessionRevoked)),
+        other => panic!("unexpected {other:?}"),
+    }
+    write_json(
+        &mut s,
+        json!({"type": "auth", "req": 4, "token": token.expose()}),
+    )
+    .await;
+    expect_error(&mut s, ErrorCode::InvalidToken, Some(4)).await;
+    // Garbage tokens of any shape: the same answer.
+    for (req, token) in [
+        (5, String::new()),
+        (6, "x".repeat(100_000)),
+        (7, "\u{0}".into()),
+    ] {
+        write_json(&mut s, json!({"type": "auth", "req": req, "token": token})).await;
+        expect_error(&mut s, ErrorCode::InvalidToken, Some(req)).await;
+    }
+    assert_open(&mut s, 8).await;
+    others.still_served("replayed tokens").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_login_second_subscribe_and_zero_limit_are_refused_without_closing() {
+    let (server, mut others) = setup().await;
+    let mut s = raw(&server).await;
+    raw_login(&mut s, "carol").await;
+    write_json(
+        &mut s,
+        json!({"type": "login", "req": 3, "user": "alice", "password": PASSWORD}),
+    )
+    .await;
+    expect_error(&mut s, ErrorCode::AlreadyAuthenticated, Some(3)).await;
+    let (_, token) = server.login("alice").await;
+    write_json(
+        &mut s,
+        json!({"type": "auth", "req": 4, "token": token.expose()}),
+    )
+    .await;
+    expect_error(&mut s, ErrorCode::AlreadyAuthenticated, Some(4)).await;
+    // Still carol: a message she sends is from carol.
+    let id = raw_send(&mut s, 5, "bob", "still carol", "who-1").await;
+    let got = take_messages(&mut others.bob.events, 1).await;
+    assert_eq!((got[0].id, got[0].from.as_str()), (id, "carol"));
+
+    write_json(&mut s, json!({"type": "subscribe", "req": 6})).await;
+    assert!(matches!(
+        read_answer(&mut s, 6).await,
+        ServerFrame::Subscribed { .. }
+    ));
+    write_json(&mut s, json!({"type": "subscribe", "req": 7})).await;
+    match read_answer(&mut s, 7).await {
+        ServerFrame::Error { code, .. } => assert_eq!(code, ErrorCode::BadRequest),
+        other => panic!("expected bad_request, got {other:?}"),
+    }
+    write_json(
+        &mut s,
+        json!({"type": "history", "req": 8, "peer": "bob", "limit": 0}),
+    )
+    .await;
+    match read_answer(&mut s, 8).await {
+        ServerFrame::Error { code, .. } => assert_eq!(code, ErrorCode::BadRequest),
+        other => panic!("expected bad_request, got {other:?}"),
+    }
+    assert_open(&mut s, 9).await;
+    others.still_served("a second login and subscribe").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_guessing_is_rate_limited_per_account() {
+    let (server, mut others) = setup().await;
+    let mut s = raw_hello(&server).await;
+    // Five free failures, the sixth starts a 1 s backoff ...
+    for req in 10..16 {
+        write_json(
+            &mut s,
+            json!({"type": "login", "req": req, "user": "carol", "password": format!("guess-{req}")}),
+        )
+        .await;
+        expect_error(&mut s, ErrorCode::InvalidCredentials, Some(req)).await;
+    }
+    // ... during which even the right password is refused unchecked, and the connection
+    // stays open.
+    write_json(
+        &mut s,
+        json!({"type": "login", "req": 16, "user": "carol", "password": PASSWORD}),
+    )
+    .await;
+    let retry = expect_rate_limited(&mut s, 16).await;
+    assert!((1..=1000).contains(&retry), "retry_after_ms {retry}");
+    assert_open(&mut s, 17).await;
+    // Other accounts from the same address are not blocked (20 failures per address).
+    let (_alice2, _) = server.login("alice").await;
+    // After the delay carol can log in again.
+    tokio::time::sleep(Duration::from_millis(retry + 50)).await;
+    raw_login_after_hello(&mut s, "carol", 18).await;
+    others.still_served("password guessing").await;
+}
+
+/// A ClientHello offering only TLS 1.2 (no `supported_versions` extension).
+fn tls12_client_hello() -> Vec<u8> {
+    let mut body = vec![0x03, 0x03]; // legacy_version: TLS 1.2
+    body.extend_from_slice(&[0x42; 32]); // random
+    body.push(0); // empty session id
+    body.extend_from_slice(&[0x00, 0x04, 0xc0, 0x2b, 0xc0, 0x2f]); // two ECDHE-GCM suites
+    body.extend_from_slice(&[0x01, 0x00]); // compression: null only
+    let extensions = [
+        &[0x00, 0x0a, 0x00, 0x06, 0x00, 0x04, 0x00, 0x1d, 0x00, 0x17][..], // groups
+        &[0x00, 0x0b, 0x00, 0x02, 0x01, 0x00][..],                         // point formats
+        &[0x00, 0x0d, 0x00, 0x04, 0x00, 0x02, 0x04, 0x03][..],             // sig algs
+    ]
+    .concat();
+    body.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
+    body.extend_from_slice(&extensions);
+    let mut handshake = vec![0x01]; // client_hello
+    handshake.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    handshake.extend_from_slice(&body);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}
+
+/// Reads everything until EOF (or 10 s).
+async fn read_to_end(tcp: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(READ_TIMEOUT, tcp.read_to_end(&mut got))
+        .await
+        .expect("the server did not close the connection");
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls12_and_broken_handshakes_are_refused() {
+    let (server, mut others) = setup().await;
+    // TLS 1.2 only: a fatal protocol_version alert, then the connection ends.
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(&tls12_client_hello()).await.unwrap();
+    let reply = read_to_end(&mut tcp).await;
+    assert!(
+        reply.len() >= 7 && reply[0] == 0x15,
+        "expected an alert record, got {reply:02x?}"
+    );
+    assert_eq!(
+        (reply[5], reply[6]),
+        (2, 70),
+        "fatal protocol_version alert"
+    );
+    // A handshake record full of garbage, and one cut short: closed, nothing served.
+    for bytes in [
+        {
+            let mut b = vec![0x16, 0x03, 0x01, 0x00, 0x40];
+            b.extend_from_slice(&[0xAB; 0x40]);
+            b
+        },
+        vec![0x16, 0x03, 0x01, 0xff, 0xff, 0x01],
+    ] {
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        tcp.write_all(&bytes).await.unwrap();
+        tcp.shutdown().await.unwrap();
+        let reply = read_to_end(&mut tcp).await;
+        assert!(
+            reply.is_empty() || reply[0] == 0x15,
+            "only an alert may come back: {reply:02x?}"
+        );
+    }
+    others.still_served("TLS 1.2 and broken handshakes").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_silent_clients_are_timed_out() {
+    let limits = Limits {
+        handshake_timeout: Duration::from_secs(1),
+        auth_timeout: Duration::from_secs(1),
+        ..test_limits()
+    };
+    let (server, mut others) = setup_with(limits).await;
+    let started = std::time::Instant::now();
+    // Connected, silent: closed after the handshake timeout without a word.
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    // One byte of a handshake record, then nothing (slowloris).
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(&[0x16]).await.unwrap();
+    // TLS done, hello said, never authenticates: `timeout`, then closed.
+    let mut unauth = raw_hello(&server).await;
+    assert!(read_to_end(&mut silent).await.is_empty());
+    assert!(read_to_end(&mut slow).await.is_empty());
+    let message = expect_error(&mut unauth, ErrorCode::Timeout, None).await;
+    assert!(message.contains("authentication"), "{message:?}");
+    assert_closed(&mut unauth).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "closed by the 1 s deadlines, not by the test's own timeout"
+    );
+    others.still_served("silent and slow clients").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_pinging_ones_are_kept() {
+    let limits = Limits {
+        idle_timeout: Duration::from_secs(1),
+        ..test_limits()
+    };
+    let (server, mut others) = setup_with(limits).await;
+    // The bystanders keep their connections alive the documented way: ping.
+    let keepalive = {
+        let (alice, bob) = (others.alice.client.clone(), others.bob.client.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if alice.ping().await.is_err() || bob.ping().await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let mut s = raw(&server).await;
+    raw_login(&mut s, "carol").await;
+    // Half a frame, then silence: a partial frame does not count as activity.
+    s.write_all(&[0, 0, 0, 50, b'{']).await.unwrap();
+    s.flush().await.unwrap();
+    let message = expect_error(&mut s, ErrorCode::Timeout, None).await;
+    assert!(message.contains("idle"), "{message:?}");
+    assert_closed(&mut s).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    others.still_served("idle connections").await;
+    keepalive.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_closed_at_once() {
+    let limits = Limits {
+        max_connections: 4,
+        ..test_limits()
+    };
+    let (server, mut others) = setup_with(limits).await;
+    // The bystanders hold 2 of the 4.
+    let mut third = raw_hello(&server).await;
+    let fourth = raw_hello(&server).await;
+    let refused = connect_tls(&server.server_addr(), Some(server.pin)).await;
+    assert!(refused.is_err(), "a fifth connection must be refused");
+    assert_open(&mut third, 2).await;
+    // A slot frees when a connection ends.
+    drop(fourth);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut fifth = loop {
+        if let Ok(mut s) = connect_tls(&server.server_addr(), Some(server.pin)).await {
+            write_json(&mut s, json!({"type": "hello", "req": 1, "version": 1})).await;
+            if let Some(payload) = read_frame(&mut s).await {
+                assert!(matches!(
+                    parse_server_frame(&payload).unwrap(),
+                    ServerFrame::Welcome { .. }
+                ));
+                break s;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no slot freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_open(&mut fifth, 2).await;
+    others.still_served("a connection flood").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_cut_after_its_length_prefix_is_bad_frame() {
+    let (server, mut others) = setup().await;
+    let mut s = raw_hello(&server).await;
+    // A complete length prefix promising 10 bytes, then the end of the stream.
+    s.write_all(&10u32.to_be_bytes()).await.unwrap();
+    s.flush().await.unwrap();
+    s.shutdown().await.unwrap();
+    expect_error(&mut s, ErrorCode::BadFrame, None).await;
+    assert_closed(&mut s).await;
+    others.still_served("a frame cut after its prefix").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A measurement, not a test: login latency for an unknown user vs a wrong password.
+// ---------------------------------------------------------------------------------------------
+
+/// Attempts per kind of failed login.
+const TIMING_ATTEMPTS: usize = 200;
+/// Failed logins per server instance: below the 20 per address that start throttling (the
+/// throttle table lives in the server, so a restart clears it).
+const TIMING_ATTEMPTS_PER_SERVER: usize = 18;
+
+/// Measures how long a failed login takes when the account exists (wrong password), when it
+/// does not (unknown user), and when the name cannot exist (bad syntax), interleaved so that
+/// drift on a noisy machine hits all kinds alike. Run it by hand:
+///
+/// ```sh
+/// cargo test --release --test it -- --ignored --nocapture login_timing
+/// ```
+///
+/// docs/security.md reports the figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement for docs/security.md; run by hand"]
+async fn login_timing_does_not_reveal_which_users_exist() {
+    // Enough accounts that none gets 5 failures (the per-account threshold) on one server.
+    let users: Vec<String> = (0..TIMING_ATTEMPTS_PER_SERVER)
+        .map(|i| format!("user{i}"))
+        .collect();
+    let names: Vec<&str> = users.iter().map(String::as_str).collect();
+    let mut server = TestServer::start().await;
+    server.add_users(&names).await;
+    let kinds = ["wrong password", "unknown user", "invalid name"];
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
+    let mut done = 0;
+    while done < TIMING_ATTEMPTS * kinds.len() {
+        let conn = server.connect().await;
+        for i in 0..TIMING_ATTEMPTS_PER_SERVER {
+            let kind = (done + i) % kinds.len();
+            let user = match kind {
+                0 => users[i].clone(),
+                1 => format!("nobody{i}"),
+                _ => format!("no body {i}"),
+            };
+            let started = std::time::Instant::now();
+            let err = conn
+                .client
+                .login(&user, &Secret::new("wrong-password-123"), "timing")
+                .await
+                .unwrap_err();
+            let elapsed = started.elapsed();
+            assert_eq!(err.code(), Some(ErrorCode::InvalidCredentials), "{err}");
+            samples[kind].push(elapsed.as_secs_f64() * 1000.0);
+        }
+        done += TIMING_ATTEMPTS_PER_SERVER;
+        drop(conn);
+        server = server.restart().await;
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let pick = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        (v.len(), pick(0.5), mean, pick(0.1), pick(0.9))
+    };
+    let mut medians = Vec::new();
+    eprintln!("kind             n   median ms  mean ms  p10 ms  p90 ms");
+    for (kind, v) in kinds.iter().zip(samples.iter_mut()) {
+        let (n, median, mean, p10, p90) = stats(v);
+        medians.push(median);
+        eprintln!("{kind:<15} {n:>4} {median:>10.2} {mean:>8.2} {p10:>7.2} {p90:>7.2}");
+    }
+    eprintln!(
+        "median difference, unknown user - wrong password: {:+.2} ms ({:+.1}%)",
+        medians[1] - medians[0],
+        (medians[1] - medians[0]) / medians[0] * 100.0
+    );
+    eprintln!(
+        "median difference, invalid name - wrong password: {:+.2} ms ({:+.1}%)",
+        medians[2] - medians[0],
+        (medians[2] - medians[0]) / medians[0] * 100.0
+    );
 }

@@ -24,6 +24,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub pin: Fingerprint,
     pub limits: Limits,
+    pub reloader: chat_svc::server::TlsReloader,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -48,6 +49,9 @@ pub fn options(dir: &Path, limits: Limits) -> ServerOptions {
 pub fn test_limits() -> Limits {
     Limits {
         revocation_poll: Duration::from_millis(100),
+        // Tests send thousands of messages as fast as they can; the rate limit has its own test.
+        send_rate_per_sec: 1_000_000,
+        send_burst: 1_000_000,
         ..Limits::default()
     }
 }
@@ -78,6 +82,7 @@ impl TestServer {
             .unwrap();
         let addr = listener.local_addr().unwrap();
         let pin = server.fingerprint();
+        let reloader = server.tls_reloader();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(listener, shutdown.clone()));
         TestServer {
@@ -85,6 +90,7 @@ impl TestServer {
             addr,
             pin,
             limits,
+            reloader,
             shutdown,
             task: Some(task),
         }
@@ -185,6 +191,7 @@ pub async fn drain_backlog(conn: &mut Connection) -> Vec<Message> {
         match next_event(&mut conn.events).await {
             Event::Message(m) => got.push(m),
             Event::CaughtUp { .. } => return got,
+            Event::ReadMarker { .. } => {}
             Event::Closed(r) => panic!("closed while draining: {r:?}"),
         }
     }
@@ -196,7 +203,7 @@ pub async fn take_messages(events: &mut mpsc::Receiver<Event>, n: usize) -> Vec<
     while got.len() < n {
         match next_event(events).await {
             Event::Message(m) => got.push(m),
-            Event::CaughtUp { .. } => {}
+            Event::CaughtUp { .. } | Event::ReadMarker { .. } => {}
             Event::Closed(r) => panic!("closed after {} of {n} messages: {r:?}", got.len()),
         }
     }

@@ -216,7 +216,7 @@ async fn no_gap_and_no_duplicate_while_draining_a_backlog() {
     while got.len() < sent.len() {
         match next_event(&mut bob.events).await {
             Event::Message(m) => got.push(m.id),
-            Event::CaughtUp { .. } => {}
+            Event::CaughtUp { .. } | Event::ReadMarker { .. } => {}
             Event::Closed(r) => panic!("closed: {r:?}"),
         }
     }
@@ -688,4 +688,74 @@ async fn a_send_in_flight_is_answered_before_a_bad_frame_closes_the_connection()
         ),
         "{frames:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sending_flood_is_rate_limited_without_disconnecting() {
+    let server = TestServer::start_with(chat_svc::server::Limits {
+        send_rate_per_sec: 5,
+        send_burst: 10,
+        ..test_limits()
+    })
+    .await;
+    server.add_users(&["alice", "bob"]).await;
+    let (alice, _) = server.login("alice").await;
+    let mut limited = None;
+    for i in 0..30 {
+        match alice.client.send("bob", "flood", &format!("f{i}")).await {
+            Ok(_) => {}
+            Err(e) => {
+                limited = Some((i, e));
+                break;
+            }
+        }
+    }
+    let (i, err) = limited.expect("the flood was limited");
+    assert!(i >= 10, "the burst of 10 passes (limited at {i})");
+    assert_eq!(err.code(), Some(ErrorCode::RateLimited));
+    match err {
+        ClientError::Server {
+            retry_after_ms: Some(ms),
+            ..
+        } => assert!(ms > 0 && ms <= 200),
+        other => panic!("no retry delay: {other:?}"),
+    }
+    // Still connected; after the advertised wait the same key goes through.
+    alice.client.ping().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    alice
+        .client
+        .send("bob", "flood", &format!("f{i}"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_reload_keeps_live_connections_and_renewal_keeps_the_pin() {
+    let server = TestServer::start().await;
+    server.add_users(&["alice", "bob"]).await;
+    let (mut alice, _) = server.login("alice").await;
+    drain_backlog(&mut alice).await;
+    let cert = server.dir.path().join("certs").join(tls::CERT_FILE);
+    let old = std::fs::read(&cert).unwrap();
+    // Renewal: a new certificate for the same key.
+    std::fs::remove_file(&cert).unwrap();
+    assert_eq!(server.reloader.reload().unwrap(), server.pin);
+    assert_ne!(std::fs::read(&cert).unwrap(), old);
+    let (bob, _) = server.login("bob").await; // a new handshake with the new certificate
+    let id = bob
+        .client
+        .send("alice", "after the reload", "r1")
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(
+        take_messages(&mut alice.events, 1).await[0].id,
+        id,
+        "old connection lives on"
+    );
+    // A broken file keeps the old identity.
+    std::fs::write(&cert, b"not a certificate").unwrap();
+    assert!(server.reloader.reload().is_err());
+    server.connect().await.client.ping().await.unwrap();
 }

@@ -1,6 +1,10 @@
 //! Integration tests: one test binary (links once), one module per area.
 
 mod bad_input;
+mod bench_smoke;
 mod binaries;
 mod common;
 mod core;
+mod crash;
+mod props;
+mod rooms;

@@ -1,0 +1,119 @@
+//! `latency`: a fixed offered rate, open loop, round-robin over the pairs. Each message is
+//! stamped with the time it was *meant* to be sent, so a stall delays everything scheduled
+//! behind it and shows in the percentiles (no coordinated omission). The first fifth of the
+//! run (at most 1 s) warms up and is not recorded. One report per `--rate`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use tokio_util::sync::CancellationToken;
+
+use super::load::{self, thousands, Counters, PacedSender};
+use super::report::round;
+use super::{Ctx, Report};
+
+pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
+    let mut reports = Vec::new();
+    for &rate in &ctx.options.rates {
+        reports.push(run_rate(ctx, rate).await?);
+    }
+    Ok(reports)
+}
+
+/// Latency of live delivery at `rate` messages/s offered.
+async fn run_rate(ctx: &Ctx<'_>, rate: u64) -> Result<Report> {
+    let o = ctx.options;
+    let bar = ctx.progress("latency", None);
+    bar.set_message(format!("{}/s: starting", thousands(rate)));
+    let target = ctx.target().await?;
+    let prefix = ctx.prefix();
+    let names: Vec<String> = (0..o.pairs)
+        .flat_map(|i| [format!("{prefix}-s{i}"), format!("{prefix}-r{i}")])
+        .collect();
+    let accounts = target
+        .create_accounts(&names, &ctx.password_hash, true)
+        .await?;
+
+    let epoch = Instant::now();
+    let warmup = (o.duration / 5).min(Duration::from_secs(1));
+    let counters = Arc::new(Counters::default());
+    let stop = CancellationToken::new();
+    let mut recipients = Vec::new();
+    let mut senders = Vec::new();
+    // Start after the connections are made; the recording starts after the warm-up.
+    let mut conns = Vec::new();
+    for pair in accounts.chunks(2) {
+        let [sender, recipient] = pair else { continue };
+        let (Some(st), Some(rt)) = (&sender.token, &recipient.token) else {
+            bail!("bench accounts were made without tokens");
+        };
+        let mut r = target.connect_token(rt).await?;
+        load::subscribe_caught_up(&mut r).await?;
+        let s = target.connect_token(st).await?;
+        conns.push((r, s, recipient.name.clone()));
+    }
+    let start = Instant::now() + Duration::from_millis(50);
+    let record_from = load::micros_between(epoch, start + warmup);
+    for (r, s, to) in conns {
+        recipients.push(load::spawn_recipient(
+            r,
+            epoch,
+            record_from,
+            Arc::clone(&counters),
+            stop.clone(),
+        ));
+        senders.push(PacedSender {
+            client: s.client,
+            to,
+        });
+    }
+
+    let end = start + o.duration;
+    let pacing = tokio::spawn(load::open_loop(
+        senders,
+        rate,
+        o.body_bytes,
+        epoch,
+        start,
+        o.duration,
+        Arc::clone(&counters),
+    ));
+    let status = || {
+        format!(
+            "{}/s offered: {} acked, {} delivered",
+            thousands(rate),
+            thousands(counters.acked()),
+            thousands(counters.delivered())
+        )
+    };
+    load::show_phase(&bar, start, end, status).await;
+    let sent = pacing.await??;
+    let send_secs = start.elapsed().as_secs_f64();
+    let acked = counters.acked();
+    let drain_limit = o.duration.max(Duration::from_secs(10));
+    load::wait_until(drain_limit, &bar, || counters.delivered() >= acked, status).await;
+    stop.cancel();
+    let (hist, delivered, last_at) = load::collect(recipients).await?;
+    bar.finish_and_clear();
+    let server = target.describe();
+    target.stop().await;
+
+    let deliver_secs = last_at.map_or(send_secs, |t| (t - start).as_secs_f64());
+    let mut report = Report::new("latency");
+    report.server = server;
+    report.acked_per_sec = Some(round(acked as f64 / send_secs, 1));
+    report.delivered_per_sec = Some(round(delivered as f64 / deliver_secs.max(1e-9), 1));
+    report.set_latency(&hist);
+    report.figure("offered_per_sec", rate);
+    report.figure("messages", sent);
+    if delivered < acked {
+        report.figure("undelivered", acked - delivered);
+    }
+    report.param("pairs", o.pairs);
+    report.param("rate", rate);
+    report.param("body_bytes", o.body_bytes);
+    report.param("duration_secs", o.duration.as_secs_f64());
+    report.param("warmup_secs", warmup.as_secs_f64());
+    Ok(report)
+}

@@ -1,0 +1,408 @@
+//! Load generation shared by the scenarios: stamped message bodies, recipients that record
+//! end-to-end latency into HDR histograms and acknowledge as they go, closed-loop senders
+//! (a window of sends in flight) and an open-loop pacer (sends at intended times, whatever
+//! the server's answers do).
+//!
+//! Every body starts with the time it was meant to be sent, in microseconds since the run's
+//! epoch; the recipient subtracts it from the time it got the message. The open-loop pacer
+//! stamps the *intended* time, so a stall delays the sends behind it and shows up in their
+//! latency instead of being hidden (coordinated omission).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use futures::stream::{FuturesUnordered, StreamExt};
+use hdrhistogram::Histogram;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{Client, ClientError, Connection, Event, SentInfo};
+use crate::protocol::ErrorCode;
+
+/// The password of every bench account.
+pub(crate) const PASSWORD: &str = "bench-password-0";
+
+/// Bytes of the time stamp at the start of a body: 16 digits and a `|`.
+pub(crate) const STAMP_LEN: usize = 17;
+
+/// Highest latency a histogram records, in microseconds (one hour).
+const HIST_MAX_US: u64 = 3_600_000_000;
+
+/// Sends queued by the pacer per sender before the pacer itself waits.
+const PACER_QUEUE: usize = 4096;
+
+/// Microseconds from `epoch` to `at` (0 if `at` is earlier).
+pub(crate) fn micros_between(epoch: Instant, at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(epoch).as_micros()).unwrap_or(u64::MAX)
+}
+
+/// A body of `len` bytes starting with the stamp `us`.
+pub(crate) fn stamped_body(us: u64, len: usize) -> String {
+    let mut body = format!("{us:016}|");
+    let pad = len.saturating_sub(body.len());
+    body.extend(std::iter::repeat_n('x', pad));
+    body
+}
+
+/// The stamp at the start of a body, if it has one.
+pub(crate) fn read_stamp(body: &str) -> Option<u64> {
+    body.get(..16)?.parse().ok()
+}
+
+/// An empty latency histogram (microseconds, 3 significant digits).
+pub(crate) fn histogram() -> Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, HIST_MAX_US, 3).map_err(|e| anyhow!("histogram: {e:?}"))
+}
+
+/// Adds `from` into `into`.
+pub(crate) fn merge(into: &mut Histogram<u64>, from: &Histogram<u64>) -> Result<()> {
+    into.add(from).map_err(|e| anyhow!("histogram: {e:?}"))
+}
+
+/// How a closed connection is described in an error.
+fn closed_reason(reason: &Option<(ErrorCode, String)>) -> String {
+    match reason {
+        Some((code, message)) => format!("{message} ({code})"),
+        None => "no reason given".to_string(),
+    }
+}
+
+/// Subscribes and waits for `caught_up`; returns how many backlog messages came first.
+pub(crate) async fn subscribe_caught_up(conn: &mut Connection) -> Result<u64> {
+    conn.client.subscribe().await?;
+    let mut backlog = 0;
+    loop {
+        match conn.events.recv().await {
+            Some(Event::Message(_)) => backlog += 1,
+            Some(Event::CaughtUp { .. }) => return Ok(backlog),
+            Some(Event::Closed(reason)) => {
+                return Err(anyhow!(
+                    "closed while subscribing: {}",
+                    closed_reason(&reason)
+                ))
+            }
+            None => return Err(anyhow!("closed while subscribing")),
+            // Other pushes (read markers) do not concern the bench.
+            Some(_) => {}
+        }
+    }
+}
+
+/// What one recipient saw.
+pub(crate) struct Received {
+    pub hist: Histogram<u64>,
+    pub count: u64,
+    pub last_at: Option<Instant>,
+}
+
+/// Counters shared between the load tasks and the scenario's progress display.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub acked: AtomicU64,
+    pub delivered: AtomicU64,
+}
+
+impl Counters {
+    pub fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Relaxed)
+    }
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs a recipient on a subscribed connection until `stop`: records each stamped
+/// message's latency (those stamped at or after `record_from_us`), counts it, and keeps
+/// acknowledging the newest id (one ack in flight at a time, so reading never waits for an
+/// fsync). A connection closed before `stop` is an error.
+pub(crate) fn spawn_recipient(
+    conn: Connection,
+    epoch: Instant,
+    record_from_us: u64,
+    counters: Arc<Counters>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<Result<Received>> {
+    tokio::spawn(async move {
+        let (client, mut events) = conn.split();
+        let (newest, newest_rx) = watch::channel(0i64);
+        let acker = tokio::spawn(ack_newest(client.clone(), newest_rx));
+        let mut out = Received {
+            hist: histogram()?,
+            count: 0,
+            last_at: None,
+        };
+        loop {
+            let event = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                event = events.recv() => event,
+            };
+            match event {
+                Some(Event::Message(m)) => {
+                    let now = Instant::now();
+                    if let Some(stamp) = read_stamp(&m.body) {
+                        if stamp >= record_from_us {
+                            let us = micros_between(epoch, now).saturating_sub(stamp);
+                            out.hist.saturating_record(us.max(1));
+                        }
+                    }
+                    out.count += 1;
+                    out.last_at = Some(now);
+                    counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    newest.send_replace(m.id);
+                }
+                Some(Event::Closed(reason)) => {
+                    acker.abort();
+                    return Err(anyhow!(
+                        "a recipient's connection closed: {}",
+                        closed_reason(&reason)
+                    ));
+                }
+                None => {
+                    acker.abort();
+                    return Err(anyhow!("a recipient's connection closed"));
+                }
+                Some(_) => {}
+            }
+        }
+        acker.abort();
+        Ok(out)
+    })
+}
+
+/// Acknowledges the newest id seen, one ack at a time, until the sender side is dropped.
+pub(crate) async fn ack_newest(client: Client, mut newest: watch::Receiver<i64>) {
+    while newest.changed().await.is_ok() {
+        let upto = *newest.borrow_and_update();
+        if client.ack(upto).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Collects the recipients' results into one histogram; returns it with the number of
+/// messages received and the time of the last one.
+pub(crate) async fn collect(
+    recipients: Vec<tokio::task::JoinHandle<Result<Received>>>,
+) -> Result<(Histogram<u64>, u64, Option<Instant>)> {
+    let mut hist = histogram()?;
+    let mut count = 0;
+    let mut last: Option<Instant> = None;
+    for r in recipients {
+        let got = r.await.context("a recipient task failed")??;
+        merge(&mut hist, &got.hist)?;
+        count += got.count;
+        last = match (last, got.last_at) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    Ok((hist, count, last))
+}
+
+/// Keeps `window` sends to `to` in flight until `deadline`, each stamped with the time it
+/// was made; returns how many were acknowledged.
+pub(crate) async fn closed_loop_sender(
+    client: Client,
+    to: String,
+    body_len: usize,
+    window: usize,
+    epoch: Instant,
+    deadline: Instant,
+    counters: Arc<Counters>,
+) -> Result<u64> {
+    let mut in_flight = FuturesUnordered::new();
+    let mut seq = 0u64;
+    let mut acked = 0;
+    loop {
+        while in_flight.len() < window && Instant::now() < deadline {
+            seq += 1;
+            let body = stamped_body(micros_between(epoch, Instant::now()), body_len);
+            in_flight.push(send_one(client.clone(), to.clone(), body, seq));
+        }
+        match in_flight.next().await {
+            Some(result) => {
+                result.context("send failed")?;
+                acked += 1;
+                counters.acked.fetch_add(1, Ordering::Relaxed);
+            }
+            None => return Ok(acked),
+        }
+    }
+}
+
+async fn send_one(
+    client: Client,
+    to: String,
+    body: String,
+    seq: u64,
+) -> Result<SentInfo, ClientError> {
+    client.send(&to, &body, &seq.to_string()).await
+}
+
+/// One open-loop sender: its client and recipient.
+pub(crate) struct PacedSender {
+    pub client: Client,
+    pub to: String,
+}
+
+/// Offers `rate` messages/s in total, round-robin over `senders`, from `start` until
+/// `start + duration`, each stamped with its intended send time. A pacer thread keeps the
+/// schedule (with the OS timer, finer than the runtime's 1 ms one) and hands each due send
+/// to its sender's task, which sends without waiting for earlier answers. Returns how many
+/// were sent; answers count into `counters.acked`, refusals are errors.
+pub(crate) async fn open_loop(
+    senders: Vec<PacedSender>,
+    rate: u64,
+    body_len: usize,
+    epoch: Instant,
+    start: Instant,
+    duration: Duration,
+    counters: Arc<Counters>,
+) -> Result<u64> {
+    let mut queues = Vec::with_capacity(senders.len());
+    let mut tasks = Vec::with_capacity(senders.len());
+    for sender in senders {
+        let (tx, rx) = mpsc::channel::<u64>(PACER_QUEUE);
+        queues.push(tx);
+        tasks.push(tokio::spawn(paced_sender(
+            sender,
+            rx,
+            body_len,
+            Arc::clone(&counters),
+        )));
+    }
+    let interval_ns = 1e9 / rate as f64;
+    let total = (duration.as_secs_f64() * rate as f64).round() as u64;
+    let pacer = tokio::task::spawn_blocking(move || {
+        for k in 0..total {
+            let intended = start + Duration::from_nanos((k as f64 * interval_ns) as u64);
+            // Sleeping costs tens of microseconds; a send due sooner than that goes now.
+            let now = Instant::now();
+            if intended > now + Duration::from_micros(20) {
+                std::thread::sleep(intended - now);
+            }
+            let queue = &queues[(k as usize) % queues.len()];
+            if queue
+                .blocking_send(micros_between(epoch, intended))
+                .is_err()
+            {
+                // The sender task ended (with an error, reported below).
+                return k;
+            }
+        }
+        total
+    });
+    let offered = pacer.await.context("the pacer thread failed")?;
+    let mut sent = 0;
+    for t in tasks {
+        sent += t.await.context("a sender task failed")??;
+    }
+    Ok(sent.min(offered))
+}
+
+/// Sends each stamp it is handed at once, keeping every answer pending concurrently.
+async fn paced_sender(
+    sender: PacedSender,
+    mut due: mpsc::Receiver<u64>,
+    body_len: usize,
+    counters: Arc<Counters>,
+) -> Result<u64> {
+    let mut in_flight = FuturesUnordered::new();
+    let mut seq = 0u64;
+    let mut open = true;
+    while open || !in_flight.is_empty() {
+        tokio::select! {
+            stamp = due.recv(), if open => match stamp {
+                Some(stamp) => {
+                    seq += 1;
+                    let body = stamped_body(stamp, body_len);
+                    in_flight.push(send_one(sender.client.clone(), sender.to.clone(), body, seq));
+                }
+                None => open = false,
+            },
+            Some(result) = in_flight.next(), if !in_flight.is_empty() => {
+                result.context("send failed")?;
+                counters.acked.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(seq)
+}
+
+/// Waits until `done()` holds or `limit` passes, updating `bar` with `status()`.
+pub(crate) async fn wait_until(
+    limit: Duration,
+    bar: &indicatif::ProgressBar,
+    mut done: impl FnMut() -> bool,
+    status: impl Fn() -> String,
+) -> bool {
+    let until = Instant::now() + limit;
+    loop {
+        bar.set_message(status());
+        if done() {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Shows a timed phase's progress until `end`, with `status()` as the message.
+pub(crate) async fn show_phase(
+    bar: &indicatif::ProgressBar,
+    start: Instant,
+    end: Instant,
+    status: impl Fn() -> String,
+) {
+    let total = end.saturating_duration_since(start).as_millis().max(1) as u64;
+    bar.set_length(total);
+    loop {
+        let now = Instant::now();
+        bar.set_position(now.saturating_duration_since(start).as_millis() as u64);
+        bar.set_message(status());
+        if now >= end {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100).min(end - now)).await;
+    }
+}
+
+/// Formats a count with thousands separators.
+pub(crate) fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_round_trip() {
+        let body = stamped_body(1_234_567, 200);
+        assert_eq!(body.len(), 200);
+        assert_eq!(read_stamp(&body), Some(1_234_567));
+        assert_eq!(read_stamp("hello"), None);
+        assert_eq!(stamped_body(5, 10).len(), STAMP_LEN);
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+}

@@ -1,0 +1,310 @@
+//! `login`: three phases of `--duration` each.
+//!
+//! 1. Successful logins/s: a few workers each open a connection, log in with the password
+//!    (argon2id verify, a new device) and close, over and over.
+//! 2. Unloaded: connected users exchange messages at a modest fixed rate (open loop);
+//!    their latency is the baseline.
+//! 3. Flooded: the same message load on fresh pairs while `--flood` connections send
+//!    wrong passwords as fast as they are answered.
+//!
+//! The server throttles failed logins per account (after 5) and per source address (after
+//! 20), and every connection here comes from 127.0.0.1, so most of the flood is answered
+//! `rate_limited` without any hashing; the report counts what was attempted and what the
+//! server answered. It also leaves 127.0.0.1 throttled on that server for a while, which is
+//! why this scenario runs last.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use hdrhistogram::Histogram;
+use tokio_util::sync::CancellationToken;
+
+use super::load::{self, thousands, Counters, PacedSender};
+use super::report::round;
+use super::target::{Account, Target};
+use super::{Ctx, Report, TargetSpec};
+use crate::client::ClientError;
+use crate::protocol::{ErrorCode, Secret};
+
+/// Messages/s of the connected users' load in phases 2 and 3.
+const CHAT_RATE: u64 = 1000;
+/// Pairs carrying that load (per phase).
+const CHAT_PAIRS: usize = 10;
+
+pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
+    let o = ctx.options;
+    let bar = ctx.progress("login", None);
+    bar.set_message("starting the server and accounts");
+    let target = ctx.target().await?;
+    let workers = (2 * ctx.machine.cores).clamp(2, 16);
+    let pairs = CHAT_PAIRS.min(o.pairs);
+    let prefix = ctx.prefix();
+    let login_names: Vec<String> = (0..workers).map(|i| format!("{prefix}-l{i}")).collect();
+    let chat_names: Vec<String> = (0..2 * pairs)
+        .flat_map(|i| [format!("{prefix}-s{i}"), format!("{prefix}-r{i}")])
+        .collect();
+    let flood_names: Vec<String> = (0..o.flood).map(|i| format!("{prefix}-f{i}")).collect();
+    let login_accounts = target
+        .create_accounts(&login_names, &ctx.password_hash, false)
+        .await?;
+    let chat_accounts = target
+        .create_accounts(&chat_names, &ctx.password_hash, true)
+        .await?;
+    target
+        .create_accounts(&flood_names, &ctx.password_hash, false)
+        .await?;
+
+    // Phase 1: successful logins.
+    let logins = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let end = start + o.duration;
+    let mut tasks = Vec::new();
+    for account in &login_accounts {
+        tasks.push(tokio::spawn(login_loop(
+            target.connect_spec(),
+            account.name.clone(),
+            end,
+            Arc::clone(&logins),
+        )));
+    }
+    load::show_phase(&bar, start, end, || {
+        format!("1/3 {} logins", thousands(logins.load(Ordering::Relaxed)))
+    })
+    .await;
+    let mut login_hist = load::histogram()?;
+    for t in tasks {
+        load::merge(&mut login_hist, &t.await.context("a login task failed")??)?;
+    }
+    let login_secs = start.elapsed().as_secs_f64();
+    let login_count = login_hist.len();
+
+    // Phases 2 and 3: message latency without and with the flood.
+    let (first, second) = chat_accounts.split_at(2 * pairs);
+    let unloaded = chat_phase(ctx, &target, first, &bar, "2/3 unloaded").await?;
+    let flood_stop = CancellationToken::new();
+    let tally = Arc::new(FloodTally::default());
+    let mut flooders = Vec::new();
+    for name in flood_names {
+        flooders.push(tokio::spawn(flood_loop(
+            target.connect_spec(),
+            name,
+            Arc::clone(&tally),
+            flood_stop.clone(),
+        )));
+    }
+    let flood_start = Instant::now();
+    let flooded = chat_phase(ctx, &target, second, &bar, "3/3 flooded").await;
+    flood_stop.cancel();
+    for f in flooders {
+        let _ = f.await;
+    }
+    let flood_secs = flood_start.elapsed().as_secs_f64();
+    let flooded = flooded?;
+    bar.finish_and_clear();
+    let server = target.describe();
+    target.stop().await;
+
+    let mut report = Report::new("login");
+    report.server = server;
+    report.logins_per_sec = Some(round(login_count as f64 / login_secs, 1));
+    report.set_latency(&flooded);
+    let p99 = |h: &Histogram<u64>| h.value_at_quantile(0.99) as f64 / 1000.0;
+    if !login_hist.is_empty() {
+        report.figure(
+            "login_p50_ms",
+            round(login_hist.value_at_quantile(0.5) as f64 / 1000.0, 3),
+        );
+    }
+    if !unloaded.is_empty() {
+        report.figure(
+            "unloaded_p50_ms",
+            round(unloaded.value_at_quantile(0.5) as f64 / 1000.0, 3),
+        );
+        report.figure("unloaded_p99_ms", round(p99(&unloaded), 3));
+        if !flooded.is_empty() {
+            report.figure("p99_ratio", round(p99(&flooded) / p99(&unloaded), 2));
+        }
+    }
+    let attempts = tally.attempts.load(Ordering::Relaxed);
+    report.figure("flood_attempts", attempts);
+    report.figure("flood_per_sec", round(attempts as f64 / flood_secs, 1));
+    report.figure(
+        "flood_invalid_credentials",
+        tally.invalid.load(Ordering::Relaxed),
+    );
+    report.figure(
+        "flood_rate_limited",
+        tally.rate_limited.load(Ordering::Relaxed),
+    );
+    let other = tally.other.load(Ordering::Relaxed);
+    if other > 0 {
+        report.figure("flood_other", other);
+    }
+    report.param("login_workers", workers);
+    report.param("chat_pairs", pairs);
+    report.param("chat_rate", CHAT_RATE);
+    report.param("flood_connections", o.flood);
+    report.param("phase_secs", o.duration.as_secs_f64());
+    let mut note = "p50/p99/p99.9/max are connected users' message latency during the flood; \
+                    the flood comes from 127.0.0.1 only, so past 20 failures the address \
+                    throttle answers it rate_limited without hashing"
+        .to_string();
+    if matches!(o.target, TargetSpec::External { .. }) {
+        note.push_str("; 127.0.0.1 stays throttled on that server for a while");
+    }
+    report.note = Some(note);
+    Ok(vec![report])
+}
+
+/// Logs in as `user` over a new connection each time, until `end`; returns the login
+/// latency histogram (connect, handshake, hello and login).
+async fn login_loop(
+    spec: (crate::client::ServerAddr, crate::tls::Fingerprint),
+    user: String,
+    end: Instant,
+    logins: Arc<AtomicU64>,
+) -> Result<Histogram<u64>> {
+    let mut hist = load::histogram()?;
+    let password = Secret::new(load::PASSWORD);
+    while Instant::now() < end {
+        let t = Instant::now();
+        let conn = crate::client::Connection::connect(&spec.0, spec.1).await?;
+        conn.client.login(&user, &password, "bench login").await?;
+        hist.saturating_record((t.elapsed().as_micros() as u64).max(1));
+        logins.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(hist)
+}
+
+/// Answers the flood got.
+#[derive(Default)]
+struct FloodTally {
+    attempts: AtomicU64,
+    invalid: AtomicU64,
+    rate_limited: AtomicU64,
+    other: AtomicU64,
+}
+
+/// Sends wrong passwords for `user` as fast as they are answered, until `stop`;
+/// reconnects when the server closes the connection.
+async fn flood_loop(
+    spec: (crate::client::ServerAddr, crate::tls::Fingerprint),
+    user: String,
+    tally: Arc<FloodTally>,
+    stop: CancellationToken,
+) {
+    let wrong = Secret::new("wrong-password!");
+    while !stop.is_cancelled() {
+        let conn = tokio::select! {
+            _ = stop.cancelled() => return,
+            c = crate::client::Connection::connect(&spec.0, spec.1) => c,
+        };
+        let Ok(conn) = conn else {
+            tally.other.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        loop {
+            let answer = tokio::select! {
+                _ = stop.cancelled() => return,
+                a = conn.client.login(&user, &wrong, "flood") => a,
+            };
+            tally.attempts.fetch_add(1, Ordering::Relaxed);
+            match answer {
+                Err(ClientError::Server {
+                    code: ErrorCode::InvalidCredentials,
+                    ..
+                }) => {
+                    tally.invalid.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(ClientError::Server {
+                    code: ErrorCode::RateLimited,
+                    ..
+                }) => {
+                    tally.rate_limited.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(ClientError::Server { .. }) | Ok(_) => {
+                    tally.other.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    tally.other.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Runs the connected users' load on `accounts` (sender, recipient, …) for the duration;
+/// returns their end-to-end latency from the intended send times.
+async fn chat_phase(
+    ctx: &Ctx<'_>,
+    target: &Target,
+    accounts: &[Account],
+    bar: &indicatif::ProgressBar,
+    label: &str,
+) -> Result<Histogram<u64>> {
+    let o = ctx.options;
+    let epoch = Instant::now();
+    let counters = Arc::new(Counters::default());
+    let stop = CancellationToken::new();
+    let mut conns = Vec::new();
+    for pair in accounts.chunks(2) {
+        let [sender, recipient] = pair else { continue };
+        let (Some(st), Some(rt)) = (&sender.token, &recipient.token) else {
+            bail!("bench accounts were made without tokens");
+        };
+        let mut r = target.connect_token(rt).await?;
+        load::subscribe_caught_up(&mut r).await?;
+        let s = target.connect_token(st).await?;
+        conns.push((r, s, recipient.name.clone()));
+    }
+    let start = Instant::now() + Duration::from_millis(50);
+    let warmup = (o.duration / 5).min(Duration::from_secs(1));
+    let record_from = load::micros_between(epoch, start + warmup);
+    let mut recipients = Vec::new();
+    let mut senders = Vec::new();
+    for (r, s, to) in conns {
+        recipients.push(load::spawn_recipient(
+            r,
+            epoch,
+            record_from,
+            Arc::clone(&counters),
+            stop.clone(),
+        ));
+        senders.push(PacedSender {
+            client: s.client,
+            to,
+        });
+    }
+    let pacing = tokio::spawn(load::open_loop(
+        senders,
+        CHAT_RATE,
+        o.body_bytes,
+        epoch,
+        start,
+        o.duration,
+        Arc::clone(&counters),
+    ));
+    let status = || {
+        format!(
+            "{label}: {} messages delivered",
+            thousands(counters.delivered())
+        )
+    };
+    load::show_phase(bar, start, start + o.duration, status).await;
+    pacing.await??;
+    let acked = counters.acked();
+    load::wait_until(
+        Duration::from_secs(10),
+        bar,
+        || counters.delivered() >= acked,
+        status,
+    )
+    .await;
+    stop.cancel();
+    let (hist, _, _) = load::collect(recipients).await?;
+    Ok(hist)
+}

@@ -1,0 +1,267 @@
+//! The server a scenario drives: in-process, a child `chatd serve`, or an existing one; and
+//! the admin path that creates the scenario's accounts in its database.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{Connection, ServerAddr};
+use crate::protocol::{Secret, Username};
+use crate::server::{Limits, Server, ServerOptions};
+use crate::store::{Durability, Store};
+use crate::tls::{Fingerprint, IdentitySource};
+
+/// A server under load.
+pub(crate) struct Target {
+    pub addr: ServerAddr,
+    pub pin: Fingerprint,
+    db: PathBuf,
+    kind: Kind,
+}
+
+enum Kind {
+    InProcess {
+        _dir: tempfile::TempDir,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    },
+    Child {
+        _dir: tempfile::TempDir,
+        child: tokio::process::Child,
+    },
+    External {
+        pid: Option<u32>,
+    },
+}
+
+/// An account the bench made, with a device token when one was asked for.
+pub(crate) struct Account {
+    pub name: String,
+    pub token: Option<Secret>,
+}
+
+impl Target {
+    /// Starts a server in this process on `127.0.0.1:0` over a temporary directory.
+    pub async fn in_process(durability: Durability, limits: Option<Limits>) -> Result<Target> {
+        let dir = tempfile::Builder::new()
+            .prefix("chatd-bench-")
+            .tempdir()
+            .context("cannot make a temporary directory")?;
+        let options = ServerOptions {
+            db: dir.path().join("chatd.db"),
+            identity: IdentitySource {
+                cert_dir: dir.path().join("certs"),
+                cert_file: None,
+                key_file: None,
+                extra_names: vec![],
+            },
+            durability,
+            limits: limits.unwrap_or_default(),
+            hash_parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let server = Server::start(&options).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("cannot listen on 127.0.0.1")?;
+        let addr = listener.local_addr()?.into();
+        let pin = server.fingerprint();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(listener, shutdown.clone()));
+        Ok(Target {
+            addr,
+            pin,
+            db: options.db,
+            kind: Kind::InProcess {
+                _dir: dir,
+                shutdown,
+                task,
+            },
+        })
+    }
+
+    /// Runs `exe serve` as a child process on `127.0.0.1:0` over a temporary directory,
+    /// allowing `max_connections`; its logs are discarded.
+    pub async fn child(
+        exe: &Path,
+        durability: Durability,
+        max_connections: usize,
+    ) -> Result<Target> {
+        let dir = tempfile::Builder::new()
+            .prefix("chatd-bench-")
+            .tempdir()
+            .context("cannot make a temporary directory")?;
+        let config = dir.path().join("chatd.toml");
+        std::fs::write(
+            &config,
+            format!("max_connections = {}\n", max_connections.max(1)),
+        )
+        .context("cannot write the child server's config")?;
+        let db = dir.path().join("chatd.db");
+        let mut child = tokio::process::Command::new(exe)
+            .arg("--config")
+            .arg(&config)
+            .arg("--db")
+            .arg(&db)
+            .arg("--cert-dir")
+            .arg(dir.path().join("certs"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--durability"])
+            .arg(durability.to_string())
+            .env_remove("CHATD_TLS_CERT")
+            .env_remove("CHATD_TLS_KEY")
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {} serve", exe.display()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .context("no stdout from the child server")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut addr, mut pin) = (None, None);
+        let read = async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(a) = line.strip_prefix("chatd listening on ") {
+                    addr = a.trim().parse::<ServerAddr>().ok();
+                } else if let Some(f) = line.strip_prefix("fingerprint ") {
+                    pin = f.trim().parse::<Fingerprint>().ok();
+                }
+                if addr.is_some() && pin.is_some() {
+                    break;
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .context("the child server did not start within 30 s")??;
+        let (Some(addr), Some(pin)) = (addr, pin) else {
+            bail!("the child server exited before saying where it listens");
+        };
+        Ok(Target {
+            addr,
+            pin,
+            db,
+            kind: Kind::Child { _dir: dir, child },
+        })
+    }
+
+    /// A server someone else runs.
+    pub fn external(addr: ServerAddr, pin: Fingerprint, db: PathBuf, pid: Option<u32>) -> Target {
+        Target {
+            addr,
+            pin,
+            db,
+            kind: Kind::External { pid },
+        }
+    }
+
+    /// Where the server runs, as reports state it.
+    pub fn describe(&self) -> String {
+        match self.kind {
+            Kind::InProcess { .. } => format!("in-process on {}", self.addr),
+            Kind::Child { .. } => format!("child process on {}", self.addr),
+            Kind::External { .. } => format!("external on {}", self.addr),
+        }
+    }
+
+    /// True when the server runs in the bench's own process.
+    pub fn is_in_process(&self) -> bool {
+        matches!(self.kind, Kind::InProcess { .. })
+    }
+
+    /// The server's resident memory in KiB, when it can be read: this process's when the
+    /// server is in-process (so it includes the bench's clients), the child's, or the
+    /// `--server-pid`'s.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let path = match &self.kind {
+            Kind::InProcess { .. } => "/proc/self/status".to_string(),
+            Kind::Child { child, .. } => format!("/proc/{}/status", child.id()?),
+            Kind::External { pid } => format!("/proc/{}/status", (*pid)?),
+        };
+        let status = std::fs::read_to_string(path).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// Creates `names` through the admin path (the server's database) with the bench
+    /// password, and a device token for each when `tokens` is set, so that connections
+    /// can authenticate without paying for argon2.
+    pub async fn create_accounts(
+        &self,
+        names: &[String],
+        password_hash: &str,
+        tokens: bool,
+    ) -> Result<Vec<Account>> {
+        // The admin connection's own durability only: the server keeps its setting.
+        let store = Store::open(&self.db, Durability::Normal).await?;
+        let made = create_accounts(&store, names, password_hash, tokens).await;
+        store.close().await;
+        made
+    }
+
+    /// The address and pin, for tasks that connect on their own.
+    pub fn connect_spec(&self) -> (ServerAddr, Fingerprint) {
+        (self.addr.clone(), self.pin)
+    }
+
+    /// Opens an unauthenticated connection.
+    pub async fn connect(&self) -> Result<Connection> {
+        Ok(Connection::connect(&self.addr, self.pin).await?)
+    }
+
+    /// Opens a connection authenticated with a device token.
+    pub async fn connect_token(&self, token: &Secret) -> Result<Connection> {
+        let conn = self.connect().await?;
+        conn.client.auth(token).await?;
+        Ok(conn)
+    }
+
+    /// Stops a server the bench started.
+    pub async fn stop(self) {
+        match self.kind {
+            Kind::InProcess { shutdown, task, .. } => {
+                shutdown.cancel();
+                let _ = task.await;
+            }
+            Kind::Child { mut child, .. } => {
+                let _ = child.kill().await;
+            }
+            Kind::External { .. } => {}
+        }
+    }
+}
+
+async fn create_accounts(
+    store: &Store,
+    names: &[String],
+    password_hash: &str,
+    tokens: bool,
+) -> Result<Vec<Account>> {
+    let mut accounts = Vec::with_capacity(names.len());
+    for name in names {
+        let parsed =
+            Username::parse(name).with_context(|| format!("invalid bench user name {name:?}"))?;
+        let user_id = store.create_user(&parsed, password_hash).await?;
+        let token = if tokens {
+            let (token, hash) = crate::auth::new_token();
+            store.create_device(user_id, &hash, "bench").await?;
+            Some(token)
+        } else {
+            None
+        };
+        accounts.push(Account {
+            name: parsed.as_str().to_string(),
+            token,
+        });
+    }
+    Ok(accounts)
+}

@@ -1,0 +1,108 @@
+//! `throughput`: N sender→recipient pairs, each sender keeping a window of sends in flight
+//! for the duration (closed loop). Messages/s acknowledged (durably stored) and delivered,
+//! and end-to-end latency from the moment each send was made to its arrival.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tokio_util::sync::CancellationToken;
+
+use super::load::{self, thousands, Counters};
+use super::report::round;
+use super::{Ctx, Report};
+
+pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
+    let o = ctx.options;
+    let bar = ctx.progress("throughput", None);
+    bar.set_message("starting the server and accounts");
+    let target = ctx.target().await?;
+    let prefix = ctx.prefix();
+    let names: Vec<String> = (0..o.pairs)
+        .flat_map(|i| [format!("{prefix}-s{i}"), format!("{prefix}-r{i}")])
+        .collect();
+    let accounts = target
+        .create_accounts(&names, &ctx.password_hash, true)
+        .await?;
+
+    bar.set_message("connecting");
+    let epoch = Instant::now();
+    let counters = Arc::new(Counters::default());
+    let stop = CancellationToken::new();
+    let mut recipients = Vec::new();
+    let mut senders = Vec::new();
+    for pair in accounts.chunks(2) {
+        let [sender, recipient] = pair else { continue };
+        let (Some(st), Some(rt)) = (&sender.token, &recipient.token) else {
+            bail!("bench accounts were made without tokens");
+        };
+        let mut r = target.connect_token(rt).await?;
+        load::subscribe_caught_up(&mut r).await?;
+        recipients.push(load::spawn_recipient(
+            r,
+            epoch,
+            0,
+            Arc::clone(&counters),
+            stop.clone(),
+        ));
+        let s = target.connect_token(st).await?;
+        senders.push((s.client, recipient.name.clone()));
+    }
+
+    let start = Instant::now();
+    let deadline = start + o.duration;
+    let mut tasks = Vec::new();
+    for (client, to) in senders {
+        tasks.push(tokio::spawn(load::closed_loop_sender(
+            client,
+            to,
+            o.body_bytes,
+            o.window,
+            epoch,
+            deadline,
+            Arc::clone(&counters),
+        )));
+    }
+    let status = || {
+        format!(
+            "{} acked, {} delivered",
+            thousands(counters.acked()),
+            thousands(counters.delivered())
+        )
+    };
+    load::show_phase(&bar, start, deadline, status).await;
+    let mut acked = 0;
+    for t in tasks {
+        acked += t.await.context("a sender task failed")??;
+    }
+    let send_secs = start.elapsed().as_secs_f64();
+    // Everything acknowledged must arrive; allow generous time for the queues to drain.
+    let drain_limit = o.duration.max(Duration::from_secs(10));
+    load::wait_until(drain_limit, &bar, || counters.delivered() >= acked, status).await;
+    stop.cancel();
+    let (hist, delivered, last_at) = load::collect(recipients).await?;
+    bar.finish_and_clear();
+    let server = target.describe();
+    target.stop().await;
+
+    let deliver_secs = last_at.map_or(send_secs, |t| (t - start).as_secs_f64());
+    let mut report = Report::new("throughput");
+    report.server = server;
+    report.acked_per_sec = Some(round(acked as f64 / send_secs, 1));
+    report.delivered_per_sec = Some(round(delivered as f64 / deliver_secs.max(1e-9), 1));
+    report.set_latency(&hist);
+    report.figure("messages", acked);
+    if delivered < acked {
+        report.figure("undelivered", acked - delivered);
+    }
+    report.param("pairs", o.pairs);
+    report.param("window", o.window);
+    report.param("body_bytes", o.body_bytes);
+    report.param("duration_secs", o.duration.as_secs_f64());
+    report.note = Some(
+        "closed loop: latency is from each send to its arrival at the recipient; with a \
+         full window it includes queueing behind the sender's own earlier sends"
+            .to_string(),
+    );
+    Ok(vec![report])
+}
