@@ -67,3 +67,4 @@ pub mod protocol;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod tui;

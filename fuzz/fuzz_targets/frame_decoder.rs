@@ -1,7 +1,8 @@
 //! The frame decoder (`FrameCodec`) on an arbitrary byte stream, delivered in chunks of an
 //! input-chosen size: it must never panic, must give the same frames and the same ending
-//! however the stream is split, and must never return a frame over its limit. Every frame is
-//! then handed to the request parser, as the server does.
+//! however the stream is split, must never return a frame over its limit, and may end
+//! cleanly only when the frames account for every byte of the stream (anything left over is
+//! a truncated frame). Every frame is then handed to the request parser, as the server does.
 //!
 //! Input layout: byte 0 picks the limit (small limits reach `TooLarge` often), byte 1 the
 //! chunk size, the rest is the stream.
@@ -26,9 +27,18 @@ fuzz_target!(|data: &[u8]| {
     let whole = decode(max, &[stream]);
     let split: Vec<&[u8]> = stream.chunks(chunk).collect();
     assert_eq!(decode(max, &split), whole, "the split changed the result");
+    let mut consumed = 0;
     for frame in &whole.0 {
         assert!(frame.len() <= max, "a frame over the limit was returned");
+        consumed += 4 + frame.len();
         let _ = parse_request(frame);
+    }
+    if whole.1 == "clean" {
+        assert_eq!(
+            consumed,
+            stream.len(),
+            "a clean end left bytes of a frame unread"
+        );
     }
 });
 

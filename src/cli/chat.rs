@@ -24,8 +24,9 @@ const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 #[derive(Debug, Parser)]
 #[command(name = "chat", version, about, propagate_version = true)]
 pub struct Cli {
+    /// Without a command, `chat` opens the full-screen client (`chat tui`).
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,6 +97,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The full-screen terminal client (also what `chat` with no command opens).
+    Tui,
     /// Pin (or re-pin) a server's key.
     Trust {
         /// host:port
@@ -162,7 +165,10 @@ struct LoginArgs {
 /// Runs a parsed `chat` command line.
 pub async fn run(cli: Cli) -> Result<()> {
     let home = ChatHome::from_env()?;
-    match cli.command {
+    let Some(command) = cli.command else {
+        return crate::tui::run(&home).await;
+    };
+    match command {
         Command::Login(args) => login(&home, args).await,
         Command::Logout => logout(&home).await,
         Command::Send { peer, text } => send(&home, &peer, text).await,
@@ -184,6 +190,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Read { conversation, upto } => read(&home, &conversation, upto).await,
         Command::Unread { json } => unread(&home, json).await,
         Command::Trust { server, pin } => trust(&home, &server, pin).await,
+        Command::Tui => crate::tui::run(&home).await,
     }
 }
 

@@ -8,7 +8,7 @@ use chat_svc::auth::Hasher;
 use chat_svc::client::{connect_tls, Connection, Event};
 use chat_svc::protocol::codec::parse_server_frame;
 use chat_svc::protocol::{
-    ErrorCode, Secret, ServerFrame, Username, DEFAULT_MAX_BODY_BYTES, MAX_FRAME_LEN,
+    ErrorCode, Request, Secret, ServerFrame, Username, DEFAULT_MAX_BODY_BYTES, MAX_FRAME_LEN,
     PROTOCOL_VERSION,
 };
 use chat_svc::server::Limits;
@@ -967,6 +967,20 @@ async fn json_that_is_not_a_request_object_is_bad_request_and_closes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_written_as_arrays_are_bad_request_and_not_executed() {
+    let (server, mut others) = setup().await;
+    let mut s = raw(&server).await;
+    raw_login(&mut s, "carol").await;
+    // `send` in serde's sequence form for tagged enums: a request must be an object, so this
+    // is refused like any other JSON that is not one, and nothing is stored or delivered.
+    write_frame(&mut s, br#"["send",5,"bob","sent as an array","arr-1"]"#).await;
+    expect_error(&mut s, ErrorCode::BadRequest, None).await;
+    assert_closed(&mut s).await;
+    // The next message bob gets is the bystanders' own.
+    others.still_served("a request written as an array").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_before_login_is_not_authenticated_and_closes() {
     let (server, mut others) = setup().await;
     for request in [
@@ -1273,14 +1287,9 @@ async fn replayed_tokens_after_logout_or_password_change_are_invalid() {
     // connection with it is closed with session_revoked.
     first.client.logout().await.unwrap();
     let mut events = second.events;
-    loop {
-        match next_event(&mut events).await {
-            Event::Closed(reason) => {
-                assert_eq!(reason.map(|r| r.0), Some(ErrorCode::SessionRevoked));
-                break;
-            }
-            other => panic!("unexpected {other:?}"),
-        }
+    match next_event(&mut events).await {
+        Event::Closed(reason) => assert_eq!(reason.map(|r| r.0), Some(ErrorCode::SessionRevoked)),
+        other => panic!("unexpected {other:?}"),
     }
     let mut s = raw_hello(&server).await;
     write_json(
@@ -1580,6 +1589,134 @@ async fn a_frame_cut_after_its_length_prefix_is_bad_frame() {
     others.still_served("a frame cut after its prefix").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_syntax_is_not_interpreted_and_never_leaks_other_conversations() {
+    let (server, mut others) = setup().await;
+    let secret = others
+        .alice
+        .client
+        .send("bob", "the launch code is swordfish", "secret-1")
+        .await
+        .unwrap();
+    take_messages(&mut others.bob.events, 1).await;
+    let mut s = raw(&server).await;
+    raw_login(&mut s, "carol").await;
+    // FTS5 operators, column filters, quotes and wildcards are words to match, not syntax:
+    // never an internal error, never alice's and bob's message.
+    let queries = [
+        "swordfish",
+        "\"swordfish\"",
+        "swordfish OR launch",
+        "body:swordfish",
+        "sword*",
+        "NEAR(launch code)",
+        "- swordfish ^launch",
+        "\"\"\"; DROP TABLE messages; --",
+        "{body} : swordfish",
+    ];
+    for (i, query) in queries.into_iter().enumerate() {
+        let req = 10 + i as u64;
+        write_json(
+            &mut s,
+            json!({"type": "search", "req": req, "query": query}),
+        )
+        .await;
+        match read_answer(&mut s, req).await {
+            ServerFrame::SearchResults { results, .. } => assert!(
+                results.iter().all(|hit| hit.message.id != secret.id),
+                "carol found alice's message to bob with {query:?}"
+            ),
+            ServerFrame::Error { code, .. } => {
+                assert_eq!(code, ErrorCode::BadRequest, "query {query:?}")
+            }
+            other => panic!("expected search results for {query:?}, got {other:?}"),
+        }
+    }
+    // The same search by bob does find it: the words were matched, not the syntax.
+    let (bob2, _) = server.login("bob").await;
+    let hits = match bob2
+        .client
+        .request(|req| Request::Search {
+            req,
+            query: "swordfish".into(),
+            within: None,
+            limit: None,
+        })
+        .await
+        .unwrap()
+    {
+        ServerFrame::SearchResults { results, .. } => results,
+        other => panic!("expected search results, got {other:?}"),
+    };
+    assert_eq!(
+        hits.iter().map(|h| h.message.id).collect::<Vec<_>>(),
+        vec![secret.id]
+    );
+    assert_open(&mut s, 30).await;
+    others.still_served("hostile search queries").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_room_names_and_private_rooms_are_refused() {
+    let (server, mut others) = setup().await;
+    let mut s = raw(&server).await;
+    raw_login(&mut s, "carol").await;
+    let long = "r".repeat(33);
+    for (i, room) in [
+        "#",
+        "",
+        "#\u{43e}ps", // Cyrillic о
+        "ops\u{0}",   // NUL
+        "#ops\n",     // newline
+        "#o.ps",      // '.' is allowed in user names, not in room names
+        "##ops",
+        "#-ops",
+        long.as_str(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let req = 10 + i as u64;
+        write_json(
+            &mut s,
+            json!({"type": "room_create", "req": req, "room": room}),
+        )
+        .await;
+        expect_error(&mut s, ErrorCode::InvalidName, Some(req)).await;
+    }
+    // A private room of alice's: carol can neither join, read nor post to it.
+    let created = others
+        .alice
+        .client
+        .request(|req| Request::RoomCreate {
+            req,
+            room: "inner".into(),
+            private: true,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(created, ServerFrame::RoomOk { .. }), "{created:?}");
+    for (req, request) in [
+        (30, json!({"type": "room_join", "req": 30, "room": "inner"})),
+        (31, json!({"type": "history", "req": 31, "peer": "#inner"})),
+        (
+            32,
+            json!({"type": "send", "req": 32, "to": "#inner", "body": "hi", "key": "r1"}),
+        ),
+    ] {
+        write_json(&mut s, request).await;
+        match read_answer(&mut s, req).await {
+            ServerFrame::Error { code, .. } => assert!(
+                matches!(code, ErrorCode::Forbidden | ErrorCode::NotMember),
+                "request {req}: {code}"
+            ),
+            other => panic!("expected a refusal for {req}, got {other:?}"),
+        }
+    }
+    assert_open(&mut s, 40).await;
+    others.still_served("hostile room names").await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // A measurement, not a test: login latency for an unknown user vs a wrong password.
 // ---------------------------------------------------------------------------------------------
@@ -1614,10 +1751,10 @@ async fn login_timing_does_not_reveal_which_users_exist() {
     let mut done = 0;
     while done < TIMING_ATTEMPTS * kinds.len() {
         let conn = server.connect().await;
-        for i in 0..TIMING_ATTEMPTS_PER_SERVER {
+        for (i, existing) in users.iter().enumerate() {
             let kind = (done + i) % kinds.len();
             let user = match kind {
-                0 => users[i].clone(),
+                0 => existing.clone(),
                 1 => format!("nobody{i}"),
                 _ => format!("no body {i}"),
             };

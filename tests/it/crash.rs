@@ -44,7 +44,7 @@ const TASKS_PER_SENDER: usize = 2;
 const RECIPIENTS: [&str; 2] = ["r1", "r2"];
 const DEVICES_PER_RECIPIENT: usize = 2;
 /// Upper bound on sends per sending task (keeps the final checks cheap on a fast machine).
-const MAX_SENDS_PER_TASK: usize = 1500;
+const MAX_SENDS_PER_TASK: usize = 4000;
 /// Longest time any client may go without reaching a server before the test gives up.
 const RECONNECT_LIMIT: Duration = Duration::from_secs(30);
 /// Environment variables that would change what `chatd` does; removed for the child.
@@ -136,6 +136,7 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         (server, addr_tx, kills)
     });
     let (server, _addr_tx, kills) = killer.await.unwrap();
+    let killing_done = started.elapsed();
     stop_sending.store(true, Ordering::SeqCst);
 
     let mut sent: Vec<Sent> = Vec::new();
@@ -273,10 +274,11 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     eprintln!(
         "crash: {kills} kills, {} messages acknowledged ({retried} after a retry, {duplicates} \
          of those already stored before the kill), {deliveries} pushes to {} devices \
-         ({acked_redeliveries_allowed} unacknowledged re-deliveries), sending {:.1?}, \
-         total {:.1?}",
+         ({acked_redeliveries_allowed} unacknowledged re-deliveries), kills done at {:.1?}, \
+         sending done at {:.1?}, total {:.1?}",
         sent.len(),
         devices.len(),
+        killing_done,
         sending_done,
         started.elapsed()
     );
@@ -300,7 +302,8 @@ impl Net {
         loop {
             let addr = self.addr.borrow().clone();
             if let Some(addr) = addr {
-                if let Ok(conn) = Connection::connect(&addr, self.pin).await {
+                let connect = Connection::connect(&addr, self.pin);
+                if let Ok(Ok(conn)) = tokio::time::timeout(REPLY_LIMIT, connect).await {
                     return conn;
                 }
             }
@@ -324,12 +327,28 @@ impl Net {
     async fn resume(&self, token: &Secret) -> Connection {
         loop {
             let conn = self.connect().await;
-            match conn.client.auth(token).await {
+            match bounded(conn.client.auth(token)).await {
                 Ok(_) => return conn,
                 Err(e) => assert_transient(&e, "auth"),
             }
         }
     }
+}
+
+/// How long the crash test waits for any one reply. A live server answers in milliseconds;
+/// this only bounds requests written to a connection that died in the meantime.
+const REPLY_LIMIT: Duration = Duration::from_secs(3);
+
+/// `request` with [`REPLY_LIMIT`]; running out counts as a transient failure (retry on a new
+/// connection, with the same key for a send).
+async fn bounded<T>(
+    request: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    tokio::time::timeout(REPLY_LIMIT, request)
+        .await
+        .unwrap_or(Err(ClientError::Timeout(
+            "waiting for a reply in the crash test",
+        )))
 }
 
 /// Panics unless `e` is what a killed server causes (closed connection, timeout, refused).
@@ -374,6 +393,12 @@ async fn send(
         let body = format!("message {i} from {from}/{task}\nto {to}");
         let mut attempts = 0;
         loop {
+            // A connection whose end the client has already seen is replaced first.
+            if let Some(c) = &mut conn {
+                if let Ok(Event::Closed(_)) = c.events.try_recv() {
+                    conn = None;
+                }
+            }
             let client = match &conn {
                 Some(c) => c.client.clone(),
                 None => {
@@ -383,7 +408,7 @@ async fn send(
                     client
                 }
             };
-            match client.send(to, &body, &key).await {
+            match bounded(client.send(to, &body, &key)).await {
                 Ok(info) => {
                     acked.push(Sent {
                         from,
@@ -439,7 +464,7 @@ async fn receive(
 ) {
     while !stop.load(Ordering::SeqCst) {
         let Connection { client, mut events } = net.resume(&token).await;
-        let cursor = match client.subscribe().await {
+        let cursor = match bounded(client.subscribe()).await {
             Ok(cursor) => cursor,
             Err(e) => {
                 assert_transient(&e, "subscribe");
@@ -506,7 +531,7 @@ async fn receive(
                 break 'connection;
             }
             if pushed > log.lock().unwrap().acked_upto {
-                match client.ack(pushed).await {
+                match bounded(client.ack(pushed)).await {
                     Ok(upto) => {
                         let mut log = log.lock().unwrap();
                         log.acked_upto = log.acked_upto.max(upto);
@@ -643,4 +668,34 @@ fn add_user(dir: &Path, name: &str) {
         "chatd user add {name}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients of a server that went away.
+// ---------------------------------------------------------------------------------------------
+
+/// After the server has closed a connection (here: a clean stop), a new request on it fails
+/// at once with "closed"; it must not wait for the 30 s request timeout, or a client that
+/// reconnects after a crash stalls that long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_on_a_connection_the_server_closed_fails_at_once() {
+    let server = crate::common::TestServer::start().await;
+    server.add_users(&["alice"]).await;
+    let (mut conn, _) = server.login("alice").await;
+    let _dir = server.stop().await;
+    // Wait until the client has seen the end of the connection.
+    loop {
+        match crate::common::next_event(&mut conn.events).await {
+            Event::Closed(_) => break,
+            _ => continue,
+        }
+    }
+    let started = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(5), conn.client.ping()).await;
+    let elapsed = started.elapsed();
+    match result {
+        Ok(Err(e)) => assert!(e.is_transient(), "{e}"),
+        Ok(Ok(())) => panic!("a ping on a closed connection was answered"),
+        Err(_) => panic!("a ping on a closed connection was still pending after {elapsed:?}"),
+    }
 }

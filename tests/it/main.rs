@@ -8,3 +8,4 @@ mod core;
 mod crash;
 mod props;
 mod rooms;
+mod tui;

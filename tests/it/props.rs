@@ -183,6 +183,26 @@ proptest! {
     }
 }
 
+/// A request is a JSON object (docs/protocol.md §2). serde would also accept an internally
+/// tagged enum written as an array, `[type, field, field, …]` in declaration order; the
+/// parser must not, so these are `bad_request` like any other non-object.
+#[test]
+fn array_forms_of_requests_are_bad_request() {
+    for payload in [
+        r#"["ping",1]"#,
+        r#"["subscribe",0]"#,
+        r#"["logout",7]"#,
+        r#"["hello",1,1]"#,
+        r#"["send",2,"bob","sent as an array","k1"]"#,
+        r#"["ack",3,99]"#,
+    ] {
+        match parse_request(payload.as_bytes()) {
+            Ok(request) => panic!("{payload} was parsed as {request:?}"),
+            Err(e) => assert_eq!((e.code, e.req), (ErrorCode::BadRequest, None), "{payload}"),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Round trip of every request type.
 // ---------------------------------------------------------------------------------------------
