@@ -9,7 +9,7 @@ use std::io::{IsTerminal, Read, Write};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::state::{ChatHome, SavedSession};
+use crate::client::state::{ChatHome, SavedLogin, SavedSession};
 use crate::client::{new_send_key, probe_fingerprint, ClientError, Connection, Event, ServerAddr};
 use crate::protocol::{ErrorCode, Message, MessageKind, Secret};
 use crate::tls::Fingerprint;
@@ -276,17 +276,7 @@ async fn trust(home: &ChatHome, server: &str, pin: Option<Fingerprint>) -> Resul
 
 /// Connects with the saved session and authenticates.
 async fn connect_saved(home: &ChatHome) -> Result<(Connection, SavedSession)> {
-    let session = home
-        .load_session()?
-        .ok_or_else(|| anyhow!("not logged in; run: chat login --server HOST:PORT --user NAME"))?;
-    let addr: ServerAddr = session.server.parse()?;
-    let pin = home.known_pin(&session.server)?.ok_or_else(|| {
-        anyhow!(
-            "no pinned key for {}; run: chat trust {} --pin sha256:…",
-            session.server,
-            session.server
-        )
-    })?;
+    let SavedLogin { session, addr, pin } = home.saved_login()?;
     let conn = Connection::connect(&addr, pin).await?;
     match conn.client.auth(&session.token).await {
         Ok(_) => Ok((conn, session)),

@@ -157,10 +157,17 @@ impl ClientError {
     /// or the server was going away).
     pub fn is_transient(&self) -> bool {
         match self {
-            ClientError::Connect { .. } | ClientError::Timeout(_) => true,
+            // A handshake cut short (a server restarting) is worth another try; a key that
+            // does not match the pin is a separate variant and never is.
+            ClientError::Connect { .. } | ClientError::Timeout(_) | ClientError::Tls { .. } => true,
             ClientError::Closed(reason) => !matches!(
                 reason,
-                Some((ErrorCode::SessionRevoked | ErrorCode::InvalidToken, _))
+                Some((
+                    ErrorCode::SessionRevoked
+                        | ErrorCode::InvalidToken
+                        | ErrorCode::AccountDisabled,
+                    _
+                ))
             ),
             ClientError::Server { code, .. } => {
                 matches!(code, ErrorCode::Internal | ErrorCode::ShuttingDown)

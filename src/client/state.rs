@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::ServerAddr;
 use crate::protocol::Secret;
 use crate::tls::Fingerprint;
 
@@ -32,6 +33,12 @@ pub enum StateError {
     BadKnownServers { path: String, line: usize },
     #[error("{path}: unreadable session file ({reason}); run `chat login` again")]
     BadSession { path: String, reason: String },
+    #[error("not logged in; run: chat login --server HOST:PORT --user NAME")]
+    NotLoggedIn,
+    #[error("no pinned key for {0}; run: chat trust {0} --pin sha256:…")]
+    NoPin(String),
+    #[error("the saved session names an invalid server: {0}")]
+    BadServer(String),
 }
 
 /// A saved login.
@@ -45,6 +52,14 @@ pub struct SavedSession {
     /// Highest message id already shown on this device (client-side dedupe).
     #[serde(default)]
     pub last_seen: i64,
+}
+
+/// A saved login ready to connect with.
+#[derive(Debug, Clone)]
+pub struct SavedLogin {
+    pub session: SavedSession,
+    pub addr: ServerAddr,
+    pub pin: Fingerprint,
 }
 
 /// The directory holding the client's files.
@@ -154,6 +169,20 @@ impl ChatHome {
                 source,
             }),
         }
+    }
+
+    /// The saved login with its server address and pinned key: everything needed to
+    /// reconnect, or why there is none.
+    pub fn saved_login(&self) -> Result<SavedLogin, StateError> {
+        let session = self.load_session()?.ok_or(StateError::NotLoggedIn)?;
+        let addr: ServerAddr = session
+            .server
+            .parse()
+            .map_err(|e: super::BadServerAddr| StateError::BadServer(e.to_string()))?;
+        let pin = self
+            .known_pin(&session.server)?
+            .ok_or_else(|| StateError::NoPin(session.server.clone()))?;
+        Ok(SavedLogin { session, addr, pin })
     }
 
     /// Saves the login (mode 0600).

@@ -18,10 +18,9 @@ use anyhow::{anyhow, Result};
 use tokio::sync::mpsc;
 
 use super::state::{Command, NetEvent};
-use crate::client::state::{ChatHome, SavedSession};
-use crate::client::{Client, ClientError, Connection, Event, ServerAddr};
+use crate::client::state::{ChatHome, SavedLogin};
+use crate::client::{Client, ClientError, Connection, Event};
 use crate::protocol::ErrorCode;
-use crate::tls::Fingerprint;
 
 /// Keepalive period (the server drops connections idle for 120 s).
 const PING_EVERY: Duration = Duration::from_secs(30);
@@ -35,28 +34,12 @@ const PAGE: u32 = 50;
 const SEARCH_LIMIT: u32 = 50;
 
 /// What the task needs to connect: the saved session, where, and the pinned key.
-#[derive(Debug, Clone)]
-pub struct Login {
-    pub session: SavedSession,
-    pub addr: ServerAddr,
-    pub pin: Fingerprint,
-}
+pub type Login = SavedLogin;
 
 /// Reads the saved session and its pin; fails (before any terminal change) when there is
 /// no usable login.
 pub fn load(home: &ChatHome) -> Result<Login> {
-    let session = home
-        .load_session()?
-        .ok_or_else(|| anyhow!("not logged in; run: chat login --server HOST:PORT --user NAME"))?;
-    let addr: ServerAddr = session.server.parse()?;
-    let pin = home.known_pin(&session.server)?.ok_or_else(|| {
-        anyhow!(
-            "no pinned key for {}; run: chat trust {} --pin sha256:…",
-            session.server,
-            session.server
-        )
-    })?;
-    Ok(Login { session, addr, pin })
+    Ok(home.saved_login()?)
 }
 
 /// Runs until the command channel closes (the UI quit) or the session turns out to be
