@@ -77,6 +77,7 @@ async fn run_rate(ctx: &Ctx<'_>, rate: u64) -> Result<Report> {
         epoch,
         start,
         o.duration,
+        record_from,
         Arc::clone(&counters),
     ));
     let status = || {
@@ -88,7 +89,7 @@ async fn run_rate(ctx: &Ctx<'_>, rate: u64) -> Result<Report> {
         )
     };
     load::show_phase(&bar, start, end, status).await;
-    let sent = pacing.await??;
+    let paced = pacing.await??;
     let send_secs = start.elapsed().as_secs_f64();
     let acked = counters.acked();
     let drain_limit = o.duration.max(Duration::from_secs(10));
@@ -106,7 +107,18 @@ async fn run_rate(ctx: &Ctx<'_>, rate: u64) -> Result<Report> {
     report.delivered_per_sec = Some(round(delivered as f64 / deliver_secs.max(1e-9), 1));
     report.set_latency(&hist);
     report.figure("offered_per_sec", rate);
-    report.figure("messages", sent);
+    report.figure("messages", paced.sent);
+    let ms = |us: u64| round(us as f64 / 1000.0, 3);
+    if !paced.stored.is_empty() {
+        report.figure("stored_p50_ms", ms(paced.stored.value_at_quantile(0.5)));
+        report.figure("stored_p99_ms", ms(paced.stored.value_at_quantile(0.99)));
+    }
+    if !paced.pacer_lag.is_empty() {
+        report.figure(
+            "pacer_lag_p99_ms",
+            ms(paced.pacer_lag.value_at_quantile(0.99)),
+        );
+    }
     if delivered < acked {
         report.figure("undelivered", acked - delivered);
     }

@@ -248,11 +248,23 @@ pub(crate) struct PacedSender {
     pub to: String,
 }
 
+/// What an open-loop run measured besides delivery.
+pub(crate) struct Paced {
+    /// Sends made.
+    pub sent: u64,
+    /// Intended send time → `sent` reply (the message is durable), in µs.
+    pub stored: Histogram<u64>,
+    /// How late the pacer handed out sends, in µs (its own timer and queueing).
+    pub pacer_lag: Histogram<u64>,
+}
+
 /// Offers `rate` messages/s in total, round-robin over `senders`, from `start` until
 /// `start + duration`, each stamped with its intended send time. A pacer thread keeps the
 /// schedule (with the OS timer, finer than the runtime's 1 ms one) and hands each due send
-/// to its sender's task, which sends without waiting for earlier answers. Returns how many
-/// were sent; answers count into `counters.acked`, refusals are errors.
+/// to its sender's task, which sends without waiting for earlier answers. Answers count into
+/// `counters.acked` (refusals are errors); those of sends due from `record_from_us` on are
+/// recorded.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn open_loop(
     senders: Vec<PacedSender>,
     rate: u64,
@@ -260,8 +272,9 @@ pub(crate) async fn open_loop(
     epoch: Instant,
     start: Instant,
     duration: Duration,
+    record_from_us: u64,
     counters: Arc<Counters>,
-) -> Result<u64> {
+) -> Result<Paced> {
     let mut queues = Vec::with_capacity(senders.len());
     let mut tasks = Vec::with_capacity(senders.len());
     for sender in senders {
@@ -271,11 +284,14 @@ pub(crate) async fn open_loop(
             sender,
             rx,
             body_len,
+            epoch,
+            record_from_us,
             Arc::clone(&counters),
         )));
     }
     let interval_ns = 1e9 / rate as f64;
     let total = (duration.as_secs_f64() * rate as f64).round() as u64;
+    let mut lag = histogram()?;
     let pacer = tokio::task::spawn_blocking(move || {
         for k in 0..total {
             let intended = start + Duration::from_nanos((k as f64 * interval_ns) as u64);
@@ -284,32 +300,44 @@ pub(crate) async fn open_loop(
             if intended > now + Duration::from_micros(20) {
                 std::thread::sleep(intended - now);
             }
+            let stamp = micros_between(epoch, intended);
             let queue = &queues[(k as usize) % queues.len()];
-            if queue
-                .blocking_send(micros_between(epoch, intended))
-                .is_err()
-            {
+            if queue.blocking_send(stamp).is_err() {
                 // The sender task ended (with an error, reported below).
-                return k;
+                return (k, lag);
+            }
+            if stamp >= record_from_us {
+                lag.saturating_record(micros_between(intended, Instant::now()).max(1));
             }
         }
-        total
+        (total, lag)
     });
-    let offered = pacer.await.context("the pacer thread failed")?;
+    let (offered, pacer_lag) = pacer.await.context("the pacer thread failed")?;
     let mut sent = 0;
+    let mut stored = histogram()?;
     for t in tasks {
-        sent += t.await.context("a sender task failed")??;
+        let (n, h) = t.await.context("a sender task failed")??;
+        sent += n;
+        merge(&mut stored, &h)?;
     }
-    Ok(sent.min(offered))
+    Ok(Paced {
+        sent: sent.min(offered),
+        stored,
+        pacer_lag,
+    })
 }
 
-/// Sends each stamp it is handed at once, keeping every answer pending concurrently.
+/// Sends each stamp it is handed at once, keeping every answer pending concurrently;
+/// returns how many it sent and the histogram of intended time → `sent` reply.
 async fn paced_sender(
     sender: PacedSender,
     mut due: mpsc::Receiver<u64>,
     body_len: usize,
+    epoch: Instant,
+    record_from_us: u64,
     counters: Arc<Counters>,
-) -> Result<u64> {
+) -> Result<(u64, Histogram<u64>)> {
+    let mut stored = histogram()?;
     let mut in_flight = FuturesUnordered::new();
     let mut seq = 0u64;
     let mut open = true;
@@ -319,17 +347,22 @@ async fn paced_sender(
                 Some(stamp) => {
                     seq += 1;
                     let body = stamped_body(stamp, body_len);
-                    in_flight.push(send_one(sender.client.clone(), sender.to.clone(), body, seq));
+                    let send = send_one(sender.client.clone(), sender.to.clone(), body, seq);
+                    in_flight.push(async move { (stamp, send.await) });
                 }
                 None => open = false,
             },
-            Some(result) = in_flight.next(), if !in_flight.is_empty() => {
+            Some((stamp, result)) = in_flight.next(), if !in_flight.is_empty() => {
                 result.context("send failed")?;
                 counters.acked.fetch_add(1, Ordering::Relaxed);
+                if stamp >= record_from_us {
+                    let us = micros_between(epoch, Instant::now()).saturating_sub(stamp);
+                    stored.saturating_record(us.max(1));
+                }
             }
         }
     }
-    Ok(seq)
+    Ok((seq, stored))
 }
 
 /// Waits until `done()` holds or `limit` passes, updating `bar` with `status()`.

@@ -286,6 +286,7 @@ async fn chat_phase(
         epoch,
         start,
         o.duration,
+        record_from,
         Arc::clone(&counters),
     ));
     let status = || {

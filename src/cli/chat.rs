@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::client::state::{ChatHome, SavedLogin, SavedSession};
 use crate::client::{new_send_key, probe_fingerprint, ClientError, Connection, Event, ServerAddr};
-use crate::protocol::{ErrorCode, Message, MessageKind, Secret};
+use crate::protocol::{ErrorCode, Message, Secret};
 use crate::tls::Fingerprint;
 
 /// How many times `chat send` tries (with the same idempotency key) when the connection
@@ -588,7 +588,7 @@ fn print_message(m: &Message, json: bool) -> Result<()> {
         writeln!(out, "{}", serde_json::to_string(m)?)?;
     } else {
         let when = short_time(&m.sent_at);
-        if let Some(event) = describe_event(m) {
+        if let Some(event) = m.event_text() {
             writeln!(out, "[{when}] {}: {event}", m.to)?;
             out.flush()?;
             return Ok(());
@@ -604,17 +604,4 @@ fn print_message(m: &Message, json: bool) -> Result<()> {
     }
     out.flush()?;
     Ok(())
-}
-
-/// A membership event in words, or `None` for text.
-fn describe_event(m: &Message) -> Option<String> {
-    let member = m.member.as_deref().unwrap_or("someone");
-    Some(match m.kind {
-        MessageKind::Text => return None,
-        MessageKind::Create => format!("{} created the room", m.from),
-        MessageKind::Join => format!("{} joined", m.from),
-        MessageKind::Invite => format!("{} added {member}", m.from),
-        MessageKind::Leave => format!("{} left", m.from),
-        MessageKind::Kick => format!("{} removed {member}", m.from),
-    })
 }

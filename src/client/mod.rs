@@ -223,6 +223,8 @@ pub struct Client {
     pending: Pending,
     next_req: Arc<AtomicU64>,
     closed_reason: Arc<Mutex<Option<(ErrorCode, String)>>>,
+    /// Set by the reader when the connection is gone, before it drops the waiters.
+    closed: Arc<std::sync::atomic::AtomicBool>,
     welcome: Welcome,
 }
 
@@ -329,10 +331,12 @@ impl Connection {
 
         let pending: Pending = Arc::default();
         let closed_reason: Arc<Mutex<Option<(ErrorCode, String)>>> = Arc::default();
+        let closed: Arc<std::sync::atomic::AtomicBool> = Arc::default();
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         {
             let pending = Arc::clone(&pending);
             let closed_reason = Arc::clone(&closed_reason);
+            let closed = Arc::clone(&closed);
             tokio::spawn(async move {
                 let mut reason = None;
                 while let Some(Ok(payload)) = reader.next().await {
@@ -378,7 +382,9 @@ impl Connection {
                     }
                 }
                 *closed_reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.clone();
-                // Dropping the waiters wakes every pending request with "closed".
+                closed.store(true, Ordering::SeqCst);
+                // Dropping the waiters wakes every pending request with "closed"; requests
+                // registered after this see `closed` and fail at once.
                 pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
                 let _ = events_tx.send(Event::Closed(reason)).await;
             });
@@ -389,6 +395,7 @@ impl Connection {
             pending,
             next_req: Arc::new(AtomicU64::new(1)),
             closed_reason,
+            closed,
             welcome: Welcome {
                 server: String::new(),
                 max_frame: 0,
@@ -448,6 +455,10 @@ impl Client {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(req, tx);
+        if self.closed.load(Ordering::SeqCst) {
+            self.forget(req);
+            return Err(self.closed());
+        }
         let frame = encode_json(&build(req));
         if self.out.send(frame).await.is_err() {
             self.forget(req);

@@ -130,8 +130,16 @@ pub struct ParseError {
 /// [`ErrorCode::BadRequest`]. Unknown extra fields are ignored, so newer clients can add
 /// optional fields.
 pub fn parse_request(payload: &[u8]) -> Result<Request, ParseError> {
-    if let Ok(request) = serde_json::from_slice::<Request>(payload) {
-        return Ok(request);
+    // serde also reads a tagged enum from an array (`["ping", 5]`); the protocol only has
+    // objects, so anything else is classified below instead.
+    let is_object = payload
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{');
+    if is_object {
+        if let Ok(request) = serde_json::from_slice::<Request>(payload) {
+            return Ok(request);
+        }
     }
     let value: serde_json::Value = match serde_json::from_slice(payload) {
         Ok(v) => v,

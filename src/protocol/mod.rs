@@ -235,6 +235,21 @@ pub struct Message {
     pub member: Option<String>,
 }
 
+impl Message {
+    /// A membership event in words ("bob joined"), or `None` for text.
+    pub fn event_text(&self) -> Option<String> {
+        let member = self.member.as_deref().unwrap_or("someone");
+        Some(match self.kind {
+            MessageKind::Text => return None,
+            MessageKind::Create => format!("{} created the room", self.from),
+            MessageKind::Join => format!("{} joined", self.from),
+            MessageKind::Invite => format!("{} added {member}", self.from),
+            MessageKind::Leave => format!("{} left", self.from),
+            MessageKind::Kick => format!("{} removed {member}", self.from),
+        })
+    }
+}
+
 /// Text, or a membership event in a room's history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -395,13 +395,7 @@ impl Session {
         device: Option<String>,
     ) -> Result<(), End> {
         if self.user.is_some() {
-            return self
-                .reply_error(
-                    req,
-                    ErrorCode::AlreadyAuthenticated,
-                    "this connection is already logged in",
-                )
-                .await;
+            return self.already_authenticated(req).await;
         }
         let device = device.unwrap_or_else(|| "unnamed device".to_string());
         match self
@@ -425,15 +419,18 @@ impl Session {
         }
     }
 
+    async fn already_authenticated(&mut self, req: u64) -> Result<(), End> {
+        self.reply_error(
+            req,
+            ErrorCode::AlreadyAuthenticated,
+            "this connection is already logged in",
+        )
+        .await
+    }
+
     async fn resume(&mut self, req: u64, token: &Secret) -> Result<(), End> {
         if self.user.is_some() {
-            return self
-                .reply_error(
-                    req,
-                    ErrorCode::AlreadyAuthenticated,
-                    "this connection is already logged in",
-                )
-                .await;
+            return self.already_authenticated(req).await;
         }
         match self.state.auth.resume(token).await {
             Ok(authed) => {

@@ -240,69 +240,73 @@ impl Store {
         name: &Username,
         password_hash: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let id = live_user_id(&mut tx, name).await?;
-        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
-            .bind(password_hash)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM devices WHERE user_id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        bump_epoch(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        self.change_account(
+            name,
+            &[
+                "UPDATE users SET password_hash = ?2 WHERE id = ?1",
+                "DELETE FROM devices WHERE user_id = ?1",
+            ],
+            Some(password_hash),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Disables or re-enables an account. Disabling closes its live connections (through the
     /// auth epoch) but keeps its devices, so re-enabling resumes where they were.
     pub async fn set_disabled(&self, name: &Username, disabled: bool) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let id = live_user_id(&mut tx, name).await?;
-        sqlx::query("UPDATE users SET disabled = ? WHERE id = ?")
-            .bind(disabled as i64)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        bump_epoch(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        let sql = if disabled {
+            "UPDATE users SET disabled = 1 WHERE id = ?1"
+        } else {
+            "UPDATE users SET disabled = 0 WHERE id = ?1"
+        };
+        self.change_account(name, &[sql], None).await.map(|_| ())
     }
 
     /// Deletes an account: its credentials and devices go, its row stays (marked deleted) so
     /// that other users' history still names it. The name stays reserved.
     pub async fn delete_user(&self, name: &Username) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let id = live_user_id(&mut tx, name).await?;
-        sqlx::query(
-            "UPDATE users SET deleted = 1, disabled = 1, password_hash = NULL WHERE id = ?",
+        self.change_account(
+            name,
+            &[
+                "UPDATE users SET deleted = 1, disabled = 1, password_hash = NULL WHERE id = ?1",
+                "DELETE FROM devices WHERE user_id = ?1",
+            ],
+            None,
         )
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM devices WHERE user_id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        bump_epoch(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        .await
+        .map(|_| ())
     }
 
     /// Ends every session (device token) of an account; returns how many there were.
     pub async fn revoke_user(&self, name: &Username) -> Result<u64, StoreError> {
+        self.change_account(name, &["DELETE FROM devices WHERE user_id = ?1"], None)
+            .await
+    }
+
+    /// Runs `statements` (with `?1` = the live account's id and `?2` = `value`) in one
+    /// transaction that also bumps the auth epoch, so running servers re-check sessions.
+    /// Returns the rows changed by the last statement.
+    async fn change_account(
+        &self,
+        name: &Username,
+        statements: &[&str],
+        value: Option<&str>,
+    ) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let id = live_user_id(&mut tx, name).await?;
-        let n = sqlx::query("DELETE FROM devices WHERE user_id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let mut changed = 0;
+        for sql in statements {
+            changed = sqlx::query(sql)
+                .bind(id)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
         bump_epoch(&mut tx).await?;
         tx.commit().await?;
-        Ok(n)
+        Ok(changed)
     }
 
     /// The credentials of a live account, if it exists.

@@ -19,7 +19,6 @@ use ratatui::Frame;
 use super::state::{
     local_time, App, ConnStatus, Conversation, Overlay, PromptKind, SendStatus, ViewInfo,
 };
-use crate::protocol::{Message, MessageKind};
 
 /// Below this width the conversation list is hidden.
 pub const LIST_MIN_WIDTH: u16 = 60;
@@ -333,7 +332,7 @@ fn message_lines(
             out.push(day_separator(&day, width, theme));
             last_day = day;
         }
-        if let Some(event) = describe_event(m) {
+        if let Some(event) = m.event_text() {
             let row = format!("{hm} · {event}");
             for piece in wrap(&row, width, width) {
                 out.push(Line::styled(piece, theme.dim()));
@@ -586,19 +585,6 @@ fn draw_search(
     );
 }
 
-/// A membership event in words, or `None` for text.
-fn describe_event(m: &Message) -> Option<String> {
-    let member = m.member.as_deref().unwrap_or("someone");
-    Some(match m.kind {
-        MessageKind::Text => return None,
-        MessageKind::Create => format!("{} created the room", m.from),
-        MessageKind::Join => format!("{} joined", m.from),
-        MessageKind::Invite => format!("{} added {member}", m.from),
-        MessageKind::Leave => format!("{} left", m.from),
-        MessageKind::Kick => format!("{} removed {member}", m.from),
-    })
-}
-
 fn day_separator(day: &str, width: usize, theme: &Theme) -> Line<'static> {
     let label = format!(" {day} ");
     let side = width.saturating_sub(label.len()) / 2;
@@ -727,6 +713,7 @@ fn wrap_input(text: &str, cursor: usize, width: usize) -> (Vec<String>, (usize, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{Message, MessageKind};
     use crate::tui::state::NetEvent;
     use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
     use ratatui::backend::TestBackend;
