@@ -698,6 +698,28 @@ async fn raw_history<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// Subscribes on a raw connection and reads through `caught_up` (the backlog helper may send
+/// it after later responses, so a test that then checks `pong` must wait for it first);
+/// returns the cursor and the backlog's ids.
+async fn raw_subscribe<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, req: u64) -> (i64, Vec<i64>) {
+    write_json(s, json!({"type": "subscribe", "req": req})).await;
+    let cursor = match read_server_frame(s).await {
+        ServerFrame::Subscribed { req: got, cursor } => {
+            assert_eq!(got, req);
+            cursor
+        }
+        other => panic!("expected subscribed, got {other:?}"),
+    };
+    let mut backlog = Vec::new();
+    loop {
+        match read_server_frame(s).await {
+            ServerFrame::Msg { message } => backlog.push(message.id),
+            ServerFrame::CaughtUp { .. } => return (cursor, backlog),
+            other => panic!("expected the backlog, got {other:?}"),
+        }
+    }
+}
+
 /// A raw connection that has said hello and nothing else.
 async fn raw_hello(server: &TestServer) -> impl AsyncRead + AsyncWrite + Unpin {
     let mut s = raw(server).await;
@@ -806,11 +828,7 @@ async fn huge_and_out_of_range_numbers_are_refused() {
     // Extreme values inside the range are fine: i64::MIN as upto and before, u32::MAX limit.
     let mut s = raw(&server).await;
     raw_login(&mut s, "carol").await;
-    write_json(&mut s, json!({"type": "subscribe", "req": 10})).await;
-    assert!(matches!(
-        read_answer(&mut s, 10).await,
-        ServerFrame::Subscribed { .. }
-    ));
+    raw_subscribe(&mut s, 10).await;
     write_json(&mut s, json!({"type": "ack", "req": 11, "upto": i64::MIN})).await;
     match read_answer(&mut s, 11).await {
         ServerFrame::Acked { upto, .. } => assert_eq!(upto, 0, "the cursor did not move back"),
@@ -1002,11 +1020,7 @@ async fn another_users_message_ids_cannot_be_acked_or_read() {
     let (server, mut others) = setup().await;
     let mut s = raw(&server).await;
     raw_login(&mut s, "carol").await;
-    write_json(&mut s, json!({"type": "subscribe", "req": 3})).await;
-    assert!(matches!(
-        read_answer(&mut s, 3).await,
-        ServerFrame::Subscribed { cursor: 0, .. }
-    ));
+    assert_eq!(raw_subscribe(&mut s, 3).await, (0, vec![]));
     // A message between alice and bob that carol must never see.
     let secret = others
         .alice
@@ -1203,15 +1217,8 @@ async fn sending_to_oneself_is_allowed_and_stored_once() {
     .await;
     assert_eq!(ids, vec![id]);
     // The sending device itself is not pushed its own message.
-    write_json(&mut s, json!({"type": "subscribe", "req": 7})).await;
-    assert!(matches!(
-        read_answer(&mut s, 7).await,
-        ServerFrame::Subscribed { .. }
-    ));
-    match read_server_frame(&mut s).await {
-        ServerFrame::CaughtUp { .. } => {}
-        other => panic!("expected an empty backlog, got {other:?}"),
-    }
+    let (_, backlog) = raw_subscribe(&mut s, 7).await;
+    assert!(backlog.is_empty(), "pushed its own message: {backlog:?}");
     others.still_served("a send to oneself").await;
 }
 
@@ -1358,11 +1365,7 @@ async fn second_login_second_subscribe_and_zero_limit_are_refused_without_closin
     let got = take_messages(&mut others.bob.events, 1).await;
     assert_eq!((got[0].id, got[0].from.as_str()), (id, "carol"));
 
-    write_json(&mut s, json!({"type": "subscribe", "req": 6})).await;
-    assert!(matches!(
-        read_answer(&mut s, 6).await,
-        ServerFrame::Subscribed { .. }
-    ));
+    raw_subscribe(&mut s, 6).await;
     write_json(&mut s, json!({"type": "subscribe", "req": 7})).await;
     match read_answer(&mut s, 7).await {
         ServerFrame::Error { code, .. } => assert_eq!(code, ErrorCode::BadRequest),
@@ -1513,7 +1516,7 @@ async fn slow_and_silent_clients_are_timed_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed_and_pinging_ones_are_kept() {
     let limits = Limits {
-        idle_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(2),
         ..test_limits()
     };
     let (server, mut others) = setup_with(limits).await;
@@ -1522,7 +1525,7 @@ async fn idle_connections_are_closed_and_pinging_ones_are_kept() {
         let (alice, bob) = (others.alice.client.clone(), others.bob.client.clone());
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 if alice.ping().await.is_err() || bob.ping().await.is_err() {
                     return;
                 }
@@ -1537,7 +1540,8 @@ async fn idle_connections_are_closed_and_pinging_ones_are_kept() {
     let message = expect_error(&mut s, ErrorCode::Timeout, None).await;
     assert!(message.contains("idle"), "{message:?}");
     assert_closed(&mut s).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Longer than the idle timeout: the pinging bystanders are still there.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     others.still_served("idle connections").await;
     keepalive.abort();
 }

@@ -4,6 +4,9 @@
 //! device receives every message for its user (exactly once and in id order after dedupe by
 //! id), no device is pushed a message it had acknowledged, and the database is sound.
 //!
+//! Every fifth restart is an orderly stop (SIGTERM) instead, under the same load; the server
+//! must exit 0 and the same invariants hold.
+//!
 //! The kill timing is random; the invariants are not. Senders retry a failed send with the same
 //! key until it is acknowledged, so at the end the set of stored messages is exactly the set of
 //! keys, and the checks are exact.
@@ -119,11 +122,18 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let killer = tokio::task::spawn_blocking(move || {
         let mut server = server;
         let mut rng = rand::thread_rng();
-        let mut kills = 0;
+        let (mut kills, mut stops) = (0, 0);
         while kills < MIN_KILLS || (kills < MAX_KILLS && started.elapsed() < KILL_BUDGET) {
-            kills += 1;
             std::thread::sleep(Duration::from_millis(rng.gen_range(KILL_DELAY_MS)));
-            server.kill();
+            // Every fifth restart is an orderly stop (SIGTERM) under the same load: it must
+            // exit 0 and lose nothing either.
+            if (kills + stops) % 5 == 4 {
+                server.terminate();
+                stops += 1;
+            } else {
+                server.kill();
+                kills += 1;
+            }
             server = Chatd::start(&dir_path);
             assert_eq!(
                 server.pin, pin,
@@ -133,9 +143,9 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         }
         // Some traffic against the last server before the senders wind down.
         std::thread::sleep(Duration::from_millis(300));
-        (server, addr_tx, kills)
+        (server, addr_tx, kills, stops)
     });
-    let (server, _addr_tx, kills) = killer.await.unwrap();
+    let (mut server, _addr_tx, kills, stops) = killer.await.unwrap();
     let killing_done = started.elapsed();
     stop_sending.store(true, Ordering::SeqCst);
 
@@ -272,7 +282,7 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let retried = sent.iter().filter(|s| s.attempts > 0).count();
     let duplicates = sent.iter().filter(|s| s.duplicate).count();
     eprintln!(
-        "crash: {kills} kills, {} messages acknowledged ({retried} after a retry, {duplicates} \
+        "crash: {kills} kills and {stops} orderly stops, {} messages acknowledged ({retried} after a retry, {duplicates} \
          of those already stored before the kill), {deliveries} pushes to {} devices \
          ({acked_redeliveries_allowed} unacknowledged re-deliveries), kills done at {:.1?}, \
          sending done at {:.1?}, total {:.1?}",
@@ -610,7 +620,7 @@ impl Chatd {
     }
 
     /// SIGTERM; the server must drain and exit 0.
-    fn terminate(mut self) {
+    fn terminate(&mut self) {
         // SAFETY: kill(2) on our own child, which has not been reaped yet (only `kill`,
         // `terminate` and `drop` wait for it), so the pid still names it.
         let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };

@@ -1,6 +1,6 @@
 //! Property tests (proptest) for everything that parses untrusted text or bytes: the request
-//! parser, the frame decoder, user names, the config file and pins. Each property runs a few
-//! hundred cases, so the module takes seconds in a debug build; `fuzz/` runs the same parsers
+//! parser, the frame decoder, user names, the config file and pins. Each property runs 1024
+//! cases, so the module takes under a second in a debug build; `fuzz/` runs the same parsers
 //! for much longer outside CI.
 
 use bytes::{Bytes, BytesMut};
@@ -148,7 +148,7 @@ fn check_classification(value: &Value) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config(512))]
+    #![proptest_config(config(1024))]
 
     #[test]
     fn parse_request_never_panics_on_bytes(payload in prop::collection::vec(any::<u8>(), 0..256)) {
@@ -323,7 +323,7 @@ fn shape(request: &Request) -> (&'static str, &'static [&'static str]) {
 }
 
 proptest! {
-    #![proptest_config(config(512))]
+    #![proptest_config(config(1024))]
 
     #[test]
     fn every_request_round_trips(request in any_request()) {
@@ -445,7 +445,7 @@ fn frame_stream() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(config(512))]
+    #![proptest_config(config(1024))]
 
     #[test]
     fn frames_do_not_depend_on_how_the_stream_is_split(
@@ -614,7 +614,7 @@ fn config_line() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(config(512))]
+    #![proptest_config(config(1024))]
 
     #[test]
     fn config_parse_never_panics_on_any_string(text in any::<String>()) {
@@ -642,7 +642,7 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 
 proptest! {
-    #![proptest_config(config(512))]
+    #![proptest_config(config(1024))]
 
     #[test]
     fn fingerprints_print_and_parse_back(bytes in any::<[u8; 32]>(), upper in any::<bool>()) {
