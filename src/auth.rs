@@ -223,7 +223,13 @@ impl Auth {
             Some(n) => format!("u:{n}"),
             None => "u:".to_string(),
         };
-        let address_key = format!("a:{}", address_bucket(peer));
+        // Loopback is not throttled by address: behind a local reverse proxy every client
+        // is 127.0.0.1, and one guesser would lock everyone out. Accounts stay throttled.
+        let address_key = if peer.is_loopback() {
+            String::new()
+        } else {
+            format!("a:{}", address_bucket(peer))
+        };
         if let Some(retry_after) = self.throttled(&account_key, &address_key) {
             return Err(AuthError::RateLimited { retry_after });
         }
@@ -298,7 +304,9 @@ impl Auth {
         let mut throttle = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         throttle.fail(account_key, FREE_FAILURES_PER_ACCOUNT, now);
-        throttle.fail(address_key, FREE_FAILURES_PER_ADDRESS, now);
+        if !address_key.is_empty() {
+            throttle.fail(address_key, FREE_FAILURES_PER_ADDRESS, now);
+        }
     }
 
     fn record_success(&self, account_key: &str) {

@@ -58,6 +58,8 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub max_connections: Option<usize>,
     pub max_connections_per_address: Option<usize>,
+    pub handshake_timeout_secs: Option<u64>,
+    pub outbound_queue_messages: Option<usize>,
     pub send_rate_per_second: Option<u32>,
     pub send_burst: Option<u32>,
     pub idle_timeout_secs: Option<u64>,
@@ -143,6 +145,15 @@ pub fn resolve(flags: &Overrides, file: &FileConfig) -> Result<Resolved, ConfigE
     }
     if let Some(0) = file.max_connections {
         return Err(ConfigError::Range("max_connections", 0));
+    }
+    if let Some(v) = file.handshake_timeout_secs {
+        limits.handshake_timeout = timeout_secs("handshake_timeout_secs", v)?;
+    }
+    if let Some(v) = file.outbound_queue_messages {
+        if v == 0 {
+            return Err(ConfigError::Range("outbound_queue_messages", 0));
+        }
+        limits.live_queue = v;
     }
     if let Some(v) = file.max_connections_per_address {
         if v == 0 {

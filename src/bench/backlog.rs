@@ -129,6 +129,9 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
     report.drain_secs = Some(round(drain_secs, 3));
     report.delivered_per_sec = Some(round(received as f64 / drain_secs, 1));
     report.figure("messages", received);
+    if counters.rate_limited() > 0 {
+        report.figure("rate_limited_retries", counters.rate_limited());
+    }
     report.figure("receive_secs", round(receive_secs, 3));
     report.figure("fill_secs", round(fill_secs, 3));
     report.figure("fill_per_sec", round(total as f64 / fill_secs, 1));
@@ -158,7 +161,7 @@ async fn fill(
             let (c, to) = (client.clone(), to.clone());
             let body = load::stamped_body(load::micros_between(epoch, Instant::now()), body_len);
             let key = format!("{}{next}", &key_base[..8]);
-            in_flight.push(async move { c.send(&to, &body, &key).await });
+            in_flight.push(load::send_one(c, to, body, key, Arc::clone(&counters)));
         }
         match in_flight.next().await {
             Some(r) => {

@@ -57,7 +57,7 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
         (TargetSpec::InProcess { .. }, None) => {
             let limits = Limits {
                 max_connections: n + 16,
-                ..Limits::default()
+                ..super::target::capacity_limits()
             };
             Target::in_process(o.durability, Some(limits)).await?
         }

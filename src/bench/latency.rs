@@ -108,6 +108,9 @@ async fn run_rate(ctx: &Ctx<'_>, rate: u64) -> Result<Report> {
     report.set_latency(&hist);
     report.figure("offered_per_sec", rate);
     report.figure("messages", paced.sent);
+    if counters.rate_limited() > 0 {
+        report.figure("rate_limited_retries", counters.rate_limited());
+    }
     let ms = |us: u64| round(us as f64 / 1000.0, 3);
     if !paced.stored.is_empty() {
         report.figure("stored_p50_ms", ms(paced.stored.value_at_quantile(0.5)));

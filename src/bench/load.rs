@@ -102,6 +102,8 @@ pub(crate) struct Received {
 pub(crate) struct Counters {
     pub acked: AtomicU64,
     pub delivered: AtomicU64,
+    /// Sends the server refused as too fast (and that were retried).
+    pub rate_limited: AtomicU64,
 }
 
 impl Counters {
@@ -110,6 +112,9 @@ impl Counters {
     }
     pub fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
+    }
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
     }
 }
 
@@ -220,7 +225,13 @@ pub(crate) async fn closed_loop_sender(
         while in_flight.len() < window && Instant::now() < deadline {
             seq += 1;
             let body = stamped_body(micros_between(epoch, Instant::now()), body_len);
-            in_flight.push(send_one(client.clone(), to.clone(), body, seq));
+            in_flight.push(send_one(
+                client.clone(),
+                to.clone(),
+                body,
+                seq.to_string(),
+                Arc::clone(&counters),
+            ));
         }
         match in_flight.next().await {
             Some(result) => {
@@ -233,13 +244,31 @@ pub(crate) async fn closed_loop_sender(
     }
 }
 
-async fn send_one(
+/// Sends one message with idempotency key `key`. A server that limits each connection's
+/// send rate (`rate_limited`, as `chatd serve` does by default) is obeyed: the send is
+/// retried with the same key after the wait it names, and counted in
+/// `counters.rate_limited`.
+pub(crate) async fn send_one(
     client: Client,
     to: String,
     body: String,
-    seq: u64,
+    key: String,
+    counters: Arc<Counters>,
 ) -> Result<SentInfo, ClientError> {
-    client.send(&to, &body, &seq.to_string()).await
+    loop {
+        match client.send(&to, &body, &key).await {
+            Err(ClientError::Server {
+                code: ErrorCode::RateLimited,
+                retry_after_ms,
+                ..
+            }) => {
+                counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                let wait = retry_after_ms.unwrap_or(1).clamp(1, 60_000);
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// One open-loop sender: its client and recipient.
@@ -347,7 +376,13 @@ async fn paced_sender(
                 Some(stamp) => {
                     seq += 1;
                     let body = stamped_body(stamp, body_len);
-                    let send = send_one(sender.client.clone(), sender.to.clone(), body, seq);
+                    let send = send_one(
+                        sender.client.clone(),
+                        sender.to.clone(),
+                        body,
+                        seq.to_string(),
+                        Arc::clone(&counters),
+                    );
                     in_flight.push(async move { (stamp, send.await) });
                 }
                 None => open = false,

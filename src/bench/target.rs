@@ -60,7 +60,7 @@ impl Target {
                 extra_names: vec![],
             },
             durability,
-            limits: limits.unwrap_or_default(),
+            limits: limits.unwrap_or_else(capacity_limits),
             hash_parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
         let server = Server::start(&options).await?;
@@ -237,6 +237,17 @@ impl Target {
             }
             Kind::External { .. } => {}
         }
+    }
+}
+
+/// The server's default limits, except that a connection's send rate is not capped: the
+/// bench measures what the server can carry, not its per-connection policy (500 sends/s,
+/// which would cap 50 pairs at 25,000 messages/s).
+pub(crate) fn capacity_limits() -> Limits {
+    Limits {
+        send_rate_per_sec: u32::MAX,
+        send_burst: u32::MAX,
+        ..Limits::default()
     }
 }
 

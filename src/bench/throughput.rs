@@ -92,6 +92,9 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
     report.delivered_per_sec = Some(round(delivered as f64 / deliver_secs.max(1e-9), 1));
     report.set_latency(&hist);
     report.figure("messages", acked);
+    if counters.rate_limited() > 0 {
+        report.figure("rate_limited_retries", counters.rate_limited());
+    }
     if delivered < acked {
         report.figure("undelivered", acked - delivered);
     }

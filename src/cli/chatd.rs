@@ -185,59 +185,59 @@ async fn serve(resolved: config::Resolved) -> Result<()> {
         durability = %resolved.options.durability,
         "chatd started"
     );
+    let shutdown = CancellationToken::new();
+    install_signals(shutdown.clone(), server.tls_reloader())?;
     // Two plain lines on stdout for scripts and newcomers: where, and which key to pin.
     let mut out = std::io::stdout().lock();
     writeln!(out, "chatd listening on {local}")?;
     writeln!(out, "fingerprint {}", server.fingerprint())?;
     out.flush()?;
     drop(out);
-    let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
-    #[cfg(unix)]
-    tokio::spawn(reload_on_sighup(server.tls_reloader()));
     server.run(listener, shutdown).await;
     Ok(())
 }
 
-/// SIGHUP re-reads the certificate and key; live connections are not touched.
-#[cfg(unix)]
-async fn reload_on_sighup(reloader: crate::server::TlsReloader) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::error!("cannot install the SIGHUP handler");
-        return;
-    };
-    while hup.recv().await.is_some() {
-        match reloader.reload() {
-            Ok(fingerprint) => tracing::info!(%fingerprint, "SIGHUP: certificate reloaded"),
-            Err(e) => {
-                tracing::error!(error = %e, "SIGHUP: reload failed; keeping the old certificate")
-            }
-        }
-    }
-}
-
-async fn stop_on_signal(shutdown: CancellationToken) {
+/// Installs the signal handlers (before the server announces itself, so a signal sent right
+/// after the "listening" line is never lost): SIGTERM/SIGINT stop the server gracefully,
+/// SIGHUP re-reads the certificate and key without touching live connections.
+fn install_signals(
+    shutdown: CancellationToken,
+    reloader: crate::server::TlsReloader,
+) -> Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot install signal handlers");
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        }
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            }
+            shutdown.cancel();
+        });
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match reloader.reload() {
+                    Ok(fingerprint) => tracing::info!(%fingerprint, "SIGHUP: certificate reloaded"),
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "SIGHUP: reload failed; keeping the old certificate"
+                    ),
+                }
+            }
+        });
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        let _ = reloader;
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            shutdown.cancel();
+        });
     }
-    shutdown.cancel();
+    Ok(())
 }
 
 async fn user_command(store: &Store, cmd: UserCommand) -> Result<()> {

@@ -297,6 +297,7 @@ impl Session {
     }
 
     async fn handle_authed(&mut self, request: Request, user: &AuthedUser) -> Result<(), End> {
+        // Writes and the heavier reads (history pages, search, unread) share the bucket.
         let limited = matches!(
             request,
             Request::Send { .. }
@@ -305,6 +306,9 @@ impl Session {
                 | Request::RoomJoin { .. }
                 | Request::RoomLeave { .. }
                 | Request::RoomKick { .. }
+                | Request::History { .. }
+                | Request::Search { .. }
+                | Request::Unread { .. }
         );
         if limited {
             if let Err(wait) = self.bucket.take() {

@@ -36,7 +36,7 @@ pub enum TlsError {
     NoCertificate(String),
     #[error("{0}: no private key found in the PEM file")]
     NoKey(String),
-    #[error("{0}: the key file is readable by other users; run `chmod 600 {0}`")]
+    #[error("{0}: the key file is accessible to other users; run `chmod 600 {0}`")]
     KeyPermissions(String),
     #[error("certificate could not be parsed: {0}")]
     BadCertificate(String),
@@ -251,8 +251,15 @@ fn check_key_permissions(path: &Path) -> Result<(), TlsError> {
             path: path.display().to_string(),
             source,
         })?;
-        if meta.permissions().mode() & 0o004 != 0 {
+        let mode = meta.permissions().mode();
+        if mode & 0o007 != 0 {
             return Err(TlsError::KeyPermissions(path.display().to_string()));
+        }
+        if mode & 0o070 != 0 {
+            tracing::warn!(
+                key = %path.display(),
+                "the key file is accessible to its group; chmod 600 is safer"
+            );
         }
     }
     Ok(())
