@@ -1,17 +1,20 @@
-//! `login`: three phases of `--duration` each.
+//! `login`: four phases of `--duration` each.
 //!
 //! 1. Successful logins/s: a few workers each open a connection, log in with the password
 //!    (argon2id verify, a new device) and close, over and over.
 //! 2. Unloaded: connected users exchange messages at a modest fixed rate (open loop);
 //!    their latency is the baseline.
-//! 3. Flooded: the same message load on fresh pairs while `--flood` connections send
-//!    wrong passwords as fast as they are answered.
+//! 3. Flooded: the same message load on fresh pairs while `--flood` connections send wrong
+//!    passwords for existing accounts as fast as they are answered.
+//! 4. Guessing: the same again while the flood tries a new user name every time.
 //!
 //! The server throttles failed logins per account (after 5) and per source address (after
-//! 20), and every connection here comes from 127.0.0.1, so most of the flood is answered
-//! `rate_limited` without any hashing; the report counts what was attempted and what the
-//! server answered. It also leaves 127.0.0.1 throttled on that server for a while, which is
-//! why this scenario runs last.
+//! 20; a server may exempt loopback, as a local reverse proxy makes every client
+//! 127.0.0.1). Every connection here comes from 127.0.0.1, so what the flood costs the
+//! server depends on those rules: the report counts what was attempted and what the server
+//! answered (`invalid_credentials` cost an argon2 verify, `rate_limited` did not). On an
+//! existing server the flood may leave 127.0.0.1 throttled for a while, which is why this
+//! scenario runs last.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,7 +45,7 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
     let pairs = CHAT_PAIRS.min(o.pairs);
     let prefix = ctx.prefix();
     let login_names: Vec<String> = (0..workers).map(|i| format!("{prefix}-l{i}")).collect();
-    let chat_names: Vec<String> = (0..2 * pairs)
+    let chat_names: Vec<String> = (0..3 * pairs)
         .flat_map(|i| [format!("{prefix}-s{i}"), format!("{prefix}-r{i}")])
         .collect();
     let flood_names: Vec<String> = (0..o.flood).map(|i| format!("{prefix}-f{i}")).collect();
@@ -70,7 +73,7 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
         )));
     }
     load::show_phase(&bar, start, end, || {
-        format!("1/3 {} logins", thousands(logins.load(Ordering::Relaxed)))
+        format!("1/4 {} logins", thousands(logins.load(Ordering::Relaxed)))
     })
     .await;
     let mut login_hist = load::histogram()?;
@@ -80,28 +83,21 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
     let login_secs = start.elapsed().as_secs_f64();
     let login_count = login_hist.len();
 
-    // Phases 2 and 3: message latency without and with the flood.
-    let (first, second) = chat_accounts.split_at(2 * pairs);
-    let unloaded = chat_phase(ctx, &target, first, &bar, "2/3 unloaded").await?;
-    let flood_stop = CancellationToken::new();
-    let tally = Arc::new(FloodTally::default());
-    let mut flooders = Vec::new();
-    for name in flood_names {
-        flooders.push(tokio::spawn(flood_loop(
-            target.connect_spec(),
-            name,
-            Arc::clone(&tally),
-            flood_stop.clone(),
-        )));
-    }
-    let flood_start = Instant::now();
-    let flooded = chat_phase(ctx, &target, second, &bar, "3/3 flooded").await;
-    flood_stop.cancel();
-    for f in flooders {
-        let _ = f.await;
-    }
-    let flood_secs = flood_start.elapsed().as_secs_f64();
-    let flooded = flooded?;
+    // Phases 2 to 4: message latency without a flood, during a flood at the flood
+    // accounts, and during one that guesses a fresh name each time.
+    let sets: Vec<&[Account]> = chat_accounts.chunks(2 * pairs).collect();
+    let [first, second, third] = sets[..] else {
+        bail!("bench accounts were not made in three sets");
+    };
+    let unloaded = chat_phase(ctx, &target, first, &bar, "2/4 unloaded").await?;
+    let names: Vec<FloodNames> = flood_names.into_iter().map(FloodNames::Fixed).collect();
+    let (flooded, tally, flood_secs) =
+        flood_phase(ctx, &target, second, &bar, "3/4 flooded", names).await?;
+    let names = (0..o.flood)
+        .map(|i| FloodNames::Fresh(format!("{prefix}-g{i}-")))
+        .collect();
+    let (guessed, guess_tally, guess_secs) =
+        flood_phase(ctx, &target, third, &bar, "4/4 guessing", names).await?;
     bar.finish_and_clear();
     let server = target.describe();
     target.stop().await;
@@ -142,17 +138,37 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
     if other > 0 {
         report.figure("flood_other", other);
     }
+    let attempts = guess_tally.attempts.load(Ordering::Relaxed);
+    report.figure("guess_attempts", attempts);
+    report.figure("guess_per_sec", round(attempts as f64 / guess_secs, 1));
+    report.figure(
+        "guess_invalid_credentials",
+        guess_tally.invalid.load(Ordering::Relaxed),
+    );
+    report.figure(
+        "guess_rate_limited",
+        guess_tally.rate_limited.load(Ordering::Relaxed),
+    );
+    if !guessed.is_empty() {
+        report.figure("guess_p99_ms", round(p99(&guessed), 3));
+        if !unloaded.is_empty() {
+            report.figure("guess_p99_ratio", round(p99(&guessed) / p99(&unloaded), 2));
+        }
+    }
     report.param("login_workers", workers);
     report.param("chat_pairs", pairs);
     report.param("chat_rate", CHAT_RATE);
     report.param("flood_connections", o.flood);
     report.param("phase_secs", o.duration.as_secs_f64());
-    let mut note = "p50/p99/p99.9/max are connected users' message latency during the flood; \
-                    the flood comes from 127.0.0.1 only, so past 20 failures the address \
-                    throttle answers it rate_limited without hashing"
+    let mut note = "p50/p99/p99.9/max: connected users' message latency while 127.0.0.1 \
+                    floods wrong passwords for existing accounts (flood_*); guess_*: the same \
+                    while the flood tries a new name each time; invalid_credentials answers \
+                    cost an argon2 verify, rate_limited ones did not"
         .to_string();
     if matches!(o.target, TargetSpec::External { .. }) {
-        note.push_str("; 127.0.0.1 stays throttled on that server for a while");
+        note.push_str(
+            "; the flood accounts (and 127.0.0.1, unless exempt) stay throttled there for a while",
+        );
     }
     report.note = Some(note);
     Ok(vec![report])
@@ -191,11 +207,12 @@ struct FloodTally {
 /// reconnects when the server closes the connection.
 async fn flood_loop(
     spec: (crate::client::ServerAddr, crate::tls::Fingerprint),
-    user: String,
+    names: FloodNames,
     tally: Arc<FloodTally>,
     stop: CancellationToken,
 ) {
     let wrong = Secret::new("wrong-password!");
+    let mut guess = 0u64;
     while !stop.is_cancelled() {
         let conn = tokio::select! {
             _ = stop.cancelled() => return,
@@ -207,6 +224,7 @@ async fn flood_loop(
             continue;
         };
         loop {
+            let user = names.next(&mut guess);
             let answer = tokio::select! {
                 _ = stop.cancelled() => return,
                 a = conn.client.login(&user, &wrong, "flood") => a,
@@ -235,6 +253,58 @@ async fn flood_loop(
             }
         }
     }
+}
+
+/// Which account names a flood connection tries.
+enum FloodNames {
+    /// Always this existing account: throttled per account after a few failures.
+    Fixed(String),
+    /// A new name with this prefix each time, as a guesser would: every name has its own
+    /// free failures, so only a per-address throttle stops it.
+    Fresh(String),
+}
+
+impl FloodNames {
+    fn next(&self, n: &mut u64) -> String {
+        match self {
+            FloodNames::Fixed(name) => name.clone(),
+            FloodNames::Fresh(prefix) => {
+                *n += 1;
+                format!("{prefix}{n}")
+            }
+        }
+    }
+}
+
+/// Runs the connected users' load on `accounts` while one flood connection per entry of
+/// `names` sends wrong passwords; returns the users' latency, the flood's answers and how
+/// long it ran.
+async fn flood_phase(
+    ctx: &Ctx<'_>,
+    target: &Target,
+    accounts: &[Account],
+    bar: &indicatif::ProgressBar,
+    label: &str,
+    names: Vec<FloodNames>,
+) -> Result<(Histogram<u64>, Arc<FloodTally>, f64)> {
+    let stop = CancellationToken::new();
+    let tally = Arc::new(FloodTally::default());
+    let mut flooders = Vec::new();
+    for names in names {
+        flooders.push(tokio::spawn(flood_loop(
+            target.connect_spec(),
+            names,
+            Arc::clone(&tally),
+            stop.clone(),
+        )));
+    }
+    let start = Instant::now();
+    let measured = chat_phase(ctx, target, accounts, bar, label).await;
+    stop.cancel();
+    for f in flooders {
+        let _ = f.await;
+    }
+    Ok((measured?, tally, start.elapsed().as_secs_f64()))
 }
 
 /// Runs the connected users' load on `accounts` (sender, recipient, …) for the duration;

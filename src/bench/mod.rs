@@ -149,16 +149,27 @@ pub enum TargetSpec {
 /// Everything a bench run needs; [`BenchArgs`] with the defaults resolved.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
+    /// Scenarios to run; empty means all.
     pub scenarios: Vec<Scenario>,
+    /// Length of each timed phase.
     pub duration: Duration,
+    /// Sender/recipient pairs (throughput, latency).
     pub pairs: usize,
+    /// Sends in flight per sender (throughput).
     pub window: usize,
+    /// Offered messages/s, one latency measurement each.
     pub rates: Vec<u64>,
+    /// Message body size.
     pub body_bytes: usize,
+    /// Messages queued for the offline device (backlog).
     pub backlog: usize,
+    /// Idle connections to open; `None` for as many as the fd limit allows.
     pub connections: Option<usize>,
+    /// Wrong-password flood connections (login).
     pub flood: usize,
+    /// Durability of the servers the bench starts.
     pub durability: Durability,
+    /// Where the load goes.
     pub target: TargetSpec,
 }
 

@@ -15,12 +15,17 @@ use super::{BenchOptions, TargetSpec};
 /// The machine and build a run happened on.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Machine {
+    /// CPUs available to this process.
     pub cores: usize,
+    /// `MemTotal` from `/proc/meminfo`.
     pub memory_gib: f64,
+    /// The CPU's model name.
     pub cpu: String,
+    /// The kernel release.
     pub kernel: String,
     /// `release` or `debug` (how this code was compiled).
     pub profile: String,
+    /// This package's version.
     pub version: String,
 }
 
@@ -61,15 +66,20 @@ impl Machine {
 /// The figures of one scenario run. Figures that do not apply are absent from the JSON.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
+    /// The scenario's name.
     pub scenario: String,
     /// `ok` or `skipped`.
     pub status: String,
+    /// What the reader should know to read the figures (or why the scenario was skipped).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Sends answered `sent` (durably stored) per second.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acked_per_sec: Option<f64>,
+    /// Messages received by recipients per second.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivered_per_sec: Option<f64>,
+    /// End-to-end latency percentiles and maximum, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p50_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,12 +88,16 @@ pub struct Report {
     pub p999_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_ms: Option<f64>,
+    /// Reconnect → everything received and the last ack committed (backlog).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drain_secs: Option<f64>,
+    /// Idle connections held open (connections).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connections: Option<u64>,
+    /// Server resident memory per idle connection, KiB (connections).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_kib_per_conn: Option<f64>,
+    /// Successful password logins per second (login).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logins_per_sec: Option<f64>,
     /// Further scenario-specific figures (e.g. `offered_per_sec`, `fd_limit`).
@@ -93,7 +107,9 @@ pub struct Report {
     pub params: BTreeMap<String, Value>,
     /// Where the server ran.
     pub server: String,
+    /// The server's durability mode.
     pub durability: String,
+    /// The machine the run happened on.
     pub machine: Machine,
 }
 

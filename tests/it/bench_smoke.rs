@@ -104,6 +104,7 @@ async fn every_scenario_completes_with_sane_figures() {
     let g = find(&reports, "login");
     assert!(g.logins_per_sec.unwrap() > 0.0, "{g:?}");
     assert!(figure(g, "flood_attempts") > 0.0, "{g:?}");
+    assert!(figure(g, "guess_attempts") > 0.0, "{g:?}");
     assert!(figure(g, "unloaded_p99_ms") > 0.0, "{g:?}");
     assert_percentiles(g);
 
