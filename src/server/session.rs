@@ -95,6 +95,7 @@ pub(super) async fn run(
         max_pushed: 0,
         cursor: 0,
         subscribed: false,
+        unflushed: false,
         bucket: super::bucket::TokenBucket::new(
             state.limits.send_rate_per_sec,
             state.limits.send_burst,
@@ -144,6 +145,8 @@ struct Session {
     /// This device's cursor as this session last moved it.
     cursor: i64,
     subscribed: bool,
+    /// Frames were written to the framed buffer since the last flush.
+    unflushed: bool,
     /// Limits sends and room changes per connection.
     bucket: super::bucket::TokenBucket,
 }
@@ -239,6 +242,14 @@ impl Session {
                         "idle timeout: no frame received (send ping to keep a connection open)"
                     };
                     return End::Error(ServerFrame::error(None, ErrorCode::Timeout, message));
+                }
+                // Last, so it is taken only when nothing else is ready: everything written
+                // while events were arriving goes out in as few TLS records and system
+                // calls as possible, and nothing waits once the session is idle.
+                _ = std::future::ready(()), if self.unflushed => {
+                    if let Err(end) = self.flush().await {
+                        return end;
+                    }
                 }
             }
         }
@@ -709,16 +720,28 @@ impl Session {
         self.write_raw(vec![encode_json(frame)]).await
     }
 
-    /// Writes frames and flushes, within the write timeout.
+    /// Queues frames for the peer, within the write timeout. They are buffered (the buffer
+    /// is written out whenever it passes the codec's backpressure boundary) and flushed by
+    /// the serve loop once no other event is ready.
     async fn write_raw(&mut self, frames: Vec<Bytes>) -> Result<(), End> {
         let framed = &mut self.framed;
         let write = async move {
             for f in frames {
                 framed.feed(f).await?;
             }
-            framed.flush().await
+            Ok::<(), FrameError>(())
         };
+        self.unflushed = true;
         match timeout(self.state.limits.write_timeout, write).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(End::Gone),
+        }
+    }
+
+    /// Writes out everything queued, within the write timeout.
+    async fn flush(&mut self) -> Result<(), End> {
+        self.unflushed = false;
+        match timeout(self.state.limits.write_timeout, self.framed.flush()).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(End::Gone),
         }
@@ -748,6 +771,7 @@ impl Session {
             }
         };
         let _ = timeout(grace, drain).await;
+        let _ = self.flush().await;
         if let Some(frame) = last {
             if let Some(req) = frame.req() {
                 tracing::debug!(peer = %self.peer, req, "closing after error");
