@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{now_micros, StoreError};
@@ -189,8 +189,12 @@ pub(super) async fn start(
     let row = sqlx::query("SELECT COALESCE(MAX(id), 0), COALESCE(MAX(sent_at), 0) FROM messages")
         .fetch_one(&pool)
         .await?;
+    // The writer owns one connection, outside the pool: readers never wait behind it for a
+    // pooled connection, and its statements need not go through the pool.
+    let conn = pool.acquire().await?.detach();
     let mut state = State {
         pool,
+        conn,
         next_id: row.get::<i64, _>(0) + 1,
         last_sent_at: row.get(1),
         rooms: HashMap::new(),
@@ -236,6 +240,7 @@ struct RoomState {
 
 struct State {
     pool: SqlitePool,
+    conn: SqliteConnection,
     next_id: i64,
     last_sent_at: i64,
     rooms: HashMap<i64, RoomState>,
@@ -283,6 +288,9 @@ impl State {
             }
             self.process(sends, acks).await;
         }
+        if let Err(e) = self.conn.close().await {
+            tracing::warn!(error = %e, "closing the writer's connection failed");
+        }
         tracing::debug!("message writer stopped");
     }
 
@@ -323,8 +331,6 @@ impl State {
         if sends.is_empty() && acks.is_empty() {
             return;
         }
-        let first_id = self.next_id;
-        let saved_sent_at = self.last_sent_at;
         let started = std::time::Instant::now();
         let committed = self.commit(&sends, &acks).await;
         tracing::trace!(
@@ -372,8 +378,6 @@ impl State {
             }
             Err(e) => {
                 tracing::error!(error = %e, "group commit failed; {} sends refused", sends.len());
-                self.next_id = first_id;
-                self.last_sent_at = saved_sent_at;
                 for (_, done) in sends {
                     let _ = done.send(Err(StoreError::Database(e.to_string().into())));
                 }
@@ -435,27 +439,48 @@ impl State {
         sends: &[(NewMessage, Reply<Committed>)],
         acks: &[AckOp],
     ) -> Result<(Vec<Slot>, Vec<(i64, i64)>), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // Two round trips to SQLite's thread: BEGIN with the idempotency lookups, then every
+        // write and the COMMIT (one when there are only acks). A failure rolls back.
+        let result = self.commit_statements(sends, acks).await;
+        if result.is_err() {
+            // Also fails, harmlessly, when the failure was BEGIN itself.
+            let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+        }
+        result
+    }
 
-        // Idempotency: keys already stored by the same sender.
+    async fn commit_statements(
+        &mut self,
+        sends: &[(NewMessage, Reply<Committed>)],
+        acks: &[AckOp],
+    ) -> Result<(Vec<Slot>, Vec<(i64, i64)>), StoreError> {
+        // Idempotency: keys already stored by the same sender. One index lookup per (key,
+        // sender) pair: a join against a VALUES list (a row-value `IN` would scan the whole
+        // index).
         let mut existing: HashMap<(i64, &str), Committed> = HashMap::new();
-        for chunk in sends.chunks(INSERT_CHUNK) {
-            // One index lookup per (key, sender) pair: a join against a VALUES list (a
-            // row-value `IN` would scan the whole index).
-            let mut q = QueryBuilder::<Sqlite>::new("SELECT v.column3, m.id, m.sent_at FROM (");
-            q.push_values(chunk.iter().enumerate(), |mut b, (i, (m, _))| {
-                b.push_bind(m.key.as_str())
-                    .push_bind(m.sender_id)
-                    .push_bind(i as i64);
-            });
-            q.push(
-                ") AS v CROSS JOIN messages m \
-                 ON m.client_key = v.column1 AND m.sender_id = v.column2",
-            );
-            for row in q.build().fetch_all(&mut *tx).await? {
+        if !sends.is_empty() {
+            let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE;");
+            for (chunk_no, chunk) in sends.chunks(INSERT_CHUNK).enumerate() {
+                q.push(" SELECT v.column3, m.id, m.sent_at FROM (");
+                q.push_values(chunk.iter().enumerate(), |mut b, (i, (m, _))| {
+                    b.push_bind(m.key.as_str())
+                        .push_bind(m.sender_id)
+                        .push_bind((chunk_no * INSERT_CHUNK + i) as i64);
+                });
+                q.push(
+                    ") AS v CROSS JOIN messages m \
+                     ON m.client_key = v.column1 AND m.sender_id = v.column2;",
+                );
+            }
+            let found = q
+                .build()
+                .persistent(false)
+                .fetch_all(&mut self.conn)
+                .await?;
+            for row in found {
                 let Some((m, _)) = usize::try_from(row.get::<i64, _>(0))
                     .ok()
-                    .and_then(|i| chunk.get(i))
+                    .and_then(|i| sends.get(i))
                 else {
                     continue;
                 };
@@ -475,6 +500,7 @@ impl State {
         let mut rows: Vec<(i64, i64)> = Vec::new();
         let mut in_batch: HashMap<(i64, &str), usize> = HashMap::new();
         let now = now_micros().max(self.last_sent_at);
+        let next_id = self.next_id;
         for (i, (m, _)) in sends.iter().enumerate() {
             let k = (m.sender_id, m.key.as_str());
             if let Some(c) = existing.get(&k) {
@@ -485,18 +511,21 @@ impl State {
                 slots.push(Slot::Refused(refusal));
             } else {
                 let row = rows.len();
-                rows.push((self.next_id, now));
-                self.next_id += 1;
+                rows.push((next_id + row as i64, now));
                 in_batch.insert(k, row);
                 fresh.push(i);
                 slots.push(Slot::New(row));
             }
         }
-        self.last_sent_at = now;
 
+        let mut q = QueryBuilder::<Sqlite>::new(if sends.is_empty() {
+            "BEGIN IMMEDIATE;"
+        } else {
+            ""
+        });
         for (chunk_no, chunk) in fresh.chunks(INSERT_CHUNK).enumerate() {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO messages (id, sender_id, sender_device_id, recipient_id, room_id, \
+            q.push(
+                " INSERT INTO messages (id, sender_id, sender_device_id, recipient_id, room_id, \
                  body, sent_at, client_key, kind) ",
             );
             q.push_values(chunk.iter().enumerate(), |mut b, (j, &i)| {
@@ -516,9 +545,8 @@ impl State {
                     .push_bind(m.key.as_str())
                     .push_bind("text");
             });
-            q.build().execute(&mut *tx).await?;
+            q.push(";");
         }
-
         if !acks.is_empty() {
             // Highest ack per device and per user in this batch.
             let mut devices: HashMap<i64, i64> = HashMap::new();
@@ -529,11 +557,13 @@ impl State {
                 let u = users.entry(ack.user_id).or_insert(ack.upto);
                 *u = (*u).max(ack.upto);
             }
-            update_max(&mut tx, "devices", "cursor", &devices).await?;
-            update_max(&mut tx, "users", "acked_upto", &users).await?;
+            push_update_max(&mut q, "devices", "cursor", &devices);
+            push_update_max(&mut q, "users", "acked_upto", &users);
         }
-
-        tx.commit().await?;
+        q.push(" COMMIT;");
+        q.build().persistent(false).execute(&mut self.conn).await?;
+        self.next_id += rows.len() as i64;
+        self.last_sent_at = now;
         Ok((slots, rows))
     }
 
@@ -619,7 +649,7 @@ impl State {
 
         let event_id = self.next_id;
         let now = now_micros().max(self.last_sent_at);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
         let (room_id, sender, member, kind, joining, leaving) = match &change {
             RoomChange::Create { name, private, by } => {
                 let inserted = sqlx::query(
@@ -770,23 +800,22 @@ impl State {
 
 /// `UPDATE table SET column = MAX(column, v) WHERE id = k` for every `(k, v)`, in one
 /// statement per 400 pairs.
-async fn update_max(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
+/// Adds statements raising `table.column` to at least the given value for each id.
+fn push_update_max(
+    q: &mut QueryBuilder<'_, Sqlite>,
     table: &str,
     column: &str,
     values: &HashMap<i64, i64>,
-) -> Result<(), StoreError> {
+) {
     let pairs: Vec<(i64, i64)> = values.iter().map(|(k, v)| (*k, *v)).collect();
     for chunk in pairs.chunks(400) {
-        let mut q = QueryBuilder::<Sqlite>::new("WITH v(k, upto) AS (");
+        q.push(" WITH v(k, upto) AS (");
         q.push_values(chunk, |mut b, (k, upto)| {
             b.push_bind(*k).push_bind(*upto);
         });
         q.push(format!(
             ") UPDATE {table} SET {column} = MAX({column}, \
-             (SELECT upto FROM v WHERE v.k = {table}.id)) WHERE id IN (SELECT k FROM v)"
+             (SELECT upto FROM v WHERE v.k = {table}.id)) WHERE id IN (SELECT k FROM v);"
         ));
-        q.build().execute(&mut **tx).await?;
     }
-    Ok(())
 }

@@ -8,4 +8,5 @@ mod core;
 mod crash;
 mod props;
 mod rooms;
+mod store;
 mod tui;
