@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, SinkExt, StreamExt};
@@ -70,17 +70,18 @@ pub(super) async fn run(
         }
         _ => return,
     }
-    let tls = match tokio::time::timeout_at(handshake_deadline, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            return;
-        }
-    };
+    let tls =
+        match tokio::time::timeout_at(handshake_deadline, Box::pin(acceptor.accept(tcp))).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
     let mut session = Session {
         framed: Framed::new(tls, FrameCodec::new()),
         peer,
@@ -102,8 +103,10 @@ pub(super) async fn run(
         ),
         state,
     };
+    // The futures below are boxed so that each lives on the heap only while it runs: the
+    // task of an idle connection stays small (measured by `chatd bench connections`).
     let end = session.serve(&shutdown).await;
-    session.finish(end).await;
+    Box::pin(session.finish(end)).await;
 }
 
 /// Why a session ends.
@@ -231,7 +234,7 @@ impl Session {
                         Ok(r) => r,
                         Err(e) => return End::Error(ServerFrame::error(e.req, e.code, e.message)),
                     };
-                    if let Err(end) = self.handle(request).await {
+                    if let Err(end) = Box::pin(self.handle(request)).await {
                         return end;
                     }
                 }
@@ -246,10 +249,15 @@ impl Session {
                 // Last, so it is taken only when nothing else is ready: everything written
                 // while events were arriving goes out in as few TLS records and system
                 // calls as possible, and nothing waits once the session is idle.
-                _ = std::future::ready(()), if self.unflushed => {
-                    if let Err(end) = self.flush().await {
-                        return end;
+                // Then, once idle, the codec's buffers are freed: an idle connection costs
+                // only what TLS itself holds.
+                _ = std::future::ready(()), if self.unflushed || self.holds_idle_buffers() => {
+                    if self.unflushed {
+                        if let Err(end) = self.flush().await {
+                            return end;
+                        }
                     }
+                    self.release_idle_buffers();
                 }
             }
         }
@@ -735,6 +743,24 @@ impl Session {
         match timeout(self.state.limits.write_timeout, write).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(End::Gone),
+        }
+    }
+
+    /// True when a codec buffer has memory but no bytes in it.
+    fn holds_idle_buffers(&self) -> bool {
+        let idle = |b: &BytesMut| b.is_empty() && b.capacity() > 0;
+        idle(self.framed.read_buffer()) || idle(self.framed.write_buffer())
+    }
+
+    /// Frees the codec buffers that hold no bytes (they grow again as needed).
+    fn release_idle_buffers(&mut self) {
+        let r = self.framed.read_buffer_mut();
+        if r.is_empty() {
+            *r = BytesMut::new();
+        }
+        let w = self.framed.write_buffer_mut();
+        if w.is_empty() {
+            *w = BytesMut::new();
         }
     }
 
