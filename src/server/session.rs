@@ -30,7 +30,7 @@ mod rooms;
 
 use rooms::RoomOp;
 
-use super::hub::{Push, SessionGuard};
+use super::hub::{LiveQueue, SessionGuard};
 use super::ServerState;
 use crate::auth::{AuthError, AuthedUser};
 use crate::protocol::codec::{encode_json, parse_request, FrameCodec, FrameError};
@@ -38,6 +38,9 @@ use crate::protocol::{
     ErrorCode, Message, Request, Secret, ServerFrame, MAX_SEND_KEY_LEN, PROTOCOL_VERSION,
 };
 use crate::store::{NewMessage, Store};
+
+/// Longest a refused (`rate_limited`) login waits before it is answered.
+const LOGIN_TARPIT: Duration = Duration::from_secs(1);
 
 /// Messages fetched from the store per backlog page.
 const BACKLOG_PAGE: u32 = 1000;
@@ -123,10 +126,7 @@ enum End {
 
 enum BacklogEvent {
     Page(Vec<Message>),
-    CaughtUp {
-        upto: i64,
-        live: mpsc::Receiver<Arc<Push>>,
-    },
+    CaughtUp { upto: i64, live: LiveQueue },
     Failed,
 }
 
@@ -140,7 +140,7 @@ struct Session {
     said_hello: bool,
     in_flight: FuturesUnordered<BoxFuture<'static, ServerFrame>>,
     backlog: Option<mpsc::Receiver<BacklogEvent>>,
-    live: Option<mpsc::Receiver<Arc<Push>>>,
+    live: Option<LiveQueue>,
     /// Live pushes with ids at or below this were already sent from the backlog.
     live_floor: i64,
     /// Highest message id written to this connection.
@@ -161,6 +161,40 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     }
 }
 
+/// How a session kicked by the hub ends.
+fn kicked(code: ErrorCode) -> End {
+    let message = match code {
+        ErrorCode::SlowConsumer => "too many undelivered messages queued; reconnect to resume",
+        ErrorCode::SessionRevoked => "this session was revoked or the account disabled",
+        _ => "closed by the server",
+    };
+    End::Error(ServerFrame::error(None, code, message))
+}
+
+/// Runs a write to the peer within `limit`. A write blocked by a peer that does not read
+/// still ends at once when the session is kicked (a slow consumer, a revocation): the
+/// queue that filled up must not wait for the write timeout to be released.
+async fn bounded_write<E>(
+    limit: Duration,
+    kicks: &mut Option<mpsc::Receiver<ErrorCode>>,
+    write: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<(), End> {
+    tokio::select! {
+        written = timeout(limit, write) => match written {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(End::Gone),
+        },
+        Some(code) = recv_opt(kicks) => Err(kicked(code)),
+    }
+}
+
+async fn recv_live(live: &mut Option<LiveQueue>) -> Option<Arc<super::hub::Push>> {
+    match live {
+        Some(live) => live.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Session {
     async fn serve(&mut self, shutdown: &CancellationToken) -> End {
         let limits = self.state.limits.clone();
@@ -176,14 +210,7 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return End::Shutdown,
-                Some(code) = recv_opt(&mut self.kicked) => {
-                    let message = match code {
-                        ErrorCode::SlowConsumer => "too many undelivered messages queued; reconnect to resume",
-                        ErrorCode::SessionRevoked => "this session was revoked or the account disabled",
-                        _ => "closed by the server",
-                    };
-                    return End::Error(ServerFrame::error(None, code, message));
-                }
+                Some(code) = recv_opt(&mut self.kicked) => return kicked(code),
                 Some(frame) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     if let ServerFrame::Acked { upto, .. } = frame {
                         self.cursor = self.cursor.max(upto);
@@ -197,7 +224,7 @@ impl Session {
                         return end;
                     }
                 }
-                push = recv_opt(&mut self.live), if self.live.is_some() => {
+                push = recv_live(&mut self.live), if self.live.is_some() => {
                     let Some(push) = push else {
                         return End::Gone;
                     };
@@ -438,7 +465,16 @@ impl Session {
                 })
                 .await
             }
-            Err(e) => self.auth_failed(req, e).await,
+            Err(e) => {
+                if let AuthError::RateLimited { retry_after } = &e {
+                    // Tarpit: a throttled connection waits (up to a second) for its answer
+                    // and sends nothing meanwhile, so a flood of refused guesses costs the
+                    // server a sleeping task, not a request per round trip. Only an
+                    // unauthenticated connection gets here, so nothing else waits on it.
+                    tokio::time::sleep((*retry_after).min(LOGIN_TARPIT)).await;
+                }
+                self.auth_failed(req, e).await
+            }
         }
     }
 
@@ -501,6 +537,7 @@ impl Session {
             AuthError::InvalidCredentials => (ErrorCode::InvalidCredentials, None),
             AuthError::AccountDisabled => (ErrorCode::AccountDisabled, None),
             AuthError::InvalidToken => (ErrorCode::InvalidToken, None),
+            AuthError::TooManyDevices { .. } => (ErrorCode::TooManyDevices, None),
             AuthError::RateLimited { retry_after } => {
                 (ErrorCode::RateLimited, Some(retry_after.as_millis() as u64))
             }
@@ -621,8 +658,11 @@ impl Session {
         };
         let (user_id, device_id) = (user.user_id(), user.device_id());
         let hub = Arc::clone(&self.state.hub);
-        let capacity = self.state.limits.live_queue;
-        let subscribe = move || hub.subscribe(conn, user_id, device_id, capacity);
+        let (capacity, max_bytes) = (
+            self.state.limits.live_queue,
+            self.state.limits.live_queue_bytes,
+        );
+        let subscribe = move || hub.subscribe(conn, user_id, device_id, capacity, max_bytes);
         // The helper holds the store only (not the writer), so it never delays shutdown.
         let store = self.state.store.clone();
         tokio::spawn(stream_backlog(
@@ -740,10 +780,7 @@ impl Session {
             Ok::<(), FrameError>(())
         };
         self.unflushed = true;
-        match timeout(self.state.limits.write_timeout, write).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(End::Gone),
-        }
+        bounded_write(self.state.limits.write_timeout, &mut self.kicked, write).await
     }
 
     /// True when a codec buffer has memory but no bytes in it.
@@ -767,10 +804,8 @@ impl Session {
     /// Writes out everything queued, within the write timeout.
     async fn flush(&mut self) -> Result<(), End> {
         self.unflushed = false;
-        match timeout(self.state.limits.write_timeout, self.framed.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(End::Gone),
-        }
+        let flush = self.framed.flush();
+        bounded_write(self.state.limits.write_timeout, &mut self.kicked, flush).await
     }
 
     /// Ends the session as `end` says: finishes in-flight sends at shutdown, sends a last
@@ -819,7 +854,7 @@ async fn stream_backlog(
     device_id: i64,
     cursor: i64,
     tx: mpsc::Sender<BacklogEvent>,
-    subscribe: impl FnOnce() -> Option<mpsc::Receiver<Arc<Push>>>,
+    subscribe: impl FnOnce() -> Option<LiveQueue>,
 ) {
     // Phase 1: the bulk of the backlog, before subscribing, so the live queue only has to
     // hold what arrives during the last page.
