@@ -199,7 +199,17 @@ pub(super) async fn start(
         last_sent_at: row.get(1),
         rooms: HashMap::new(),
         on_commit,
+        abort_percent: std::env::var(FAULT_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .map_or(0, |p| p.min(100)),
     };
+    if state.abort_percent > 0 {
+        tracing::warn!(
+            percent = state.abort_percent,
+            "{FAULT_ENV} is set: the server will abort itself during commits"
+        );
+    }
     state.load_rooms().await?;
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     // The writer runs on a thread of its own. Each commit awaits several statements on
@@ -245,6 +255,25 @@ struct State {
     last_sent_at: i64,
     rooms: HashMap<i64, RoomState>,
     on_commit: OnCommit,
+    /// Crash-test fault injection: the chance in percent that a group commit with sends
+    /// aborts the process (see [`FAULT_ENV`]). Zero unless that variable is set.
+    abort_percent: u32,
+}
+
+/// Environment variable for the crash-consistency test: `CHATD_FAULT_ABORT_IN_COMMIT=P`
+/// makes each group commit with sends abort the whole process with probability P percent,
+/// either in the middle of the batch (rows inserted, transaction open) or just after it
+/// committed and before any sender was answered. `abort()` runs no destructors and flushes
+/// nothing, like a power cut as far as the process can tell (the kernel's page cache does
+/// survive it, which a real power cut would not; `synchronous=FULL` covers that case).
+pub const FAULT_ENV: &str = "CHATD_FAULT_ABORT_IN_COMMIT";
+
+/// Where an injected fault strikes.
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    None,
+    MidBatch,
+    AfterCommit,
 }
 
 /// Where one send of the batch ended up.
@@ -560,11 +589,37 @@ impl State {
             push_update_max(&mut q, "devices", "cursor", &devices);
             push_update_max(&mut q, "users", "acked_upto", &users);
         }
+        let fault = self.fault(sends.is_empty());
+        if fault == Fault::MidBatch {
+            q.build().persistent(false).execute(&mut self.conn).await?;
+            tracing::error!("{FAULT_ENV}: aborting in the middle of a batch");
+            std::process::abort();
+        }
         q.push(" COMMIT;");
         q.build().persistent(false).execute(&mut self.conn).await?;
+        if fault == Fault::AfterCommit {
+            tracing::error!("{FAULT_ENV}: aborting after a commit, before any reply");
+            std::process::abort();
+        }
         self.next_id += rows.len() as i64;
         self.last_sent_at = now;
         Ok((slots, rows))
+    }
+
+    /// Draws an injected fault for a commit (never for one with acks only).
+    fn fault(&self, acks_only: bool) -> Fault {
+        use rand::Rng;
+        if self.abort_percent == 0 || acks_only {
+            return Fault::None;
+        }
+        let mut rng = rand::thread_rng();
+        if rng.gen_range(0..100) >= self.abort_percent {
+            Fault::None
+        } else if rng.gen_bool(0.5) {
+            Fault::MidBatch
+        } else {
+            Fault::AfterCommit
+        }
     }
 
     /// Validates and commits one membership change with its event; on success updates the
