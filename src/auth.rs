@@ -97,23 +97,91 @@ impl AuthedUser {
     }
 }
 
-/// argon2id hashing, bounded to a fixed number of concurrent blocking jobs.
+/// argon2id hashing on `parallel` threads of its own, which run at a lower CPU priority
+/// (nice +10) than the rest of the server. With nothing else to do they use every core, so
+/// logins are as fast as the hash allows; when messages are flowing, the scheduler gives the
+/// delivery threads the CPU first (about 9 : 1), so a burst of password checks, a flood of
+/// guesses among them, cannot stall connected users.
 #[derive(Clone)]
 pub struct Hasher {
-    permits: Arc<Semaphore>,
+    pool: Arc<HashPool>,
     dummy_hash: Arc<str>,
+}
+
+/// A job for the hashing threads.
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// The hashing threads and the queue to them. Dropping it ends the threads.
+struct HashPool {
+    permits: Semaphore,
+    jobs: std::sync::mpsc::Sender<HashJob>,
+}
+
+impl HashPool {
+    fn start(parallel: usize) -> Result<HashPool, AuthError> {
+        let (jobs, queue) = std::sync::mpsc::channel::<HashJob>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..parallel {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("chatd-argon2-{i}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        let job = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|_| AuthError::Hashing)?;
+        }
+        Ok(HashPool {
+            permits: Semaphore::new(parallel),
+            jobs,
+        })
+    }
+
+    /// Runs `job` on a hashing thread once one is free.
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AuthError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| AuthError::Hashing)?;
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = done.send(job());
+            }))
+            .map_err(|_| AuthError::Hashing)?;
+        result.await.map_err(|_| AuthError::Hashing)
+    }
+}
+
+/// Lowers the calling thread's CPU priority to nice +10 (on Linux nice is per thread: the
+/// process priority of a thread id). Best effort: a failure only means equal priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
+        tracing::debug!(error = %e, "cannot lower the priority of a hashing thread");
+    }
 }
 
 impl Hasher {
     /// A hasher running at most `parallel` argon2 jobs at once.
     pub async fn new(parallel: usize) -> Result<Hasher, AuthError> {
-        let permits = Arc::new(Semaphore::new(parallel.max(1)));
+        let pool = Arc::new(HashPool::start(parallel.max(1))?);
         let mut salt = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut salt);
         let dummy_pw = Secret::new(hex::encode(salt));
-        let dummy_hash = run_blocking(&permits, move || hash_now(&dummy_pw)).await??;
+        let dummy_hash = pool.run(move || hash_now(&dummy_pw)).await??;
         Ok(Hasher {
-            permits,
+            pool,
             dummy_hash: dummy_hash.into(),
         })
     }
@@ -122,7 +190,7 @@ impl Hasher {
     pub async fn hash(&self, password: &Secret) -> Result<String, AuthError> {
         check_password_policy(password)?;
         let pw = password.clone();
-        run_blocking(&self.permits, move || hash_now(&pw)).await?
+        self.pool.run(move || hash_now(&pw)).await?
     }
 
     /// Verifies a password against a stored hash, or against the dummy hash when there is
@@ -131,15 +199,17 @@ impl Hasher {
         let real = hash.is_some();
         let hash: String = hash.unwrap_or(&self.dummy_hash).to_string();
         let pw = password.clone();
-        let ok = run_blocking(&self.permits, move || {
-            let Ok(parsed) = PasswordHash::new(&hash) else {
-                return false;
-            };
-            argon2()
-                .verify_password(pw.expose().as_bytes(), &parsed)
-                .is_ok()
-        })
-        .await?;
+        let ok = self
+            .pool
+            .run(move || {
+                let Ok(parsed) = PasswordHash::new(&hash) else {
+                    return false;
+                };
+                argon2()
+                    .verify_password(pw.expose().as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .await?;
         Ok(ok && real)
     }
 }
@@ -168,16 +238,6 @@ fn hash_now(password: &Secret) -> Result<String, AuthError> {
     argon2()
         .hash_password(password.expose().as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|_| AuthError::Hashing)
-}
-
-async fn run_blocking<T: Send + 'static>(
-    permits: &Arc<Semaphore>,
-    job: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, AuthError> {
-    let _permit = permits.acquire().await.map_err(|_| AuthError::Hashing)?;
-    tokio::task::spawn_blocking(job)
-        .await
         .map_err(|_| AuthError::Hashing)
 }
 
