@@ -63,6 +63,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod irc;
 pub mod protocol;
 pub mod server;
 pub mod store;
