@@ -826,3 +826,163 @@ fn plaintext_irc_is_refused_off_loopback_with_one_clear_line() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("not a loopback address"), "{err}");
 }
+
+// ----- a real client: WeeChat ------------------------------------------------------------
+
+/// `weechat-headless` on PATH; `None` (after saying so) on a developer machine without it.
+/// In CI (`CI` set) a missing WeeChat fails the test: `.ci/run` installs it.
+fn weechat_binary() -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("weechat-headless"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "weechat-headless is not installed (Debian: apt-get install weechat-headless); \
+             CI must run the WeeChat test"
+        );
+        eprintln!("skipping the WeeChat test: weechat-headless is not on PATH and CI is unset");
+    }
+    found
+}
+
+/// The SHA-256 of the server's certificate (what WeeChat pins; our own pin is the key's).
+fn certificate_sha256(server: &TestServer) -> String {
+    use sha2::Digest;
+    let pem = std::fs::read(server.dir.path().join("certs").join("cert.pem")).unwrap();
+    let der = rustls_pemfile::certs(&mut pem.as_slice())
+        .next()
+        .unwrap()
+        .unwrap();
+    hex::encode(sha2::Sha256::digest(der.as_ref()))
+}
+
+/// Writes commands to WeeChat's FIFO (one per line).
+async fn weechat_fifo(fifo: &std::path::Path, commands: &str) {
+    let (fifo, text) = (fifo.to_path_buf(), commands.to_string());
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+/// Waits until WeeChat's log of `buffer` contains `text` (WeeChat works at its own pace;
+/// the limit only turns a hang into a failure with the logs shown).
+async fn weechat_log_contains(dir: &std::path::Path, buffer: &str, text: &str) {
+    let path = dir.join("logs").join(format!("{buffer}.weechatlog"));
+    for _ in 0..600 {
+        if std::fs::read_to_string(&path).is_ok_and(|log| log.contains(text)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut logs = String::new();
+    for entry in std::fs::read_dir(dir.join("logs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let body = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        logs.push_str(&format!("== {}\n{body}\n", entry.path().display()));
+    }
+    panic!("WeeChat never showed {text:?} in {buffer}; its logs:\n{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weechat_over_tls_with_sasl_talks_with_a_native_client_both_ways() {
+    let Some(weechat) = weechat_binary() else {
+        return;
+    };
+    let server = server_with(&["alice", "bob"]).await;
+    let mut bob = native(&server, "bob").await;
+    bob.client.room_create("#lounge", false).await.unwrap();
+
+    let home = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(&weechat)
+        .arg("--dir")
+        .arg(home.path())
+        .args(["-P", "irc,fifo,logger", "-s"])
+        .args(["-r", "/set logger.file.flush_delay 0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let fifo = home
+        .path()
+        .join(format!("weechat_fifo_{}", child.id().unwrap()));
+    while !fifo.exists() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // WeeChat 4 calls its TLS options tls*, WeeChat 3 ssl*. The certificate is self-signed:
+    // verification is off, but the certificate's fingerprint is pinned. The password goes
+    // through the FIFO, not argv.
+    let version = std::process::Command::new(&weechat)
+        .arg("--version")
+        .output()
+        .unwrap();
+    let major: u32 = String::from_utf8_lossy(&version.stdout)
+        .trim()
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(4);
+    let tls = if major >= 4 { "tls" } else { "ssl" };
+    let port = server.irc_tls.unwrap().port();
+    let fingerprint = certificate_sha256(&server);
+    weechat_fifo(
+        &fifo,
+        &format!(
+            "*/server add chatd 127.0.0.1/{port} -{tls} -{tls}_verify=off \
+             -{tls}_fingerprint={fingerprint} -sasl_mechanism=plain -sasl_username=alice \
+             -sasl_password={PASSWORD} -nicks=alice\n*/connect chatd\n"
+        ),
+    )
+    .await;
+    weechat_log_contains(home.path(), "irc.server.chatd", "Welcome to chatd, alice").await;
+
+    // WeeChat → native: a DM and a room message, intact.
+    weechat_fifo(
+        &fifo,
+        "irc.server.chatd */join #lounge\n\
+         irc.server.chatd */msg bob héllo bob, from WeeChat ☕\n\
+         irc.server.chatd */msg #lounge hello lounge, from WeeChat\n",
+    )
+    .await;
+    let dm = native_message(&mut bob).await;
+    assert_eq!(
+        (dm.from.as_str(), dm.to.as_str(), dm.body.as_str()),
+        ("alice", "bob", "héllo bob, from WeeChat ☕")
+    );
+    let room = native_message(&mut bob).await;
+    assert_eq!(
+        (room.from.as_str(), room.to.as_str(), room.body.as_str()),
+        ("alice", "#lounge", "hello lounge, from WeeChat")
+    );
+
+    // Native → WeeChat.
+    bob.client
+        .send("alice", "hi alice, from chat ✓", "w1")
+        .await
+        .unwrap();
+    bob.client
+        .send("#lounge", "room hello, from chat", "w2")
+        .await
+        .unwrap();
+    weechat_log_contains(home.path(), "irc.chatd.bob", "hi alice, from chat ✓").await;
+    weechat_log_contains(home.path(), "irc.chatd.#lounge", "room hello, from chat").await;
+
+    weechat_fifo(&fifo, "*/quit\n").await;
+    if tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+}
