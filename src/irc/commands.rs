@@ -190,7 +190,9 @@ impl<S: Stream> Session<S> {
             self.caps,
             self.caps.has(Cap::EchoMessage),
         );
-        let mut batch_seq = self.batch_seq + 1_000_000;
+        // The echo's multiline batch (if any) opens and closes within one write, so its
+        // reference only has to be unique among the batches open at that moment.
+        let mut batch_seq = 0;
         self.in_flight.push(
             async move {
                 let lines = match writer.send(message).await {
@@ -436,6 +438,7 @@ impl<S: Stream> Session<S> {
                             .from_source(source_of(user.name())),
                     );
                     out.extend(self.names(user, &display).await?);
+                    out.extend(self.channel_marker(&display).await);
                 }
                 Err(StoreError::Forbidden(text)) => {
                     out.push(self.num(
@@ -761,6 +764,14 @@ impl<S: Stream> Session<S> {
         }
     }
 
+    /// The read marker of a channel just joined, for clients with draft/read-marker.
+    async fn channel_marker(&mut self, channel: &str) -> Option<IrcMessage> {
+        if !self.caps.has(Cap::ReadMarker) {
+            return None;
+        }
+        Some(self.markread_line(channel, None).await)
+    }
+
     /// JOIN lines and member lists for every room the user is in (at registration).
     pub(super) async fn current_rooms(
         &mut self,
@@ -778,6 +789,7 @@ impl<S: Stream> Session<S> {
                 IrcMessage::new("JOIN", [r.name.as_str()]).from_source(source_of(user.name())),
             );
             out.extend(self.names(user, &r.name).await?);
+            out.extend(self.channel_marker(&r.name).await);
         }
         Ok(out)
     }

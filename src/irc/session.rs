@@ -517,14 +517,23 @@ impl<S: Stream> Session<S> {
         self.request_ack().await
     }
 
-    /// Ends the session: answers sends already handed to the writer, says why, closes.
+    /// Ends the session: lets sends and acknowledgements already accepted reach the writer
+    /// (answering them when the peer is still there), says why, closes.
     async fn finish(mut self, end: End) {
+        let grace = self.state.limits.shutdown_grace;
         let reason = match end {
-            End::Gone => return,
+            End::Gone => {
+                // A PONG already proved what the client read: its acknowledgement still
+                // counts, and so does a message it sent.
+                let _ = timeout(grace, async {
+                    while self.in_flight.next().await.is_some() {}
+                })
+                .await;
+                return;
+            }
             End::Close(reason) => reason,
             End::Shutdown => "Server shutting down; reconnect later".to_string(),
         };
-        let grace = self.state.limits.shutdown_grace;
         let drain = async {
             while let Some(done) = self.in_flight.next().await {
                 if self.on_done(done).await.is_err() {

@@ -5,6 +5,8 @@
 //! `127.0.0.1:0` and never sleep), serves until the token is cancelled, then drains: it stops
 //! accepting, lets every session finish its in-flight sends and acks, closes connections
 //! cleanly, lets the writer commit what is queued, and closes the database.
+//! [`Server::run_with`] does the same for several [`Listeners`]: the native one and the IRC
+//! gateway's ([`crate::irc`]), under one set of connection limits and one shutdown.
 
 pub(crate) mod bucket;
 pub mod hub;

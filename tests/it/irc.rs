@@ -357,6 +357,8 @@ async fn irc_channels_are_rooms_both_ways() {
         .any(|m| m.command == "JOIN" && m.params == ["#ops"]));
     let names = lines.iter().find(|m| m.command == "353").unwrap();
     assert_eq!(names.params[3], "@alice");
+    let marker = alice.expect("MARKREAD").await;
+    assert_eq!(marker.params, ["#ops", "*"], "no read marker yet");
 
     let mut bob = native(&server, "bob").await;
     bob.client.room_join("#ops").await.unwrap();
@@ -917,9 +919,17 @@ async fn weechat_over_tls_with_sasl_talks_with_a_native_client_both_ways() {
     let fifo = home
         .path()
         .join(format!("weechat_fifo_{}", child.id().unwrap()));
-    while !fifo.exists() {
+    for _ in 0..600 {
+        if fifo.exists() {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(
+        fifo.exists(),
+        "WeeChat made no FIFO at {} (is weechat-plugins installed?)",
+        fifo.display()
+    );
     // WeeChat 4 calls its TLS options tls*, WeeChat 3 ssl*. The certificate is self-signed:
     // verification is off, but the certificate's fingerprint is pinned. The password goes
     // through the FIFO, not argv.
