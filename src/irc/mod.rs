@@ -15,7 +15,8 @@
 //!
 //! Layers, one job each: [`codec`] frames lines, [`message`] parses and writes them,
 //! `caps` knows the IRCv3 capabilities, `register` does CAP/SASL/PASS/NICK/USER,
-//! `commands` the channel and query commands, `history` CHATHISTORY and MARKREAD,
+//! `commands` dispatches commands and answers queries (WHO, WHOIS, MODE), `messages`
+//! PRIVMSG/NOTICE and multiline, `channels` channels as rooms, `history` CHATHISTORY and MARKREAD,
 //! `translate` turns stored messages into IRC lines, `numerics` names the replies,
 //! `session` ties them together for one connection. `docs/irc.md` is the user's view.
 
@@ -23,8 +24,10 @@ pub mod codec;
 pub mod message;
 
 mod caps;
+mod channels;
 mod commands;
 mod history;
+mod messages;
 mod numerics;
 mod register;
 mod session;
