@@ -37,7 +37,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{timeout, Instant};
@@ -85,7 +85,20 @@ pub(crate) async fn serve_tls(
     match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
         Ok(Ok(1)) if first[0] == 0x16 => {}
         Ok(Ok(1)) => {
+            tracing::debug!(%peer, "plaintext client on the IRC TLS port");
             let _ = timeout(Duration::from_secs(1), tcp.write_all(PLAINTEXT_REPLY)).await;
+            let _ = timeout(Duration::from_secs(1), tcp.shutdown()).await;
+            // Read what the client already sent (briefly, boundedly): closing with unread
+            // input would reset the connection and could destroy the reply before it is read.
+            let mut sink = [0u8; 4096];
+            let _ = timeout(Duration::from_secs(1), async {
+                for _ in 0..16 {
+                    if !matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {
+                        break;
+                    }
+                }
+            })
+            .await;
             return;
         }
         _ => return,

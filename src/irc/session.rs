@@ -545,6 +545,16 @@ impl<S: Stream> Session<S> {
         let line = IrcMessage::new("ERROR", [reason]);
         let _ = timeout(Duration::from_secs(2), self.write(vec![line])).await;
         let _ = timeout(Duration::from_secs(2), self.framed.get_mut().shutdown()).await;
+        // Read what the client still sends (briefly, boundedly): closing with unread input
+        // resets the connection, which can destroy the ERROR line before the client reads it.
+        let _ = timeout(Duration::from_secs(1), async {
+            for _ in 0..64 {
+                if !matches!(self.framed.next().await, Some(Ok(_))) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 }
 

@@ -89,7 +89,7 @@ fn text_lines(
 ) -> Vec<IrcMessage> {
     let target = message.to.as_str();
     // `:source PRIVMSG target :` and CRLF come out of the line's budget.
-    let budget = LINELEN - 2 - (from.len() + target.len() + 13);
+    let budget = LINELEN.saturating_sub(2 + from.len() + target.len() + 13);
     let body = message.body.replace(['\r', '\0'], "\u{FFFD}");
     let mut pieces: Vec<(String, bool)> = Vec::new();
     for line in body.split('\n') {

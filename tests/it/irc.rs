@@ -805,6 +805,39 @@ async fn irc_bad_input_gets_standard_numerics_and_harms_no_one() {
     store.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn irc_sessions_end_cleanly_on_revocation_shutdown_and_plaintext_on_the_tls_port() {
+    let server = server_with(&["alice", "bob"]).await;
+    // A plaintext client on the TLS port is told, in IRC, what to do.
+    let mut tcp = tokio::net::TcpStream::connect(server.irc_tls.unwrap())
+        .await
+        .unwrap();
+    tcp.write_all(b"NICK alice\r\n").await.unwrap();
+    let mut plain = Irc::over(tcp);
+    assert!(plain.closed().await.contains("enable TLS"));
+    // Revoking the account's sessions closes its IRC connections too.
+    let mut alice = Irc::login(&server, "alice").await;
+    alice.sync().await;
+    let store = server.admin().await;
+    store
+        .revoke_user(&chat_svc::protocol::Username::parse("alice").unwrap())
+        .await
+        .unwrap();
+    store.close().await;
+    assert!(alice.closed().await.contains("revoked"));
+    // A labelled command without an answer is acknowledged; shutdown says goodbye.
+    let mut bob = Irc::login(&server, "bob").await;
+    bob.send("@label=a1 AWAY").await;
+    bob.expect("305").await;
+    bob.send("CAP REQ :-echo-message").await;
+    bob.expect("CAP").await;
+    bob.send("@label=a2 PRIVMSG alice :unseen echo").await;
+    let ack = bob.expect("ACK").await;
+    assert_eq!(ack.tag_value("label"), Some("a2"));
+    server.stop().await;
+    assert!(bob.closed().await.contains("shutting down"));
+}
+
 #[test]
 fn plaintext_irc_is_refused_off_loopback_with_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
