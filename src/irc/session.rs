@@ -201,7 +201,8 @@ impl<S: Stream> Session<S> {
                         None => Err(End::Gone),
                     }
                 }
-                line = self.framed.next() => {
+                // Like the native session: stop reading while too many sends are in flight.
+                line = self.framed.next(), if self.in_flight.len() < limits.max_in_flight => {
                     match line {
                         None | Some(Err(_)) => return End::Gone,
                         Some(Ok(line)) => {
