@@ -1,4 +1,4 @@
-//! Line framing for IRC: CRLF (or bare LF) terminated lines with a maximum length.
+//! Line framing for IRC: lines ended by CRLF, LF or CR, with a maximum length.
 //!
 //! Unlike `tokio_util::codec::LinesCodec`, a bad line is not an error that ends the stream:
 //! an over-long line is discarded up to its end and reported as [`Line::TooLong`], a line that
@@ -50,7 +50,10 @@ impl Decoder for IrcCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Line>, std::io::Error> {
         loop {
-            let newline = src[self.scanned..].iter().position(|b| *b == b'\n');
+            // CR, LF and CRLF all end a line (empty lines are skipped below).
+            let newline = src[self.scanned..]
+                .iter()
+                .position(|b| matches!(b, b'\n' | b'\r'));
             let Some(offset) = newline else {
                 if src.len() > self.max + 1 {
                     // No line end within the limit: drop what is here and keep discarding.
@@ -68,10 +71,7 @@ impl Decoder for IrcCodec {
             if std::mem::take(&mut self.discarding) {
                 return Ok(Some(Line::TooLong));
             }
-            let mut text = &line[..end];
-            if text.last() == Some(&b'\r') {
-                text = &text[..text.len() - 1];
-            }
+            let text = &line[..end];
             if text.len() > self.max {
                 return Ok(Some(Line::TooLong));
             }

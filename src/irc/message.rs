@@ -62,9 +62,10 @@ impl IrcMessage {
         if let Some(after) = rest.strip_prefix('@') {
             let (raw, tail) = after.split_once(' ').unwrap_or((after, ""));
             for item in raw.split(';').filter(|t| !t.is_empty()) {
-                match item.split_once('=') {
+                // `key=` and `key` are the same tag (an empty value).
+                match item.split_once('=').filter(|(_, v)| !v.is_empty()) {
                     Some((k, v)) => tags.push((k.to_string(), Some(unescape_tag(v)))),
-                    None => tags.push((item.to_string(), None)),
+                    None => tags.push((item.trim_end_matches('=').to_string(), None)),
                 }
             }
             rest = tail.trim_start_matches(' ');

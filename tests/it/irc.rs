@@ -862,6 +862,71 @@ fn plaintext_irc_is_refused_off_loopback_with_one_clear_line() {
     assert!(err.contains("not a loopback address"), "{err}");
 }
 
+// ----- properties of the line codec and the message syntax -------------------------------
+
+fn prop_config() -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases: 512,
+        failure_persistence: None,
+        ..Default::default()
+    }
+}
+
+/// Lines decoded from a byte stream arriving in `chunks`.
+fn decode_lines(max: usize, chunks: &[&[u8]]) -> Vec<chat_svc::irc::codec::Line> {
+    use tokio_util::codec::Decoder;
+    let mut codec = chat_svc::irc::codec::IrcCodec::new(max);
+    let mut buf = bytes::BytesMut::new();
+    let mut out = Vec::new();
+    for chunk in chunks {
+        buf.extend_from_slice(chunk);
+        while let Some(line) = codec.decode(&mut buf).unwrap() {
+            out.push(line);
+        }
+    }
+    while let Some(line) = codec.decode_eof(&mut buf).unwrap() {
+        out.push(line);
+    }
+    out
+}
+
+proptest::proptest! {
+    #![proptest_config(prop_config())]
+
+    /// However the stream is split, the same lines come out, none over the limit, and the
+    /// decoder never fails: a bad line is a value, not the end of the connection.
+    #[test]
+    fn irc_codec_is_split_invariant_and_bounded(
+        stream in proptest::collection::vec(
+            proptest::prop_oneof![Just(b'\n'), Just(b'\r'), Just(0xffu8), Just(0u8), 0x20u8..0x7f],
+            0..400,
+        ),
+        max in 1usize..64,
+        chunk in 1usize..50,
+    ) {
+        use chat_svc::irc::codec::Line;
+        let whole = decode_lines(max, &[&stream]);
+        let split: Vec<&[u8]> = stream.chunks(chunk).collect();
+        proptest::prop_assert_eq!(&decode_lines(max, &split), &whole);
+        for line in &whole {
+            if let Line::Text(t) = line {
+                proptest::prop_assert!(t.len() <= max && !t.contains(['\r', '\n', '\0']));
+            }
+        }
+    }
+
+    /// Parsing is total and writing a parsed message reads back the same message.
+    #[test]
+    fn irc_messages_survive_a_write_and_read(line in "[ -~\u{80}-\u{2FF}]{0,80}") {
+        if let Some(m) = IrcMessage::parse(&line) {
+            let again = IrcMessage::parse(&m.to_line());
+            proptest::prop_assert_eq!(again.as_ref(), Some(&m), "{}", m.to_line());
+        }
+    }
+}
+
+use proptest::strategy::Just;
+
 // ----- a real client: WeeChat ------------------------------------------------------------
 
 /// `weechat-headless` on PATH; `None` (after saying so) on a developer machine without it.
