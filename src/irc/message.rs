@@ -62,11 +62,14 @@ impl IrcMessage {
         if let Some(after) = rest.strip_prefix('@') {
             let (raw, tail) = after.split_once(' ').unwrap_or((after, ""));
             for item in raw.split(';').filter(|t| !t.is_empty()) {
-                // `key=` and `key` are the same tag (an empty value).
-                match item.split_once('=').filter(|(_, v)| !v.is_empty()) {
-                    Some((k, v)) => tags.push((k.to_string(), Some(unescape_tag(v)))),
-                    None => tags.push((item.trim_end_matches('=').to_string(), None)),
+                // `key=` and `key` are the same tag (an empty value); a tag without a key
+                // means nothing and is dropped.
+                let (key, value) = item.split_once('=').unwrap_or((item, ""));
+                if key.is_empty() {
+                    continue;
                 }
+                let value = (!value.is_empty()).then(|| unescape_tag(value));
+                tags.push((key.to_string(), value));
             }
             rest = tail.trim_start_matches(' ');
         }
@@ -188,6 +191,10 @@ mod tests {
         );
         assert!(IrcMessage::parse("").is_none());
         assert!(IrcMessage::parse("@a=b ").is_none());
+        // Found by fuzzing: a keyless tag must not survive to be written as `@ `.
+        let keyless = IrcMessage::parse("@=;=x;k= CMD a").unwrap();
+        assert_eq!(keyless.tags, [("k".to_string(), None)]);
+        assert_eq!(IrcMessage::parse(&keyless.to_line()), Some(keyless));
     }
 
     #[test]
