@@ -68,7 +68,7 @@ impl IrcMessage {
                 if key.is_empty() {
                     continue;
                 }
-                let value = (!value.is_empty()).then(|| unescape_tag(value));
+                let value = Some(unescape_tag(value)).filter(|v| !v.is_empty());
                 tags.push((key.to_string(), value));
             }
             rest = tail.trim_start_matches(' ');
@@ -80,7 +80,8 @@ impl IrcMessage {
             rest = tail.trim_start_matches(' ');
         }
         let (command, mut rest) = rest.split_once(' ').unwrap_or((rest, ""));
-        if command.is_empty() {
+        // A second `@` where the command belongs is not a command (and would read as tags).
+        if command.is_empty() || command.starts_with('@') {
             return None;
         }
         let mut params = Vec::new();
@@ -191,9 +192,13 @@ mod tests {
         );
         assert!(IrcMessage::parse("").is_none());
         assert!(IrcMessage::parse("@a=b ").is_none());
+        assert!(IrcMessage::parse("@  @label=a CMD").is_none());
         // Found by fuzzing: a keyless tag must not survive to be written as `@ `.
-        let keyless = IrcMessage::parse("@=;=x;k= CMD a").unwrap();
-        assert_eq!(keyless.tags, [("k".to_string(), None)]);
+        let keyless = IrcMessage::parse(r"@=;=x;k=;e=\ CMD a").unwrap();
+        assert_eq!(
+            keyless.tags,
+            [("k".to_string(), None), ("e".to_string(), None)]
+        );
         assert_eq!(IrcMessage::parse(&keyless.to_line()), Some(keyless));
     }
 
