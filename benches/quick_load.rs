@@ -20,6 +20,7 @@ fn main() -> std::process::ExitCode {
         pairs: pairs.max(1),
         window: 64,
         rates: vec![10_000],
+        members: 100,
         body_bytes: 200,
         backlog: 100_000,
         connections: None,

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::protocol::{Secret, Username};
+use crate::server::bucket::TokenBucket;
 use crate::store::{Store, StoreError};
 
 /// argon2id memory cost in KiB (OWASP minimum: 19 MiB).
@@ -62,6 +63,11 @@ pub enum AuthError {
     PasswordTooShort,
     #[error("password must be at most {MAX_PASSWORD_BYTES} bytes")]
     PasswordTooLong,
+    #[error(
+        "this account already has {max} logged-in devices, the most allowed; log one out \
+         (`chat logout` on it, or `chatd user revoke`)"
+    )]
+    TooManyDevices { max: u32 },
     #[error("password hashing failed")]
     Hashing,
     #[error(transparent)]
@@ -194,16 +200,47 @@ pub fn hash_token(token: &str) -> [u8; 32] {
 pub struct Auth {
     store: Store,
     hasher: Hasher,
+    limits: AuthLimits,
     throttle: Arc<Mutex<Throttle>>,
+    /// Password checks that may fail, server-wide: taken before hashing, given back on
+    /// success. Bounds the argon2 work that failed logins from everywhere (loopback and
+    /// many addresses included) can cost, so they cannot starve message delivery.
+    failures: Arc<Mutex<TokenBucket>>,
+}
+
+/// Server-wide login limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthLimits {
+    /// Sustained failed logins per second, server-wide, before `rate_limited`.
+    pub failed_logins_per_sec: u32,
+    /// Failed logins allowed at once above the sustained rate.
+    pub failed_login_burst: u32,
+    /// Most devices (sessions) one account may have; a further login is refused.
+    pub max_devices_per_account: u32,
+}
+
+impl Default for AuthLimits {
+    fn default() -> Self {
+        AuthLimits {
+            failed_logins_per_sec: 10,
+            failed_login_burst: 20,
+            max_devices_per_account: 100,
+        }
+    }
 }
 
 impl Auth {
     /// Builds the authenticator.
-    pub fn new(store: Store, hasher: Hasher) -> Auth {
+    pub fn new(store: Store, hasher: Hasher, limits: AuthLimits) -> Auth {
         Auth {
             store,
             hasher,
+            limits,
             throttle: Arc::new(Mutex::new(Throttle::default())),
+            failures: Arc::new(Mutex::new(TokenBucket::new(
+                limits.failed_logins_per_sec,
+                limits.failed_login_burst,
+            ))),
         }
     }
 
@@ -219,10 +256,12 @@ impl Auth {
         let creds = self.check_password(user, password, peer).await?;
         let (token, hash) = new_token();
         let device_name: String = device_name.chars().take(64).collect();
+        let max = self.limits.max_devices_per_account;
         let device_id = self
             .store
-            .create_device(creds.user_id, &hash, &device_name)
-            .await?;
+            .create_device_capped(creds.user_id, &hash, &device_name, max)
+            .await?
+            .ok_or(AuthError::TooManyDevices { max })?;
         Ok((
             AuthedUser {
                 user_id: creds.user_id,
@@ -235,7 +274,8 @@ impl Auth {
 
     /// Password login for the IRC gateway: the same check, throttling and errors as
     /// [`Auth::login`], but the connection is the account's IRC device named `device`
-    /// (created on first use, then kept with its cursor), and no token is issued.
+    /// (created on first use within the same device limit, then kept with its cursor), and
+    /// no token is issued.
     pub async fn login_irc(
         &self,
         user: &str,
@@ -246,10 +286,12 @@ impl Auth {
         let creds = self.check_password(user, password, peer).await?;
         // The device cannot be resumed by token: it is reached only by password.
         let (_, unused_token_hash) = new_token();
+        let max = self.limits.max_devices_per_account;
         let device_id = self
             .store
-            .irc_device(creds.user_id, device, &unused_token_hash)
-            .await?;
+            .irc_device(creds.user_id, device, &unused_token_hash, max)
+            .await?
+            .ok_or(AuthError::TooManyDevices { max })?;
         Ok(AuthedUser {
             user_id: creds.user_id,
             name: creds.name,
@@ -282,6 +324,9 @@ impl Auth {
         if let Some(retry_after) = self.throttled(&account_key, &address_key) {
             return Err(AuthError::RateLimited { retry_after });
         }
+        self.lock_failures()
+            .take()
+            .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
         let creds = match &name {
             Some(name) => self.store.credentials(name).await?,
             None => None,
@@ -298,6 +343,7 @@ impl Auth {
             return Err(AuthError::InvalidCredentials);
         };
         self.record_success(&account_key);
+        self.lock_failures().refund();
         if creds.disabled {
             return Err(AuthError::AccountDisabled);
         }
@@ -325,6 +371,10 @@ impl Auth {
     pub async fn logout(&self, user: &AuthedUser) -> Result<(), AuthError> {
         self.store.delete_device(user.device_id).await?;
         Ok(())
+    }
+
+    fn lock_failures(&self) -> std::sync::MutexGuard<'_, TokenBucket> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn throttled(&self, account_key: &str, address_key: &str) -> Option<Duration> {

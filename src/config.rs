@@ -69,6 +69,10 @@ pub struct FileConfig {
     pub max_connections_per_address: Option<usize>,
     pub handshake_timeout_secs: Option<u64>,
     pub outbound_queue_messages: Option<usize>,
+    pub outbound_queue_bytes: Option<usize>,
+    pub failed_logins_per_second: Option<u32>,
+    pub failed_login_burst: Option<u32>,
+    pub max_devices_per_account: Option<u32>,
     pub send_rate_per_second: Option<u32>,
     pub send_burst: Option<u32>,
     pub idle_timeout_secs: Option<u64>,
@@ -202,6 +206,37 @@ pub fn resolve(flags: &Overrides, file: &FileConfig) -> Result<Resolved, ConfigE
         }
         limits.send_burst = v;
     }
+    if let Some(v) = file.outbound_queue_bytes {
+        // At least one largest frame must fit.
+        if v < crate::protocol::MAX_FRAME_LEN {
+            return Err(ConfigError::Range("outbound_queue_bytes", v as u64));
+        }
+        limits.live_queue_bytes = v;
+    }
+    let login = &mut limits.login;
+    for (key, value, field) in [
+        (
+            "failed_logins_per_second",
+            file.failed_logins_per_second,
+            &mut login.failed_logins_per_sec,
+        ),
+        (
+            "failed_login_burst",
+            file.failed_login_burst,
+            &mut login.failed_login_burst,
+        ),
+        (
+            "max_devices_per_account",
+            file.max_devices_per_account,
+            &mut login.max_devices_per_account,
+        ),
+    ] {
+        match value {
+            Some(0) => return Err(ConfigError::Range(key, 0)),
+            Some(v) => *field = v,
+            None => {}
+        }
+    }
     let mut extra_names = file.tls_names.clone().unwrap_or_default();
     extra_names.extend(flags.tls_names.iter().cloned());
     let options = ServerOptions {
@@ -295,6 +330,36 @@ mod tests {
             resolve(&Overrides::default(), &huge),
             Err(ConfigError::MaxBody(1000000))
         ));
+        for (text, key) in [
+            ("outbound_queue_bytes = 1000", "outbound_queue_bytes"),
+            ("failed_logins_per_second = 0", "failed_logins_per_second"),
+            ("failed_login_burst = 0", "failed_login_burst"),
+            ("max_devices_per_account = 0", "max_devices_per_account"),
+        ] {
+            let file = FileConfig::parse(text).unwrap();
+            match resolve(&Overrides::default(), &file) {
+                Err(ConfigError::Range(got, _)) => assert_eq!(got, key),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        let file = FileConfig::parse(
+            "outbound_queue_bytes = 1048576\nfailed_logins_per_second = 5\n\
+             failed_login_burst = 7\nmax_devices_per_account = 9\n",
+        )
+        .unwrap();
+        let limits = resolve(&Overrides::default(), &file)
+            .unwrap()
+            .options
+            .limits;
+        assert_eq!(limits.live_queue_bytes, 1 << 20);
+        assert_eq!(
+            limits.login,
+            crate::auth::AuthLimits {
+                failed_logins_per_sec: 5,
+                failed_login_burst: 7,
+                max_devices_per_account: 9,
+            }
+        );
         assert!(FileConfig::parse("colour = \"blue\"")
             .unwrap_err()
             .contains("colour"));

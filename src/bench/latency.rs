@@ -92,20 +92,12 @@ async fn run_rate(ctx: &Ctx<'_>, rate: u64) -> Result<Report> {
     let paced = pacing.await??;
     let send_secs = start.elapsed().as_secs_f64();
     let acked = counters.acked();
-    let drain_limit = o.duration.max(Duration::from_secs(10));
-    load::wait_until(drain_limit, &bar, || counters.delivered() >= acked, status).await;
-    stop.cancel();
-    let (hist, delivered, last_at) = load::collect(recipients).await?;
-    bar.finish_and_clear();
-    let server = target.describe();
-    target.stop().await;
-
-    let deliver_secs = last_at.map_or(send_secs, |t| (t - start).as_secs_f64());
-    let mut report = Report::new("latency");
-    report.server = server;
-    report.acked_per_sec = Some(round(acked as f64 / send_secs, 1));
-    report.delivered_per_sec = Some(round(delivered as f64 / deliver_secs.max(1e-9), 1));
-    report.set_latency(&hist);
+    let end = load::end_phase(
+        target, &bar, recipients, &counters, &stop, start, o.duration, acked, status,
+    )
+    .await?;
+    let delivered = end.delivered;
+    let mut report = end.report("latency", acked, send_secs);
     report.figure("offered_per_sec", rate);
     report.figure("messages", paced.sent);
     if counters.rate_limited() > 0 {

@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{Client, ClientError, Connection, Event, SentInfo};
 use crate::protocol::ErrorCode;
 
+use super::report::{round, Report};
+
 /// The password of every bench account.
 pub(crate) const PASSWORD: &str = "bench-password-0";
 
@@ -145,7 +147,8 @@ pub(crate) fn spawn_recipient(
                 event = events.recv() => event,
             };
             match event {
-                Some(Event::Message(m)) => {
+                // Membership events (the fanout room's joins) are not load.
+                Some(Event::Message(m)) if m.kind.is_text() => {
                     let now = Instant::now();
                     if let Some(stamp) = read_stamp(&m.body) {
                         if stamp >= record_from_us {
@@ -451,6 +454,102 @@ pub(crate) fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+/// Starts one [`closed_loop_sender`] per `(client, destination)` until `deadline`.
+pub(crate) fn spawn_closed_loop(
+    senders: Vec<(Client, String)>,
+    body_len: usize,
+    window: usize,
+    epoch: Instant,
+    deadline: Instant,
+    counters: &Arc<Counters>,
+) -> Vec<tokio::task::JoinHandle<Result<u64>>> {
+    senders
+        .into_iter()
+        .map(|(client, to)| {
+            tokio::spawn(closed_loop_sender(
+                client,
+                to,
+                body_len,
+                window,
+                epoch,
+                deadline,
+                Arc::clone(counters),
+            ))
+        })
+        .collect()
+}
+
+/// Sums what the sender tasks had acknowledged.
+pub(crate) async fn join_senders(tasks: Vec<tokio::task::JoinHandle<Result<u64>>>) -> Result<u64> {
+    let mut acked = 0;
+    for t in tasks {
+        acked += t.await.context("a sender task failed")??;
+    }
+    Ok(acked)
+}
+
+/// The end of a timed phase: what the recipients received.
+pub(crate) struct PhaseEnd {
+    pub hist: Histogram<u64>,
+    pub delivered: u64,
+    /// Seconds from the start of the phase to the last delivery.
+    pub deliver_secs: f64,
+    /// The server, as reports describe it.
+    pub server: String,
+}
+
+/// Waits (at least 10 s, or the phase's length) until `expected` deliveries have arrived,
+/// stops the recipients, collects their figures and stops the server.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn end_phase(
+    target: super::target::Target,
+    bar: &indicatif::ProgressBar,
+    recipients: Vec<tokio::task::JoinHandle<Result<Received>>>,
+    counters: &Counters,
+    stop: &CancellationToken,
+    start: Instant,
+    phase: Duration,
+    expected: u64,
+    status: impl Fn() -> String,
+) -> Result<PhaseEnd> {
+    let send_secs = start.elapsed().as_secs_f64();
+    let drain_limit = phase.max(Duration::from_secs(10));
+    wait_until(
+        drain_limit,
+        bar,
+        || counters.delivered() >= expected,
+        status,
+    )
+    .await;
+    stop.cancel();
+    let (hist, delivered, last_at) = collect(recipients).await?;
+    bar.finish_and_clear();
+    let server = target.describe();
+    target.stop().await;
+    Ok(PhaseEnd {
+        hist,
+        delivered,
+        deliver_secs: last_at.map_or(send_secs, |t| (t - start).as_secs_f64()),
+        server,
+    })
+}
+
+impl PhaseEnd {
+    /// A report with the server, the delivery rate and the latency filled in, and the
+    /// acknowledgement rate from `acked` over `send_secs`.
+    pub(crate) fn report(&self, scenario: &str, acked: u64, send_secs: f64) -> Report {
+        let mut report = Report::new(scenario);
+        report.server = self.server.clone();
+        report.acked_per_sec = Some(round(acked as f64 / send_secs.max(1e-9), 1));
+        report.delivered_per_sec = Some(round(
+            self.delivered as f64 / self.deliver_secs.max(1e-9),
+            1,
+        ));
+        report.set_latency(&self.hist);
+        report
+    }
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ pub enum Scenario {
     Throughput,
     /// A fixed offered rate, open loop: latency percentiles measured from the intended send.
     Latency,
-    /// One room of 100 members (needs rooms).
+    /// One room of 100 members: messages/s in, deliveries/s out.
     Fanout,
     /// A queue of messages for an offline device, then the time to drain it.
     Backlog,
@@ -100,6 +100,9 @@ pub struct BenchArgs {
     /// a latency-versus-load curve: --rate 1000,5000,10000.
     #[arg(long, default_value = "10000", value_delimiter = ',', value_name = "N")]
     pub rate: Vec<u64>,
+    /// Members of the room (fanout).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub members: usize,
     /// Message body in bytes.
     #[arg(long, default_value_t = 200, value_name = "BYTES")]
     pub body: usize,
@@ -159,6 +162,8 @@ pub struct BenchOptions {
     pub window: usize,
     /// Offered messages/s, one latency measurement each.
     pub rates: Vec<u64>,
+    /// Members of the fanout room.
+    pub members: usize,
     /// Message body size.
     pub body_bytes: usize,
     /// Messages queued for the offline device (backlog).
@@ -210,6 +215,7 @@ impl BenchOptions {
             pairs: args.pairs,
             window: args.window,
             rates: args.rate.clone(),
+            members: args.members,
             body_bytes: args.body,
             backlog: args.backlog,
             connections: args.connections,
@@ -228,6 +234,9 @@ impl BenchOptions {
         }
         if self.window == 0 {
             bail!("--window must be at least 1");
+        }
+        if self.members < 2 {
+            bail!("--members must be at least 2");
         }
         if self.rates.is_empty() || self.rates.contains(&0) {
             bail!("--rate must be at least 1 message/s");

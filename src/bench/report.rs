@@ -189,12 +189,13 @@ pub fn print_header(machine: &Machine, options: &BenchOptions) -> Result<()> {
     let rates: Vec<String> = options.rates.iter().map(|r| thousands(*r)).collect();
     writeln!(
         out,
-        "parameters: duration {} s, pairs {}, window {}, rate {}/s, body {} B, backlog {}, \
-         connections {}, flood {}",
+        "parameters: duration {} s, pairs {}, window {}, rate {}/s, members {}, body {} B, \
+         backlog {}, connections {}, flood {}",
         options.duration.as_secs_f64(),
         options.pairs,
         options.window,
         rates.join(","),
+        options.members,
         options.body_bytes,
         thousands(options.backlog as u64),
         options

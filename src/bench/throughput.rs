@@ -3,13 +3,12 @@
 //! and end-to-end latency from the moment each send was made to its arrival.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use tokio_util::sync::CancellationToken;
 
 use super::load::{self, thousands, Counters};
-use super::report::round;
 use super::{Ctx, Report};
 
 pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
@@ -51,18 +50,8 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
 
     let start = Instant::now();
     let deadline = start + o.duration;
-    let mut tasks = Vec::new();
-    for (client, to) in senders {
-        tasks.push(tokio::spawn(load::closed_loop_sender(
-            client,
-            to,
-            o.body_bytes,
-            o.window,
-            epoch,
-            deadline,
-            Arc::clone(&counters),
-        )));
-    }
+    let tasks =
+        load::spawn_closed_loop(senders, o.body_bytes, o.window, epoch, deadline, &counters);
     let status = || {
         format!(
             "{} acked, {} delivered",
@@ -71,26 +60,15 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
         )
     };
     load::show_phase(&bar, start, deadline, status).await;
-    let mut acked = 0;
-    for t in tasks {
-        acked += t.await.context("a sender task failed")??;
-    }
+    let acked = load::join_senders(tasks).await?;
     let send_secs = start.elapsed().as_secs_f64();
-    // Everything acknowledged must arrive; allow generous time for the queues to drain.
-    let drain_limit = o.duration.max(Duration::from_secs(10));
-    load::wait_until(drain_limit, &bar, || counters.delivered() >= acked, status).await;
-    stop.cancel();
-    let (hist, delivered, last_at) = load::collect(recipients).await?;
-    bar.finish_and_clear();
-    let server = target.describe();
-    target.stop().await;
-
-    let deliver_secs = last_at.map_or(send_secs, |t| (t - start).as_secs_f64());
-    let mut report = Report::new("throughput");
-    report.server = server;
-    report.acked_per_sec = Some(round(acked as f64 / send_secs, 1));
-    report.delivered_per_sec = Some(round(delivered as f64 / deliver_secs.max(1e-9), 1));
-    report.set_latency(&hist);
+    // Everything acknowledged must arrive.
+    let end = load::end_phase(
+        target, &bar, recipients, &counters, &stop, start, o.duration, acked, status,
+    )
+    .await?;
+    let delivered = end.delivered;
+    let mut report = end.report("throughput", acked, send_secs);
     report.figure("messages", acked);
     if counters.rate_limited() > 0 {
         report.figure("rate_limited_retries", counters.rate_limited());

@@ -239,7 +239,8 @@ impl<S: Stream> Session<S> {
             Err(
                 e @ (AuthError::InvalidCredentials
                 | AuthError::AccountDisabled
-                | AuthError::RateLimited { .. }),
+                | AuthError::RateLimited { .. }
+                | AuthError::TooManyDevices { .. }),
             ) => Ok(Err(e.to_string())),
             Err(e) => {
                 tracing::error!(error = %e, "IRC login failed");

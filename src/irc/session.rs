@@ -30,7 +30,7 @@ use crate::auth::AuthedUser;
 use crate::protocol::codec::parse_server_frame;
 use crate::protocol::{ErrorCode, ServerFrame};
 use crate::server::bucket::TokenBucket;
-use crate::server::hub::{Push, SessionGuard};
+use crate::server::hub::{LiveQueue, Push, SessionGuard};
 use crate::server::session::BacklogEvent;
 use crate::server::ServerState;
 
@@ -99,7 +99,7 @@ pub(super) struct Session<S> {
     pub kicked: Option<mpsc::Receiver<ErrorCode>>,
     pub in_flight: FuturesUnordered<BoxFuture<'static, Done>>,
     pub backlog: Option<mpsc::Receiver<BacklogEvent>>,
-    live: Option<mpsc::Receiver<Arc<Push>>>,
+    live: Option<LiveQueue>,
     live_floor: i64,
     /// Highest message id written to this connection.
     max_pushed: i64,
@@ -167,6 +167,13 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     }
 }
 
+async fn recv_live(live: &mut Option<LiveQueue>) -> Option<Arc<Push>> {
+    match live {
+        Some(live) => live.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl<S: Stream> Session<S> {
     async fn serve(&mut self, shutdown: &CancellationToken) -> End {
         let limits = self.state.limits.clone();
@@ -195,7 +202,7 @@ impl<S: Stream> Session<S> {
                 event = recv_opt(&mut self.backlog), if self.backlog.is_some() => {
                     self.on_backlog(event).await
                 }
-                push = recv_opt(&mut self.live), if self.live.is_some() => {
+                push = recv_live(&mut self.live), if self.live.is_some() => {
                     match push {
                         Some(push) => self.on_push(&push).await,
                         None => Err(End::Gone),
@@ -411,8 +418,11 @@ impl<S: Stream> Session<S> {
         };
         let (user_id, device_id) = (user.user_id(), user.device_id());
         let hub = Arc::clone(&self.state.hub);
-        let capacity = self.state.limits.live_queue;
-        let subscribe = move || hub.subscribe(conn, user_id, device_id, capacity);
+        let (capacity, max_bytes) = (
+            self.state.limits.live_queue,
+            self.state.limits.live_queue_bytes,
+        );
+        let subscribe = move || hub.subscribe(conn, user_id, device_id, capacity, max_bytes);
         tokio::spawn(crate::server::session::stream_backlog(
             self.state.store.clone(),
             user_id,

@@ -529,6 +529,8 @@ pub enum ErrorCode {
     InvalidName,
     /// Too many attempts; `retry_after_ms` says when to try again.
     RateLimited,
+    /// The account has as many logged-in devices as the server allows; log one out first.
+    TooManyDevices,
     /// This connection did not read its pushes fast enough and is closed; reconnect.
     SlowConsumer,
     /// A phase of the connection took too long.
@@ -563,6 +565,7 @@ impl ErrorCode {
             ErrorCode::EmptyMessage => "empty_message",
             ErrorCode::InvalidName => "invalid_name",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManyDevices => "too_many_devices",
             ErrorCode::SlowConsumer => "slow_consumer",
             ErrorCode::Timeout => "timeout",
             ErrorCode::ShuttingDown => "shutting_down",

@@ -1,4 +1,5 @@
-//! A token bucket: a sustained rate with a burst allowance, for per-connection send limits.
+//! A token bucket: a sustained rate with a burst allowance, for per-connection send limits
+//! and the server-wide failed-login budget.
 
 use std::time::Duration;
 
@@ -37,6 +38,11 @@ impl TokenBucket {
         } else {
             Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
         }
+    }
+
+    /// Gives back a token taken for something that turned out not to count.
+    pub fn refund(&mut self) {
+        self.tokens = (self.tokens + 1.0).min(self.burst);
     }
 }
 

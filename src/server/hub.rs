@@ -1,12 +1,13 @@
 //! The hub: which authenticated connections exist, which of them are subscribed for live
 //! delivery, and fan-out of committed messages to them.
 //!
-//! Fan-out never waits: each subscribed connection has a bounded queue, and a connection
-//! whose queue is full is kicked as a slow consumer (it resumes from its cursor when it
+//! Fan-out never waits: each subscribed connection has a queue bounded in messages and in
+//! bytes, and a connection whose queue is full is kicked as a slow consumer (it resumes from its cursor when it
 //! reconnects) rather than slowing the writer or anyone else. A pushed frame is encoded once
 //! and shared by every connection that receives it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -46,6 +47,44 @@ struct Subscriber {
     conn_id: u64,
     device_id: i64,
     tx: mpsc::Sender<Arc<Push>>,
+    /// Bytes of frames queued and not yet taken by the connection.
+    queued: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+impl Subscriber {
+    /// Queues a push. False when the queue is full, in messages or in bytes: the
+    /// connection is a slow consumer.
+    fn offer(&self, push: &Arc<Push>) -> bool {
+        let len = push.frame.len();
+        if self.queued.fetch_add(len, Ordering::Relaxed) + len > self.max_bytes {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        match self.tx.try_send(Arc::clone(push)) {
+            Ok(()) => true,
+            Err(e) => {
+                self.queued.fetch_sub(len, Ordering::Relaxed);
+                // A closed queue belongs to a connection that is going away anyway.
+                matches!(e, mpsc::error::TrySendError::Closed(_))
+            }
+        }
+    }
+}
+
+/// A connection's live queue: pushes in commit order, bounded in number and in bytes.
+pub struct LiveQueue {
+    rx: mpsc::Receiver<Arc<Push>>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl LiveQueue {
+    /// The next push; `None` once the hub has dropped the connection's subscription.
+    pub async fn recv(&mut self) -> Option<Arc<Push>> {
+        let push = self.rx.recv().await?;
+        self.queued.fetch_sub(push.frame.len(), Ordering::Relaxed);
+        Some(push)
+    }
 }
 
 /// Keeps a connection registered; unregisters (and unsubscribes) it when dropped.
@@ -104,20 +143,23 @@ impl Hub {
         )
     }
 
-    /// Subscribes a registered connection to live delivery with a queue of `capacity`.
-    /// Returns `None` if the connection is no longer registered.
+    /// Subscribes a registered connection to live delivery with a queue of `capacity`
+    /// messages and `max_bytes` bytes of frames. Returns `None` if the connection is no
+    /// longer registered.
     pub fn subscribe(
         &self,
         conn_id: u64,
         user_id: i64,
         device_id: i64,
         capacity: usize,
-    ) -> Option<mpsc::Receiver<Arc<Push>>> {
+        max_bytes: usize,
+    ) -> Option<LiveQueue> {
         let mut inner = self.lock();
         if !inner.sessions.contains_key(&conn_id) {
             return None;
         }
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        let queued = Arc::new(AtomicUsize::new(0));
         inner
             .subscribers
             .entry(user_id)
@@ -126,8 +168,10 @@ impl Hub {
                 conn_id,
                 device_id,
                 tx,
+                queued: Arc::clone(&queued),
+                max_bytes,
             });
-        Some(rx)
+        Some(LiveQueue { rx, queued })
     }
 
     /// Fans committed messages out to subscribed connections: for a direct message the
@@ -170,9 +214,7 @@ impl Hub {
                                 }),
                             })
                         });
-                        if let Err(mpsc::error::TrySendError::Full(_)) =
-                            s.tx.try_send(Arc::clone(p))
-                        {
+                        if !s.offer(p) {
                             slow.push(s.conn_id);
                         }
                     }
@@ -195,7 +237,7 @@ impl Hub {
             };
             let push = Arc::new(Push { id: 0, frame });
             for s in subs.iter().filter(|s| s.conn_id != except_conn) {
-                if let Err(mpsc::error::TrySendError::Full(_)) = s.tx.try_send(Arc::clone(&push)) {
+                if !s.offer(&push) {
                     slow.push(s.conn_id);
                 }
             }

@@ -23,7 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Auth, Hasher};
+use crate::auth::{Auth, AuthLimits, Hasher};
 use crate::protocol::{ErrorCode, RoomName, Username, DEFAULT_MAX_BODY_BYTES};
 use crate::store::{Durability, RoomRef, Store, UserRef, Writer};
 use crate::tls::{self, Fingerprint, IdentitySource};
@@ -55,6 +55,11 @@ pub struct Limits {
     pub write_timeout: Duration,
     /// Live pushes queued per connection before it is disconnected as a slow consumer.
     pub live_queue: usize,
+    /// Bytes of live pushes queued per connection before it is disconnected as a slow
+    /// consumer (bounds what one stalled reader can pin in memory).
+    pub live_queue_bytes: usize,
+    /// Server-wide login limits: failed-login budget, devices per account.
+    pub login: AuthLimits,
     /// Sends and acks in flight per connection before the server stops reading from it.
     pub max_in_flight: usize,
     /// Time allowed for sessions to drain at shutdown.
@@ -76,6 +81,8 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(120),
             write_timeout: Duration::from_secs(10),
             live_queue: 4096,
+            live_queue_bytes: 8 * 1024 * 1024,
+            login: AuthLimits::default(),
             max_in_flight: 1024,
             shutdown_grace: Duration::from_secs(10),
             revocation_poll: Duration::from_millis(500),
@@ -213,7 +220,7 @@ impl Server {
             .start_writer(Box::new(move |batch| fanout.deliver(batch)))
             .await?;
         let state = Arc::new(ServerState {
-            auth: Auth::new(store.clone(), hasher),
+            auth: Auth::new(store.clone(), hasher, options.limits.login),
             store,
             writer,
             hub,

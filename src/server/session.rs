@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, SinkExt, StreamExt};
@@ -30,7 +30,7 @@ mod rooms;
 
 use rooms::RoomOp;
 
-use super::hub::{Push, SessionGuard};
+use super::hub::{LiveQueue, SessionGuard};
 use super::ServerState;
 use crate::auth::{AuthError, AuthedUser};
 use crate::protocol::codec::{encode_json, parse_request, FrameCodec, FrameError};
@@ -38,6 +38,9 @@ use crate::protocol::{
     ErrorCode, Message, Request, Secret, ServerFrame, MAX_SEND_KEY_LEN, PROTOCOL_VERSION,
 };
 use crate::store::{NewMessage, Store};
+
+/// Longest a refused (`rate_limited`) login waits before it is answered.
+const LOGIN_TARPIT: Duration = Duration::from_secs(1);
 
 /// Messages fetched from the store per backlog page.
 const BACKLOG_PAGE: u32 = 1000;
@@ -70,17 +73,18 @@ pub(super) async fn run(
         }
         _ => return,
     }
-    let tls = match tokio::time::timeout_at(handshake_deadline, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            return;
-        }
-    };
+    let tls =
+        match tokio::time::timeout_at(handshake_deadline, Box::pin(acceptor.accept(tcp))).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
     let mut session = Session {
         framed: Framed::new(tls, FrameCodec::new()),
         peer,
@@ -95,14 +99,17 @@ pub(super) async fn run(
         max_pushed: 0,
         cursor: 0,
         subscribed: false,
+        unflushed: false,
         bucket: super::bucket::TokenBucket::new(
             state.limits.send_rate_per_sec,
             state.limits.send_burst,
         ),
         state,
     };
+    // The futures below are boxed so that each lives on the heap only while it runs: the
+    // task of an idle connection stays small (measured by `chatd bench connections`).
     let end = session.serve(&shutdown).await;
-    session.finish(end).await;
+    Box::pin(session.finish(end)).await;
 }
 
 /// Why a session ends.
@@ -119,10 +126,7 @@ enum End {
 
 pub(crate) enum BacklogEvent {
     Page(Vec<Message>),
-    CaughtUp {
-        upto: i64,
-        live: mpsc::Receiver<Arc<Push>>,
-    },
+    CaughtUp { upto: i64, live: LiveQueue },
     Failed,
 }
 
@@ -136,7 +140,7 @@ struct Session {
     said_hello: bool,
     in_flight: FuturesUnordered<BoxFuture<'static, ServerFrame>>,
     backlog: Option<mpsc::Receiver<BacklogEvent>>,
-    live: Option<mpsc::Receiver<Arc<Push>>>,
+    live: Option<LiveQueue>,
     /// Live pushes with ids at or below this were already sent from the backlog.
     live_floor: i64,
     /// Highest message id written to this connection.
@@ -144,6 +148,8 @@ struct Session {
     /// This device's cursor as this session last moved it.
     cursor: i64,
     subscribed: bool,
+    /// Frames were written to the framed buffer since the last flush.
+    unflushed: bool,
     /// Limits sends and room changes per connection.
     bucket: super::bucket::TokenBucket,
 }
@@ -151,6 +157,40 @@ struct Session {
 async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How a session kicked by the hub ends.
+fn kicked(code: ErrorCode) -> End {
+    let message = match code {
+        ErrorCode::SlowConsumer => "too many undelivered messages queued; reconnect to resume",
+        ErrorCode::SessionRevoked => "this session was revoked or the account disabled",
+        _ => "closed by the server",
+    };
+    End::Error(ServerFrame::error(None, code, message))
+}
+
+/// Runs a write to the peer within `limit`. A write blocked by a peer that does not read
+/// still ends at once when the session is kicked (a slow consumer, a revocation): the
+/// queue that filled up must not wait for the write timeout to be released.
+async fn bounded_write<E>(
+    limit: Duration,
+    kicks: &mut Option<mpsc::Receiver<ErrorCode>>,
+    write: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<(), End> {
+    tokio::select! {
+        written = timeout(limit, write) => match written {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(End::Gone),
+        },
+        Some(code) = recv_opt(kicks) => Err(kicked(code)),
+    }
+}
+
+async fn recv_live(live: &mut Option<LiveQueue>) -> Option<Arc<super::hub::Push>> {
+    match live {
+        Some(live) => live.recv().await,
         None => std::future::pending().await,
     }
 }
@@ -170,14 +210,7 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return End::Shutdown,
-                Some(code) = recv_opt(&mut self.kicked) => {
-                    let message = match code {
-                        ErrorCode::SlowConsumer => "too many undelivered messages queued; reconnect to resume",
-                        ErrorCode::SessionRevoked => "this session was revoked or the account disabled",
-                        _ => "closed by the server",
-                    };
-                    return End::Error(ServerFrame::error(None, code, message));
-                }
+                Some(code) = recv_opt(&mut self.kicked) => return kicked(code),
                 Some(frame) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     if let ServerFrame::Acked { upto, .. } = frame {
                         self.cursor = self.cursor.max(upto);
@@ -191,7 +224,7 @@ impl Session {
                         return end;
                     }
                 }
-                push = recv_opt(&mut self.live), if self.live.is_some() => {
+                push = recv_live(&mut self.live), if self.live.is_some() => {
                     let Some(push) = push else {
                         return End::Gone;
                     };
@@ -228,7 +261,7 @@ impl Session {
                         Ok(r) => r,
                         Err(e) => return End::Error(ServerFrame::error(e.req, e.code, e.message)),
                     };
-                    if let Err(end) = self.handle(request).await {
+                    if let Err(end) = Box::pin(self.handle(request)).await {
                         return end;
                     }
                 }
@@ -239,6 +272,19 @@ impl Session {
                         "idle timeout: no frame received (send ping to keep a connection open)"
                     };
                     return End::Error(ServerFrame::error(None, ErrorCode::Timeout, message));
+                }
+                // Last, so it is taken only when nothing else is ready: everything written
+                // while events were arriving goes out in as few TLS records and system
+                // calls as possible, and nothing waits once the session is idle.
+                // Then, once idle, the codec's buffers are freed: an idle connection costs
+                // only what TLS itself holds.
+                _ = std::future::ready(()), if self.unflushed || self.holds_idle_buffers() => {
+                    if self.unflushed {
+                        if let Err(end) = self.flush().await {
+                            return end;
+                        }
+                    }
+                    self.release_idle_buffers();
                 }
             }
         }
@@ -419,7 +465,16 @@ impl Session {
                 })
                 .await
             }
-            Err(e) => self.auth_failed(req, e).await,
+            Err(e) => {
+                if let AuthError::RateLimited { retry_after } = &e {
+                    // Tarpit: a throttled connection waits (up to a second) for its answer
+                    // and sends nothing meanwhile, so a flood of refused guesses costs the
+                    // server a sleeping task, not a request per round trip. Only an
+                    // unauthenticated connection gets here, so nothing else waits on it.
+                    tokio::time::sleep((*retry_after).min(LOGIN_TARPIT)).await;
+                }
+                self.auth_failed(req, e).await
+            }
         }
     }
 
@@ -482,6 +537,7 @@ impl Session {
             AuthError::InvalidCredentials => (ErrorCode::InvalidCredentials, None),
             AuthError::AccountDisabled => (ErrorCode::AccountDisabled, None),
             AuthError::InvalidToken => (ErrorCode::InvalidToken, None),
+            AuthError::TooManyDevices { .. } => (ErrorCode::TooManyDevices, None),
             AuthError::RateLimited { retry_after } => {
                 (ErrorCode::RateLimited, Some(retry_after.as_millis() as u64))
             }
@@ -602,8 +658,11 @@ impl Session {
         };
         let (user_id, device_id) = (user.user_id(), user.device_id());
         let hub = Arc::clone(&self.state.hub);
-        let capacity = self.state.limits.live_queue;
-        let subscribe = move || hub.subscribe(conn, user_id, device_id, capacity);
+        let (capacity, max_bytes) = (
+            self.state.limits.live_queue,
+            self.state.limits.live_queue_bytes,
+        );
+        let subscribe = move || hub.subscribe(conn, user_id, device_id, capacity, max_bytes);
         // The helper holds the store only (not the writer), so it never delays shutdown.
         let store = self.state.store.clone();
         tokio::spawn(stream_backlog(
@@ -709,19 +768,44 @@ impl Session {
         self.write_raw(vec![encode_json(frame)]).await
     }
 
-    /// Writes frames and flushes, within the write timeout.
+    /// Queues frames for the peer, within the write timeout. They are buffered (the buffer
+    /// is written out whenever it passes the codec's backpressure boundary) and flushed by
+    /// the serve loop once no other event is ready.
     async fn write_raw(&mut self, frames: Vec<Bytes>) -> Result<(), End> {
         let framed = &mut self.framed;
         let write = async move {
             for f in frames {
                 framed.feed(f).await?;
             }
-            framed.flush().await
+            Ok::<(), FrameError>(())
         };
-        match timeout(self.state.limits.write_timeout, write).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(End::Gone),
+        self.unflushed = true;
+        bounded_write(self.state.limits.write_timeout, &mut self.kicked, write).await
+    }
+
+    /// True when a codec buffer has memory but no bytes in it.
+    fn holds_idle_buffers(&self) -> bool {
+        let idle = |b: &BytesMut| b.is_empty() && b.capacity() > 0;
+        idle(self.framed.read_buffer()) || idle(self.framed.write_buffer())
+    }
+
+    /// Frees the codec buffers that hold no bytes (they grow again as needed).
+    fn release_idle_buffers(&mut self) {
+        let r = self.framed.read_buffer_mut();
+        if r.is_empty() {
+            *r = BytesMut::new();
         }
+        let w = self.framed.write_buffer_mut();
+        if w.is_empty() {
+            *w = BytesMut::new();
+        }
+    }
+
+    /// Writes out everything queued, within the write timeout.
+    async fn flush(&mut self) -> Result<(), End> {
+        self.unflushed = false;
+        let flush = self.framed.flush();
+        bounded_write(self.state.limits.write_timeout, &mut self.kicked, flush).await
     }
 
     /// Ends the session as `end` says: finishes in-flight sends at shutdown, sends a last
@@ -748,6 +832,7 @@ impl Session {
             }
         };
         let _ = timeout(grace, drain).await;
+        let _ = self.flush().await;
         if let Some(frame) = last {
             if let Some(req) = frame.req() {
                 tracing::debug!(peer = %self.peer, req, "closing after error");
@@ -769,7 +854,7 @@ pub(crate) async fn stream_backlog(
     device_id: i64,
     cursor: i64,
     tx: mpsc::Sender<BacklogEvent>,
-    subscribe: impl FnOnce() -> Option<mpsc::Receiver<Arc<Push>>>,
+    subscribe: impl FnOnce() -> Option<LiveQueue>,
 ) {
     // Phase 1: the bulk of the backlog, before subscribing, so the live queue only has to
     // hold what arrives during the last page.

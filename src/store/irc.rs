@@ -7,14 +7,16 @@ use super::{now_micros, Store, StoreError};
 
 impl Store {
     /// The IRC device `name` of a user: found by name, or created with its cursor at the
-    /// user's acknowledged mark (like a new `chat login`). `token_hash` is stored for a new
-    /// device only; its token is never shown, so the device is reached by password alone.
+    /// user's acknowledged mark (like a new `chat login`) unless the account already has
+    /// `max` devices (`None` then). `token_hash` is stored for a new device only; its token is
+    /// never shown, so the device is reached by password alone.
     pub async fn irc_device(
         &self,
         user_id: i64,
         name: &str,
         token_hash: &[u8],
-    ) -> Result<i64, StoreError> {
+        max: u32,
+    ) -> Result<Option<i64>, StoreError> {
         let now = now_micros();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let found = sqlx::query("SELECT id FROM devices WHERE user_id = ? AND irc_name = ?")
@@ -22,7 +24,7 @@ impl Store {
             .bind(name)
             .fetch_optional(&mut *tx)
             .await?;
-        let id: i64 = match found {
+        let id: Option<i64> = match found {
             Some(r) => {
                 let id = r.get(0);
                 sqlx::query("UPDATE devices SET last_seen_at = ? WHERE id = ?")
@@ -30,12 +32,13 @@ impl Store {
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
-                id
+                Some(id)
             }
             None => sqlx::query(
                 "INSERT INTO devices (user_id, token_hash, name, cursor, created_at, \
                  last_seen_at, irc_name) \
-                 SELECT id, ?, ?, acked_upto, ?, ?, ? FROM users WHERE id = ? RETURNING id",
+                 SELECT id, ?, ?, acked_upto, ?, ?, ? FROM users WHERE id = ? \
+                 AND (SELECT COUNT(*) FROM devices WHERE user_id = ?) < ? RETURNING id",
             )
             .bind(token_hash)
             .bind(format!("irc: {name}"))
@@ -43,9 +46,11 @@ impl Store {
             .bind(now)
             .bind(name)
             .bind(user_id)
-            .fetch_one(&mut *tx)
+            .bind(user_id)
+            .bind(i64::from(max))
+            .fetch_optional(&mut *tx)
             .await?
-            .get(0),
+            .map(|r| r.get(0)),
         };
         tx.commit().await?;
         Ok(id)

@@ -162,7 +162,10 @@ impl Store {
                 Durability::Normal => SqliteSynchronous::Normal,
             })
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // Rows cross from SQLite's thread in batches this large: a 1,000-message backlog
+            // page is one hand-off, not twenty.
+            .row_buffer_size(1024);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
@@ -351,19 +354,36 @@ impl Store {
         token_hash: &[u8],
         name: &str,
     ) -> Result<i64, StoreError> {
+        self.create_device_capped(user_id, token_hash, name, u32::MAX)
+            .await?
+            .ok_or_else(|| StoreError::Database("the account has no room for a device".into()))
+    }
+
+    /// Registers a device unless the account already has `max` of them (checked in the
+    /// same statement, so concurrent logins cannot overshoot). `None` when full.
+    pub async fn create_device_capped(
+        &self,
+        user_id: i64,
+        token_hash: &[u8],
+        name: &str,
+        max: u32,
+    ) -> Result<Option<i64>, StoreError> {
         let now = now_micros();
         let row = sqlx::query(
             "INSERT INTO devices (user_id, token_hash, name, cursor, created_at, last_seen_at) \
-             SELECT id, ?, ?, acked_upto, ?, ? FROM users WHERE id = ? RETURNING id",
+             SELECT id, ?, ?, acked_upto, ?, ? FROM users WHERE id = ? \
+             AND (SELECT COUNT(*) FROM devices WHERE user_id = ?) < ? RETURNING id",
         )
         .bind(token_hash)
         .bind(name)
         .bind(now)
         .bind(now)
         .bind(user_id)
-        .fetch_one(&self.pool)
+        .bind(user_id)
+        .bind(i64::from(max))
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(row.get(0))
+        Ok(row.map(|r| r.get(0)))
     }
 
     /// Finds the device a token belongs to (the token's hash, that is).

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{now_micros, StoreError};
@@ -189,16 +189,52 @@ pub(super) async fn start(
     let row = sqlx::query("SELECT COALESCE(MAX(id), 0), COALESCE(MAX(sent_at), 0) FROM messages")
         .fetch_one(&pool)
         .await?;
+    // The writer owns one connection, outside the pool: readers never wait behind it for a
+    // pooled connection, and its statements need not go through the pool.
+    let conn = pool.acquire().await?.detach();
     let mut state = State {
         pool,
+        conn,
         next_id: row.get::<i64, _>(0) + 1,
         last_sent_at: row.get(1),
         rooms: HashMap::new(),
         on_commit,
+        abort_percent: std::env::var(FAULT_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .map_or(0, |p| p.min(100)),
     };
+    if state.abort_percent > 0 {
+        tracing::warn!(
+            percent = state.abort_percent,
+            "{FAULT_ENV} is set: the server will abort itself during commits"
+        );
+    }
     state.load_rooms().await?;
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-    let handle = tokio::spawn(state.run(rx));
+    // The writer runs on a thread of its own. Each commit awaits several statements on
+    // SQLite's worker thread; on the shared runtime every one of those wake-ups would queue
+    // behind hundreds of busy sessions (measured: ~25 ms per commit under load), which
+    // would bound throughput and latency for everyone.
+    let (finished, finished_rx) = oneshot::channel::<()>();
+    let logging = tracing::dispatcher::get_default(|d| d.clone());
+    std::thread::Builder::new()
+        .name("chatd-writer".into())
+        .spawn(move || {
+            let _logging = tracing::dispatcher::set_default(&logging);
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(state.run(rx)),
+                Err(e) => tracing::error!(error = %e, "cannot start the message writer"),
+            }
+            let _ = finished.send(());
+        })
+        .map_err(|e| StoreError::Database(format!("cannot start the writer: {e}").into()))?;
+    let handle = tokio::spawn(async move {
+        let _ = finished_rx.await;
+    });
     Ok((Writer { tx }, handle))
 }
 
@@ -214,10 +250,30 @@ struct RoomState {
 
 struct State {
     pool: SqlitePool,
+    conn: SqliteConnection,
     next_id: i64,
     last_sent_at: i64,
     rooms: HashMap<i64, RoomState>,
     on_commit: OnCommit,
+    /// Crash-test fault injection: the chance in percent that a group commit with sends
+    /// aborts the process (see [`FAULT_ENV`]). Zero unless that variable is set.
+    abort_percent: u32,
+}
+
+/// Environment variable for the crash-consistency test: `CHATD_FAULT_ABORT_IN_COMMIT=P`
+/// makes each group commit with sends abort the whole process with probability P percent,
+/// either in the middle of the batch (rows inserted, transaction open) or just after it
+/// committed and before any sender was answered. `abort()` runs no destructors and flushes
+/// nothing, like a power cut as far as the process can tell (the kernel's page cache does
+/// survive it, which a real power cut would not; `synchronous=FULL` covers that case).
+pub const FAULT_ENV: &str = "CHATD_FAULT_ABORT_IN_COMMIT";
+
+/// Where an injected fault strikes.
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    None,
+    MidBatch,
+    AfterCommit,
 }
 
 /// Where one send of the batch ended up.
@@ -261,6 +317,9 @@ impl State {
             }
             self.process(sends, acks).await;
         }
+        if let Err(e) = self.conn.close().await {
+            tracing::warn!(error = %e, "closing the writer's connection failed");
+        }
         tracing::debug!("message writer stopped");
     }
 
@@ -301,9 +360,15 @@ impl State {
         if sends.is_empty() && acks.is_empty() {
             return;
         }
-        let first_id = self.next_id;
-        let saved_sent_at = self.last_sent_at;
-        match self.commit(&sends, &acks).await {
+        let started = std::time::Instant::now();
+        let committed = self.commit(&sends, &acks).await;
+        tracing::trace!(
+            sends = sends.len(),
+            acks = acks.len(),
+            micros = started.elapsed().as_micros() as u64,
+            "group commit"
+        );
+        match committed {
             Ok((slots, rows)) => {
                 let mut deliveries = Vec::with_capacity(rows.len());
                 let mut replies = Vec::with_capacity(sends.len());
@@ -342,8 +407,6 @@ impl State {
             }
             Err(e) => {
                 tracing::error!(error = %e, "group commit failed; {} sends refused", sends.len());
-                self.next_id = first_id;
-                self.last_sent_at = saved_sent_at;
                 for (_, done) in sends {
                     let _ = done.send(Err(StoreError::Database(e.to_string().into())));
                 }
@@ -405,35 +468,59 @@ impl State {
         sends: &[(NewMessage, Reply<Committed>)],
         acks: &[AckOp],
     ) -> Result<(Vec<Slot>, Vec<(i64, i64)>), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // Two round trips to SQLite's thread: BEGIN with the idempotency lookups, then every
+        // write and the COMMIT (one when there are only acks). A failure rolls back.
+        let result = self.commit_statements(sends, acks).await;
+        if result.is_err() {
+            // Also fails, harmlessly, when the failure was BEGIN itself.
+            let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+        }
+        result
+    }
 
-        // Idempotency: keys already stored by the same sender.
+    async fn commit_statements(
+        &mut self,
+        sends: &[(NewMessage, Reply<Committed>)],
+        acks: &[AckOp],
+    ) -> Result<(Vec<Slot>, Vec<(i64, i64)>), StoreError> {
+        // Idempotency: keys already stored by the same sender. One index lookup per (key,
+        // sender) pair: a join against a VALUES list (a row-value `IN` would scan the whole
+        // index).
         let mut existing: HashMap<(i64, &str), Committed> = HashMap::new();
-        for chunk in sends.chunks(INSERT_CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT id, sender_id, client_key, sent_at FROM messages WHERE client_key IN (",
-            );
-            let mut sep = q.separated(", ");
-            for (m, _) in chunk {
-                sep.push_bind(m.key.as_str());
+        if !sends.is_empty() {
+            let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE;");
+            for (chunk_no, chunk) in sends.chunks(INSERT_CHUNK).enumerate() {
+                q.push(" SELECT v.column3, m.id, m.sent_at FROM (");
+                q.push_values(chunk.iter().enumerate(), |mut b, (i, (m, _))| {
+                    b.push_bind(m.key.as_str())
+                        .push_bind(m.sender_id)
+                        .push_bind((chunk_no * INSERT_CHUNK + i) as i64);
+                });
+                q.push(
+                    ") AS v CROSS JOIN messages m \
+                     ON m.client_key = v.column1 AND m.sender_id = v.column2;",
+                );
             }
-            q.push(")");
-            for row in q.build().fetch_all(&mut *tx).await? {
-                let sender: i64 = row.get(1);
-                let key: String = row.get(2);
-                if let Some((m, _)) = chunk
-                    .iter()
-                    .find(|(m, _)| m.sender_id == sender && m.key == key)
-                {
-                    existing.insert(
-                        (m.sender_id, m.key.as_str()),
-                        Committed {
-                            id: row.get(0),
-                            sent_at: row.get(3),
-                            duplicate: true,
-                        },
-                    );
-                }
+            let found = q
+                .build()
+                .persistent(false)
+                .fetch_all(&mut self.conn)
+                .await?;
+            for row in found {
+                let Some((m, _)) = usize::try_from(row.get::<i64, _>(0))
+                    .ok()
+                    .and_then(|i| sends.get(i))
+                else {
+                    continue;
+                };
+                existing.insert(
+                    (m.sender_id, m.key.as_str()),
+                    Committed {
+                        id: row.get(1),
+                        sent_at: row.get(2),
+                        duplicate: true,
+                    },
+                );
             }
         }
 
@@ -442,6 +529,7 @@ impl State {
         let mut rows: Vec<(i64, i64)> = Vec::new();
         let mut in_batch: HashMap<(i64, &str), usize> = HashMap::new();
         let now = now_micros().max(self.last_sent_at);
+        let next_id = self.next_id;
         for (i, (m, _)) in sends.iter().enumerate() {
             let k = (m.sender_id, m.key.as_str());
             if let Some(c) = existing.get(&k) {
@@ -452,18 +540,21 @@ impl State {
                 slots.push(Slot::Refused(refusal));
             } else {
                 let row = rows.len();
-                rows.push((self.next_id, now));
-                self.next_id += 1;
+                rows.push((next_id + row as i64, now));
                 in_batch.insert(k, row);
                 fresh.push(i);
                 slots.push(Slot::New(row));
             }
         }
-        self.last_sent_at = now;
 
+        let mut q = QueryBuilder::<Sqlite>::new(if sends.is_empty() {
+            "BEGIN IMMEDIATE;"
+        } else {
+            ""
+        });
         for (chunk_no, chunk) in fresh.chunks(INSERT_CHUNK).enumerate() {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO messages (id, sender_id, sender_device_id, recipient_id, room_id, \
+            q.push(
+                " INSERT INTO messages (id, sender_id, sender_device_id, recipient_id, room_id, \
                  body, sent_at, client_key, kind) ",
             );
             q.push_values(chunk.iter().enumerate(), |mut b, (j, &i)| {
@@ -483,9 +574,8 @@ impl State {
                     .push_bind(m.key.as_str())
                     .push_bind("text");
             });
-            q.build().execute(&mut *tx).await?;
+            q.push(";");
         }
-
         if !acks.is_empty() {
             // Highest ack per device and per user in this batch.
             let mut devices: HashMap<i64, i64> = HashMap::new();
@@ -496,12 +586,40 @@ impl State {
                 let u = users.entry(ack.user_id).or_insert(ack.upto);
                 *u = (*u).max(ack.upto);
             }
-            update_max(&mut tx, "devices", "cursor", &devices).await?;
-            update_max(&mut tx, "users", "acked_upto", &users).await?;
+            push_update_max(&mut q, "devices", "cursor", &devices);
+            push_update_max(&mut q, "users", "acked_upto", &users);
         }
-
-        tx.commit().await?;
+        let fault = self.fault(sends.is_empty());
+        if fault == Fault::MidBatch {
+            q.build().persistent(false).execute(&mut self.conn).await?;
+            tracing::error!("{FAULT_ENV}: aborting in the middle of a batch");
+            std::process::abort();
+        }
+        q.push(" COMMIT;");
+        q.build().persistent(false).execute(&mut self.conn).await?;
+        if fault == Fault::AfterCommit {
+            tracing::error!("{FAULT_ENV}: aborting after a commit, before any reply");
+            std::process::abort();
+        }
+        self.next_id += rows.len() as i64;
+        self.last_sent_at = now;
         Ok((slots, rows))
+    }
+
+    /// Draws an injected fault for a commit (never for one with acks only).
+    fn fault(&self, acks_only: bool) -> Fault {
+        use rand::Rng;
+        if self.abort_percent == 0 || acks_only {
+            return Fault::None;
+        }
+        let mut rng = rand::thread_rng();
+        if rng.gen_range(0..100) >= self.abort_percent {
+            Fault::None
+        } else if rng.gen_bool(0.5) {
+            Fault::MidBatch
+        } else {
+            Fault::AfterCommit
+        }
     }
 
     /// Validates and commits one membership change with its event; on success updates the
@@ -586,7 +704,7 @@ impl State {
 
         let event_id = self.next_id;
         let now = now_micros().max(self.last_sent_at);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
         let (room_id, sender, member, kind, joining, leaving) = match &change {
             RoomChange::Create { name, private, by } => {
                 let inserted = sqlx::query(
@@ -737,23 +855,22 @@ impl State {
 
 /// `UPDATE table SET column = MAX(column, v) WHERE id = k` for every `(k, v)`, in one
 /// statement per 400 pairs.
-async fn update_max(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
+/// Adds statements raising `table.column` to at least the given value for each id.
+fn push_update_max(
+    q: &mut QueryBuilder<'_, Sqlite>,
     table: &str,
     column: &str,
     values: &HashMap<i64, i64>,
-) -> Result<(), StoreError> {
+) {
     let pairs: Vec<(i64, i64)> = values.iter().map(|(k, v)| (*k, *v)).collect();
     for chunk in pairs.chunks(400) {
-        let mut q = QueryBuilder::<Sqlite>::new("WITH v(k, upto) AS (");
+        q.push(" WITH v(k, upto) AS (");
         q.push_values(chunk, |mut b, (k, upto)| {
             b.push_bind(*k).push_bind(*upto);
         });
         q.push(format!(
             ") UPDATE {table} SET {column} = MAX({column}, \
-             (SELECT upto FROM v WHERE v.k = {table}.id)) WHERE id IN (SELECT k FROM v)"
+             (SELECT upto FROM v WHERE v.k = {table}.id)) WHERE id IN (SELECT k FROM v);"
         ));
-        q.build().execute(&mut **tx).await?;
     }
-    Ok(())
 }

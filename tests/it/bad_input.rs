@@ -1415,6 +1415,148 @@ async fn password_guessing_is_rate_limited_per_account() {
     others.still_served("password guessing").await;
 }
 
+/// A reader that stops reading is closed once the pushes queued for it pass the byte budget,
+/// not only a count: without the budget, 1,500 bodies of 16 KiB (24 MiB) would sit in the
+/// server's memory for this one stalled connection. It resumes from its cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_is_closed_by_the_byte_budget_and_resumes_from_its_cursor() {
+    const MESSAGES: usize = 1500;
+    let limits = Limits {
+        // Far above what is sent: only the byte budget can trigger.
+        live_queue: 1_000_000,
+        live_queue_bytes: MAX_FRAME_LEN,
+        // A blocked write alone would not end the session within the test.
+        write_timeout: Duration::from_secs(600),
+        ..test_limits()
+    };
+    let (server, mut others) = setup_with(limits).await;
+    let mut s = raw(&server).await;
+    hello(&mut s).await;
+    write_json(
+        &mut s,
+        json!({"type": "login", "req": 2, "user": "carol", "password": PASSWORD}),
+    )
+    .await;
+    let token = match read_server_frame(&mut s).await {
+        ServerFrame::LoginOk { token, .. } => token,
+        other => panic!("expected login_ok, got {other:?}"),
+    };
+    raw_subscribe(&mut s, 3).await;
+    // carol now reads nothing while alice sends.
+    let body = "x".repeat(DEFAULT_MAX_BODY_BYTES);
+    let mut sent = Vec::new();
+    for chunk in (0..MESSAGES).collect::<Vec<_>>().chunks(100) {
+        let sends = chunk.iter().map(|i| {
+            let client = others.alice.client.clone();
+            let body = body.clone();
+            async move { client.send("carol", &body, &format!("big-{i}")).await }
+        });
+        for r in futures::future::join_all(sends).await {
+            sent.push(r.unwrap().id);
+        }
+    }
+    // The stalled connection is closed (its last frame, if it fits, says slow_consumer)
+    // well before the 600 s write timeout.
+    let mut live = 0;
+    let ended = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match read_frame(&mut s).await {
+                None => return None,
+                Some(payload) => match parse_server_frame(&payload).unwrap() {
+                    ServerFrame::Msg { .. } => live += 1,
+                    ServerFrame::Error { code, .. } => return Some(code),
+                    other => panic!("unexpected {other:?}"),
+                },
+            }
+        }
+    })
+    .await
+    .expect("the stalled reader was never closed");
+    assert!(
+        matches!(ended, None | Some(ErrorCode::SlowConsumer)),
+        "{ended:?}"
+    );
+    assert!(live < MESSAGES, "all {live} messages were delivered live");
+    // Nothing was acknowledged, so the device gets everything again from its cursor.
+    let mut again = server.resume(&token).await.unwrap();
+    let backlog = drain_backlog(&mut again).await;
+    sent.sort_unstable();
+    assert_eq!(backlog.iter().map(|m| m.id).collect::<Vec<_>>(), sent);
+    assert!(backlog.iter().all(|m| m.body == body));
+    others.still_served("a stalled reader").await;
+}
+
+/// Each login makes a device; an account has at most `max_devices_per_account` of them, and
+/// logging one out makes room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_beyond_the_device_cap_are_refused_until_one_logs_out() {
+    let mut limits = test_limits();
+    limits.login.max_devices_per_account = 3;
+    let (server, mut others) = setup_with(limits).await;
+    let (carol1, _) = server.login("carol").await;
+    let (_carol2, _) = server.login("carol").await;
+    let (_carol3, _) = server.login("carol").await;
+    let conn = server.connect().await;
+    let refused = conn
+        .client
+        .login("carol", &Secret::new(PASSWORD), "fourth")
+        .await;
+    match refused {
+        Err(chat_svc::client::ClientError::Server { code, message, .. }) => {
+            assert_eq!(code, ErrorCode::TooManyDevices);
+            assert!(message.contains("3 logged-in devices"), "{message}");
+        }
+        other => panic!("expected too_many_devices, got {other:?}"),
+    }
+    // Other accounts are not affected (alice has one device from setup).
+    let (_alice2, _) = server.login("alice").await;
+    carol1.client.logout().await.unwrap();
+    conn.client
+        .login("carol", &Secret::new(PASSWORD), "fourth")
+        .await
+        .unwrap();
+    others.still_served("the device cap").await;
+}
+
+/// Failed logins have a server-wide budget that applies to loopback too (which is exempt
+/// from the per-address throttle): guesses spread over many names are refused before any
+/// argon2 work once it is spent, while a successful login gives its token back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_share_a_server_wide_budget() {
+    let mut limits = test_limits();
+    limits.login.failed_logins_per_sec = 1;
+    limits.login.failed_login_burst = 4;
+    let (server, mut others) = setup_with(limits).await;
+    let mut s = raw_hello(&server).await;
+    // Successful logins do not spend the budget.
+    for req in 10..16 {
+        raw_login_after_hello(&mut s, "carol", req).await;
+        s = raw_hello(&server).await;
+    }
+    // Four wrong guesses at four different names (no account throttle reached) ...
+    for (i, req) in (20..24).enumerate() {
+        write_json(
+            &mut s,
+            json!({"type": "login", "req": req, "user": format!("nobody{i}"), "password": "wrong-password"}),
+        )
+        .await;
+        expect_error(&mut s, ErrorCode::InvalidCredentials, Some(req)).await;
+    }
+    // ... spend it: the next attempt, at any name, is refused with the delay.
+    write_json(
+        &mut s,
+        json!({"type": "login", "req": 24, "user": "nobody9", "password": "wrong-password"}),
+    )
+    .await;
+    let retry = expect_rate_limited(&mut s, 24).await;
+    assert!((1..=1000).contains(&retry), "retry_after_ms {retry}");
+    assert_open(&mut s, 25).await;
+    // Connected users are not affected, and after the delay logins work again.
+    others.still_served("a failed-login flood").await;
+    tokio::time::sleep(Duration::from_millis(retry + 50)).await;
+    raw_login_after_hello(&mut s, "carol", 26).await;
+}
+
 /// A ClientHello offering only TLS 1.2 (no `supported_versions` extension).
 fn tls12_client_hello() -> Vec<u8> {
     let mut body = vec![0x03, 0x03]; // legacy_version: TLS 1.2
@@ -1748,7 +1890,11 @@ async fn login_timing_does_not_reveal_which_users_exist() {
         .map(|i| format!("user{i}"))
         .collect();
     let names: Vec<&str> = users.iter().map(String::as_str).collect();
-    let mut server = TestServer::start().await;
+    // Every attempt here fails: lift the server-wide failed-login budget.
+    let mut limits = test_limits();
+    limits.login.failed_logins_per_sec = 1_000_000;
+    limits.login.failed_login_burst = 1_000_000;
+    let mut server = TestServer::start_with(limits).await;
     server.add_users(&names).await;
     let kinds = ["wrong password", "unknown user", "invalid name"];
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];

@@ -7,6 +7,10 @@
 //! Every fifth restart is an orderly stop (SIGTERM) instead, under the same load; the server
 //! must exit 0 and the same invariants hold.
 //!
+//! A second run has the server abort itself (fault injection, `CHATD_FAULT_ABORT_IN_COMMIT`)
+//! in the middle of group commits, with rows inserted and the transaction open, or just after
+//! a commit and before any sender was answered: the points a power cut hurts most.
+//!
 //! The kill timing is random; the invariants are not. Senders retry a failed send with the same
 //! key until it is acknowledged, so at the end the set of stored messages is exactly the set of
 //! keys, and the checks are exact.
@@ -62,14 +66,42 @@ const SCRUBBED_ENV: &[&str] = &[
     "CHATD_TLS_KEY",
 ];
 
+/// Aborts in the fault-injection run: at least this many, more while the budget lasts.
+const MIN_ABORTS: usize = 10;
+const MAX_ABORTS: usize = 20;
+/// Chance (percent) that a group commit aborts the server in the fault-injection run.
+const ABORT_PERCENT: &str = "2";
+
+/// How the server is brought down while the clients work.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Crash {
+    /// SIGKILL at random moments (and every fifth time SIGTERM).
+    Signals,
+    /// The server aborts itself inside group commits.
+    Faults,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
+    crash_run(Crash::Signals).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborts_in_the_middle_of_group_commits_lose_nothing_acknowledged() {
+    crash_run(Crash::Faults).await;
+}
+
+async fn crash_run(crash: Crash) {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     for user in SENDERS.iter().chain(RECIPIENTS.iter()) {
         add_user(dir.path(), user);
     }
-    let server = Chatd::start(dir.path());
+    let faults: &[(&str, &str)] = match crash {
+        Crash::Signals => &[],
+        Crash::Faults => &[("CHATD_FAULT_ABORT_IN_COMMIT", ABORT_PERCENT)],
+    };
+    let server = Chatd::start(dir.path(), &[]);
     let pin = server.pin;
     let (addr_tx, addr_rx) = watch::channel(Some(ServerAddr::from(server.addr)));
     let net = Net { addr: addr_rx, pin };
@@ -123,7 +155,25 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         let mut server = server;
         let mut rng = rand::thread_rng();
         let (mut kills, mut stops) = (0, 0);
-        while kills < MIN_KILLS || (kills < MAX_KILLS && started.elapsed() < KILL_BUDGET) {
+        if crash == Crash::Faults {
+            // The devices exist; from now on the server aborts itself now and then.
+            server.kill();
+            server = Chatd::start(&dir_path, faults);
+            addr_tx.send_replace(Some(ServerAddr::from(server.addr)));
+            while kills < MIN_ABORTS || (kills < MAX_ABORTS && started.elapsed() < KILL_BUDGET) {
+                server.wait_for_abort();
+                kills += 1;
+                server = Chatd::start(&dir_path, faults);
+                addr_tx.send_replace(Some(ServerAddr::from(server.addr)));
+            }
+            // The last server runs without faults, for the checks.
+            server.kill();
+            server = Chatd::start(&dir_path, &[]);
+            addr_tx.send_replace(Some(ServerAddr::from(server.addr)));
+        }
+        while crash == Crash::Signals
+            && (kills < MIN_KILLS || (kills < MAX_KILLS && started.elapsed() < KILL_BUDGET))
+        {
             std::thread::sleep(Duration::from_millis(rng.gen_range(KILL_DELAY_MS)));
             // Every fifth restart is an orderly stop (SIGTERM) under the same load: it must
             // exit 0 and lose nothing either.
@@ -134,7 +184,7 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
                 server.kill();
                 kills += 1;
             }
-            server = Chatd::start(&dir_path);
+            server = Chatd::start(&dir_path, &[]);
             assert_eq!(
                 server.pin, pin,
                 "the key (and so the pin) survives a restart"
@@ -282,7 +332,7 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let retried = sent.iter().filter(|s| s.attempts > 0).count();
     let duplicates = sent.iter().filter(|s| s.duplicate).count();
     eprintln!(
-        "crash: {kills} kills and {stops} orderly stops, {} messages acknowledged ({retried} after a retry, {duplicates} \
+        "crash ({crash:?}): {kills} kills or aborts and {stops} orderly stops, {} messages acknowledged ({retried} after a retry, {duplicates} \
          of those already stored before the kill), {deliveries} pushes to {} devices \
          ({acked_redeliveries_allowed} unacknowledged re-deliveries), kills done at {:.1?}, \
          sending done at {:.1?}, total {:.1?}",
@@ -568,14 +618,16 @@ struct Chatd {
 }
 
 impl Chatd {
-    /// Starts `chatd serve` on 127.0.0.1:0 over `dir` and reads where it listens.
-    fn start(dir: &Path) -> Chatd {
+    /// Starts `chatd serve` on 127.0.0.1:0 over `dir`, with `env` added to its
+    /// environment, and reads where it listens.
+    fn start(dir: &Path, env: &[(&str, &str)]) -> Chatd {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("chatd.log"))
             .unwrap();
         let mut child = chatd(dir)
+            .envs(env.iter().copied())
             .args(["serve", "--listen", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -617,6 +669,24 @@ impl Chatd {
     fn kill(&mut self) {
         self.child.kill().expect("SIGKILL chatd");
         self.child.wait().expect("reap chatd");
+    }
+
+    /// Waits for the server to abort itself (an injected fault): it must die of SIGABRT.
+    fn wait_for_abort(&mut self) {
+        use std::os::unix::process::ExitStatusExt;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert_eq!(
+                    status.signal(),
+                    Some(libc::SIGABRT),
+                    "chatd ended with {status}"
+                );
+                return;
+            }
+            assert!(Instant::now() < deadline, "no injected abort within 30 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// SIGTERM; the server must drain and exit 0.

@@ -625,7 +625,11 @@ async fn irc_offline_replay_to_a_named_device_is_acknowledged_only_by_pong() {
         .unwrap()
         .unwrap()
         .id;
-    let phone_device = store.irc_device(alice_id, "phone", &[0; 32]).await.unwrap();
+    let phone_device = store
+        .irc_device(alice_id, "phone", &[0; 32], u32::MAX)
+        .await
+        .unwrap()
+        .unwrap();
     while store.device_cursor(phone_device).await.unwrap() < Some(ids[2]) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -9,4 +9,5 @@ mod crash;
 mod irc;
 mod props;
 mod rooms;
+mod store;
 mod tui;
