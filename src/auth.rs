@@ -313,6 +313,60 @@ impl Auth {
         device_name: &str,
         peer: IpAddr,
     ) -> Result<(AuthedUser, Secret), AuthError> {
+        let creds = self.check_password(user, password, peer).await?;
+        let (token, hash) = new_token();
+        let device_name: String = device_name.chars().take(64).collect();
+        let max = self.limits.max_devices_per_account;
+        let device_id = self
+            .store
+            .create_device_capped(creds.user_id, &hash, &device_name, max)
+            .await?
+            .ok_or(AuthError::TooManyDevices { max })?;
+        Ok((
+            AuthedUser {
+                user_id: creds.user_id,
+                name: creds.name,
+                device_id,
+            },
+            token,
+        ))
+    }
+
+    /// Password login for the IRC gateway: the same check, throttling and errors as
+    /// [`Auth::login`], but the connection is the account's IRC device named `device`
+    /// (created on first use within the same device limit, then kept with its cursor), and
+    /// no token is issued.
+    pub async fn login_irc(
+        &self,
+        user: &str,
+        password: &Secret,
+        device: &str,
+        peer: IpAddr,
+    ) -> Result<AuthedUser, AuthError> {
+        let creds = self.check_password(user, password, peer).await?;
+        // The device cannot be resumed by token: it is reached only by password.
+        let (_, unused_token_hash) = new_token();
+        let max = self.limits.max_devices_per_account;
+        let device_id = self
+            .store
+            .irc_device(creds.user_id, device, &unused_token_hash, max)
+            .await?
+            .ok_or(AuthError::TooManyDevices { max })?;
+        Ok(AuthedUser {
+            user_id: creds.user_id,
+            name: creds.name,
+            device_id,
+        })
+    }
+
+    /// Checks a password with throttling; the account's credentials when it is right and the
+    /// account enabled.
+    async fn check_password(
+        &self,
+        user: &str,
+        password: &Secret,
+        peer: IpAddr,
+    ) -> Result<crate::store::Credentials, AuthError> {
         let name = Username::parse(user).ok();
         // A name that cannot exist has no account to protect: it is throttled by address only,
         // and never grows the table with attacker-chosen keys.
@@ -353,22 +407,7 @@ impl Auth {
         if creds.disabled {
             return Err(AuthError::AccountDisabled);
         }
-        let (token, hash) = new_token();
-        let device_name: String = device_name.chars().take(64).collect();
-        let max = self.limits.max_devices_per_account;
-        let device_id = self
-            .store
-            .create_device_capped(creds.user_id, &hash, &device_name, max)
-            .await?
-            .ok_or(AuthError::TooManyDevices { max })?;
-        Ok((
-            AuthedUser {
-                user_id: creds.user_id,
-                name: creds.name,
-                device_id,
-            },
-            token,
-        ))
+        Ok(creds)
     }
 
     /// Authenticates with a session token.

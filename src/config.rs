@@ -38,6 +38,11 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("invalid listen address {0:?} (expected IP:PORT, e.g. 0.0.0.0:7667 or [::]:7667)")]
     Listen(String),
+    #[error(
+        "irc_plain_listen {0} is not a loopback address: plaintext IRC is served only on \
+         127.0.0.1 or [::1] (use irc_listen for IRC over TLS)"
+    )]
+    PlainIrcNotLoopback(SocketAddr),
     #[error("max_body_bytes = {0} is out of range (1 to {MAX_CONFIGURABLE_BODY_BYTES})")]
     MaxBody(usize),
     #[error("{0} = {1} is out of range")]
@@ -49,6 +54,10 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<String>,
+    /// IRC over TLS (off unless set).
+    pub irc_listen: Option<String>,
+    /// Plaintext IRC, loopback addresses only (off unless set).
+    pub irc_plain_listen: Option<String>,
     pub db: Option<PathBuf>,
     pub cert_dir: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
@@ -96,6 +105,8 @@ impl FileConfig {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub listen: Option<String>,
+    pub irc_listen: Option<String>,
+    pub irc_plain_listen: Option<String>,
     pub db: Option<PathBuf>,
     pub cert_dir: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
@@ -108,6 +119,10 @@ pub struct Overrides {
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub listen: SocketAddr,
+    /// Where IRC over TLS is served, if anywhere.
+    pub irc_listen: Option<SocketAddr>,
+    /// Where plaintext IRC is served, if anywhere (always a loopback address).
+    pub irc_plain_listen: Option<SocketAddr>,
     pub options: ServerOptions,
 }
 
@@ -131,6 +146,20 @@ pub fn resolve(flags: &Overrides, file: &FileConfig) -> Result<Resolved, ConfigE
     let listen: SocketAddr = listen_text
         .parse()
         .map_err(|_| ConfigError::Listen(listen_text.clone()))?;
+    let address = |text: Option<&String>| -> Result<Option<SocketAddr>, ConfigError> {
+        text.map(|t| t.parse().map_err(|_| ConfigError::Listen(t.clone())))
+            .transpose()
+    };
+    let irc_listen = address(flags.irc_listen.as_ref().or(file.irc_listen.as_ref()))?;
+    let irc_plain_listen = address(
+        flags
+            .irc_plain_listen
+            .as_ref()
+            .or(file.irc_plain_listen.as_ref()),
+    )?;
+    if let Some(a) = irc_plain_listen.filter(|a| !a.ip().is_loopback()) {
+        return Err(ConfigError::PlainIrcNotLoopback(a));
+    }
     let mut limits = Limits::default();
     if let Some(v) = file.max_body_bytes {
         if v == 0 || v > MAX_CONFIGURABLE_BODY_BYTES {
@@ -232,7 +261,12 @@ pub fn resolve(flags: &Overrides, file: &FileConfig) -> Result<Resolved, ConfigE
             .map(|n| n.get())
             .unwrap_or(2),
     };
-    Ok(Resolved { listen, options })
+    Ok(Resolved {
+        listen,
+        irc_listen,
+        irc_plain_listen,
+        options,
+    })
 }
 
 #[cfg(test)]
@@ -261,6 +295,26 @@ mod tests {
         let r = resolve(&Overrides::default(), &FileConfig::default()).unwrap();
         assert_eq!(r.listen.port(), DEFAULT_PORT);
         assert_eq!(r.options.db, PathBuf::from(DEFAULT_DB));
+    }
+
+    #[test]
+    fn irc_listeners_are_off_by_default_and_plaintext_is_loopback_only() {
+        let r = resolve(&Overrides::default(), &FileConfig::default()).unwrap();
+        assert_eq!((r.irc_listen, r.irc_plain_listen), (None, None));
+        let file = FileConfig::parse(
+            "irc_listen = \"0.0.0.0:6697\"\nirc_plain_listen = \"127.0.0.1:6667\"\n",
+        )
+        .unwrap();
+        let r = resolve(&Overrides::default(), &file).unwrap();
+        assert_eq!(r.irc_listen.unwrap().to_string(), "0.0.0.0:6697");
+        assert_eq!(r.irc_plain_listen.unwrap().to_string(), "127.0.0.1:6667");
+        let flags = Overrides {
+            irc_plain_listen: Some("0.0.0.0:6667".into()),
+            ..Overrides::default()
+        };
+        let e = resolve(&flags, &file).unwrap_err();
+        assert!(matches!(e, ConfigError::PlainIrcNotLoopback(_)), "{e}");
+        assert!(e.to_string().contains("not a loopback address"), "{e}");
     }
 
     #[test]

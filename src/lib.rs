@@ -17,12 +17,16 @@
 //!   `Username`, limits); [`protocol::codec`] does the framing.
 //! - [`store`]: the SQLite pool, the embedded `migrations/`, typed queries, and the single
 //!   [`store::Writer`] task that group-commits sends and acks.
-//! - [`server`]: `Server::start` and `Server::run(listener, shutdown)`, the accept loop, the
-//!   revocation watcher; `server/session.rs` is one connection's state machine;
+//! - [`server`]: `Server::start` and `Server::run(listener, shutdown)` (or `run_with` to
+//!   serve the IRC listeners too), the accept loops, the revocation watcher;
+//!   `server/session.rs` is one connection's state machine;
 //!   [`server::hub`] tracks live connections and fans messages out to them.
 //! - [`auth`]: argon2id on a bounded blocking pool, device tokens, login throttling.
 //! - [`tls`]: the crypto provider, the server certificate (rcgen), key fingerprints; the
 //!   client's pinning verifier is [`tls::pin`].
+//! - [`irc`]: the IRC gateway: IRC clients on the same auth, writer, hub and store, an IRC
+//!   connection being a named device whose cursor moves only when a PONG proves receipt;
+//!   `docs/irc.md` is the user's view.
 //! - [`client`]: the async client library used by `chat`, the tests and the bench;
 //!   [`client::state`] owns `known_servers` and `session.json` in `$CHAT_HOME`.
 //! - [`config`]: server settings, flags and `CHATD_*` > TOML file > defaults.
@@ -40,7 +44,10 @@
 //!
 //! # Invariants
 //!
-//! - Only [`protocol`] knows the wire encoding; everyone else exchanges typed values.
+//! - Only [`protocol`] knows the wire encoding; everyone else exchanges typed values. The
+//!   IRC text form lives in [`irc`] alone, which translates it to the same typed values.
+//! - One message path: the IRC gateway stores, authorizes and delivers through the same
+//!   auth, writer, hub and store as the native protocol; it keeps no state of its own.
 //! - Only [`store`] contains SQL; no sqlx type appears outside it.
 //! - Only [`auth`] constructs an [`auth::AuthedUser`]; handlers that need an identity take
 //!   one as a parameter, so no request is served before login by mistake.
@@ -63,6 +70,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod irc;
 pub mod protocol;
 pub mod server;
 pub mod store;

@@ -30,7 +30,7 @@ pub struct Cli {
 /// Options every subcommand takes.
 #[derive(Debug, Args)]
 struct Common {
-    /// TOML config file (keys: listen, db, cert_dir, tls_cert, tls_key, tls_names,
+    /// TOML config file (keys: listen, irc_listen, irc_plain_listen, db, cert_dir, tls_cert, tls_key, tls_names,
     /// durability, max_body_bytes, max_connections, idle_timeout_secs, auth_timeout_secs).
     #[arg(long, global = true, env = "CHATD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -63,6 +63,13 @@ struct ServeArgs {
     /// Address to listen on [default: 0.0.0.0:7667].
     #[arg(long, env = "CHATD_LISTEN", value_name = "ADDR")]
     listen: Option<String>,
+    /// Also serve IRC over TLS (the server's certificate) on this address, e.g. 0.0.0.0:6697.
+    #[arg(long, env = "CHATD_IRC_LISTEN", value_name = "ADDR")]
+    irc_listen: Option<String>,
+    /// Also serve plaintext IRC on this loopback address, e.g. 127.0.0.1:6667 (refused
+    /// unless the address is loopback).
+    #[arg(long, env = "CHATD_IRC_PLAIN_LISTEN", value_name = "ADDR")]
+    irc_plain_listen: Option<String>,
     /// Durability of each commit: full (default) or normal ("may lose the last moments on
     /// power loss").
     #[arg(long, env = "CHATD_DURABILITY", value_name = "MODE")]
@@ -137,6 +144,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => {
             flags.listen = args.listen;
+            flags.irc_listen = args.irc_listen;
+            flags.irc_plain_listen = args.irc_plain_listen;
             flags.durability = args.durability;
             apply_tls(&mut flags, args.tls);
             serve(config::resolve(&flags, &file)?).await
@@ -178,6 +187,17 @@ async fn serve(resolved: config::Resolved) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", resolved.listen))?;
     let local = listener.local_addr()?;
+    let mut irc = Vec::new();
+    for addr in [resolved.irc_listen, resolved.irc_plain_listen] {
+        irc.push(match addr {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen for IRC on {addr}"))?,
+            ),
+            None => None,
+        });
+    }
     tracing::info!(
         listen = %local,
         fingerprint = %server.fingerprint(),
@@ -191,9 +211,21 @@ async fn serve(resolved: config::Resolved) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "chatd listening on {local}")?;
     writeln!(out, "fingerprint {}", server.fingerprint())?;
+    let irc_plain = irc.pop().flatten();
+    let irc_tls = irc.pop().flatten();
+    for (listener, what) in [(&irc_tls, "IRC over TLS"), (&irc_plain, "plaintext IRC")] {
+        if let Some(addr) = listener.as_ref().and_then(|l| l.local_addr().ok()) {
+            writeln!(out, "{what} on {addr}")?;
+        }
+    }
     out.flush()?;
     drop(out);
-    server.run(listener, shutdown).await;
+    let listeners = crate::server::Listeners {
+        native: listener,
+        irc: irc_tls,
+        irc_plain,
+    };
+    server.run_with(listeners, shutdown).await;
     Ok(())
 }
 

@@ -13,7 +13,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use names::{Conversation, ConversationError, NameError, RoomName, RoomNameError, Username};
+pub use names::{
+    Conversation, ConversationError, NameError, RoomName, RoomNameError, Username,
+    MAX_ROOM_NAME_LEN, MAX_USERNAME_LEN,
+};
 
 /// The protocol version spoken by this build. A `hello` with any other version is refused
 /// with [`ErrorCode::UnsupportedVersion`].

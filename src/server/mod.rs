@@ -5,10 +5,12 @@
 //! `127.0.0.1:0` and never sleep), serves until the token is cancelled, then drains: it stops
 //! accepting, lets every session finish its in-flight sends and acks, closes connections
 //! cleanly, lets the writer commit what is queued, and closes the database.
+//! [`Server::run_with`] does the same for several [`Listeners`]: the native one and the IRC
+//! gateway's ([`crate::irc`]), under one set of connection limits and one shutdown.
 
 pub(crate) mod bucket;
 pub mod hub;
-mod session;
+pub(crate) mod session;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -250,48 +252,36 @@ impl Server {
     /// Serves connections on `listener` until `shutdown` is cancelled, then drains and
     /// closes everything. Returns once the database is closed.
     pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) {
+        self.run_with(Listeners::native(listener), shutdown).await
+    }
+
+    /// Like [`Server::run`], serving the native protocol and, when given, the IRC gateway
+    /// ([`crate::irc`]) on its own listeners, all on the same state, connection limits and
+    /// shutdown.
+    pub async fn run_with(self, listeners: Listeners, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
-        let per_address: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-        let connections = Arc::new(Semaphore::new(self.state.limits.max_connections));
+        let slots = Slots {
+            per_address: Arc::default(),
+            connections: Arc::new(Semaphore::new(self.state.limits.max_connections)),
+        };
         let watcher = tokio::spawn(watch_revocations(Arc::clone(&self.state), shutdown.clone()));
-        loop {
-            let accepted = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                accepted = listener.accept() => accepted,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors or similar: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-                tracing::warn!(%peer, "connection limit reached; refusing");
-                drop(tcp);
-                continue;
-            };
-            let Some(slot) = AddressSlot::take(
-                &per_address,
-                peer.ip(),
-                self.state.limits.max_connections_per_address,
-            ) else {
-                tracing::warn!(%peer, "per-address connection limit reached; refusing");
-                drop(tcp);
-                continue;
-            };
-            tracker.spawn(session::run(
-                Arc::clone(&self.state),
-                self.tls.acceptor(),
-                tcp,
-                peer,
+        let accept = |listener: Option<TcpListener>, kind: Protocol| {
+            let (state, tls) = (Arc::clone(&self.state), self.tls.clone());
+            accept_loop(
+                listener,
+                kind,
+                state,
+                tls,
                 shutdown.clone(),
-                (permit, slot),
-            ));
-        }
-        drop(listener);
+                tracker.clone(),
+                slots.clone(),
+            )
+        };
+        tokio::join!(
+            accept(Some(listeners.native), Protocol::Native),
+            accept(listeners.irc, Protocol::IrcTls),
+            accept(listeners.irc_plain, Protocol::IrcPlain),
+        );
         tracker.close();
         let grace = self.state.limits.shutdown_grace + Duration::from_secs(2);
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -310,6 +300,110 @@ impl Server {
         }
         store.close().await;
         tracing::info!("server stopped");
+    }
+}
+
+/// The listeners [`Server::run_with`] serves.
+pub struct Listeners {
+    /// The native protocol (TLS 1.3, JSON frames).
+    pub native: TcpListener,
+    /// IRC over TLS with the server's certificate.
+    pub irc: Option<TcpListener>,
+    /// Plaintext IRC; served only when bound to a loopback address.
+    pub irc_plain: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// The native listener alone.
+    pub fn native(listener: TcpListener) -> Self {
+        Listeners {
+            native: listener,
+            irc: None,
+            irc_plain: None,
+        }
+    }
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Native,
+    IrcTls,
+    IrcPlain,
+}
+
+/// Connection limits shared by every listener.
+#[derive(Clone)]
+struct Slots {
+    per_address: Arc<Mutex<HashMap<String, usize>>>,
+    connections: Arc<Semaphore>,
+}
+
+/// Accepts connections on one listener until shutdown, within the shared limits.
+async fn accept_loop(
+    listener: Option<TcpListener>,
+    kind: Protocol,
+    state: Arc<ServerState>,
+    tls: TlsReloader,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    slots: Slots,
+) {
+    let Some(listener) = listener else { return };
+    if kind == Protocol::IrcPlain && !listener.local_addr().is_ok_and(|a| a.ip().is_loopback()) {
+        tracing::error!("plaintext IRC is served only on a loopback address; not serving it");
+        return;
+    }
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors or similar: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&slots.connections).try_acquire_owned() else {
+            tracing::warn!(%peer, "connection limit reached; refusing");
+            drop(tcp);
+            continue;
+        };
+        let Some(slot) = AddressSlot::take(
+            &slots.per_address,
+            peer.ip(),
+            state.limits.max_connections_per_address,
+        ) else {
+            tracing::warn!(%peer, "per-address connection limit reached; refusing");
+            drop(tcp);
+            continue;
+        };
+        let (state, shutdown, held) = (Arc::clone(&state), shutdown.clone(), (permit, slot));
+        match kind {
+            Protocol::Native => tracker.spawn(session::run(
+                state,
+                tls.acceptor(),
+                tcp,
+                peer,
+                shutdown,
+                held,
+            )),
+            Protocol::IrcTls => tracker.spawn(crate::irc::serve_tls(
+                state,
+                tls.acceptor(),
+                tcp,
+                peer,
+                shutdown,
+                held,
+            )),
+            Protocol::IrcPlain => {
+                tracker.spawn(crate::irc::serve_plain(state, tcp, peer, shutdown, held))
+            }
+        };
     }
 }
 

@@ -124,7 +124,7 @@ enum End {
     Shutdown,
 }
 
-enum BacklogEvent {
+pub(crate) enum BacklogEvent {
     Page(Vec<Message>),
     CaughtUp { upto: i64, live: LiveQueue },
     Failed,
@@ -848,7 +848,7 @@ impl Session {
 
 /// Streams the stored backlog after `cursor`, subscribes to live delivery, streams what was
 /// committed meanwhile, then hands the live queue to the session.
-async fn stream_backlog(
+pub(crate) async fn stream_backlog(
     store: Store,
     user_id: i64,
     device_id: i64,

@@ -6,6 +6,7 @@
 //! single [`Writer`] task ([`writer`]), which batches them into one transaction per group
 //! commit. Nothing outside this module sees an sqlx type.
 
+mod irc;
 mod messages;
 mod rooms;
 mod writer;

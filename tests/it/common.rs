@@ -8,7 +8,7 @@ use std::time::Duration;
 use chat_svc::auth::Hasher;
 use chat_svc::client::{ClientError, Connection, Event, ServerAddr};
 use chat_svc::protocol::{Message, Secret, Username};
-use chat_svc::server::{Limits, Server, ServerOptions};
+use chat_svc::server::{Limits, Listeners, Server, ServerOptions};
 use chat_svc::store::{Durability, Store};
 use chat_svc::tls::{Fingerprint, IdentitySource};
 use tokio::net::TcpListener;
@@ -25,6 +25,10 @@ pub struct TestServer {
     pub pin: Fingerprint,
     pub limits: Limits,
     pub reloader: chat_svc::server::TlsReloader,
+    /// The IRC-over-TLS listener, when started with [`TestServer::start_irc`].
+    pub irc_tls: Option<SocketAddr>,
+    /// The plaintext (loopback) IRC listener, likewise.
+    pub irc_plain: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -68,11 +72,26 @@ impl TestServer {
         Self::start_in(dir, limits, None).await
     }
 
+    /// Starts a server that also serves IRC, over TLS and in plaintext, on 127.0.0.1.
+    pub async fn start_irc(limits: Limits) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_full(dir, limits, None, true).await
+    }
+
     /// Starts a server over an existing directory (a restart), optionally on a given address.
     pub async fn start_in(
         dir: tempfile::TempDir,
         limits: Limits,
         addr: Option<SocketAddr>,
+    ) -> TestServer {
+        Self::start_full(dir, limits, addr, false).await
+    }
+
+    async fn start_full(
+        dir: tempfile::TempDir,
+        limits: Limits,
+        addr: Option<SocketAddr>,
+        irc: bool,
     ) -> TestServer {
         let server = Server::start(&options(dir.path(), limits.clone()))
             .await
@@ -81,16 +100,25 @@ impl TestServer {
             .await
             .unwrap();
         let addr = listener.local_addr().unwrap();
+        let mut listeners = Listeners::native(listener);
+        if irc {
+            listeners.irc = Some(TcpListener::bind("127.0.0.1:0").await.unwrap());
+            listeners.irc_plain = Some(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        }
+        let local = |l: &Option<TcpListener>| l.as_ref().map(|l| l.local_addr().unwrap());
+        let (irc_tls, irc_plain) = (local(&listeners.irc), local(&listeners.irc_plain));
         let pin = server.fingerprint();
         let reloader = server.tls_reloader();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(server.run(listener, shutdown.clone()));
+        let task = tokio::spawn(server.run_with(listeners, shutdown.clone()));
         TestServer {
             dir,
             addr,
             pin,
             limits,
             reloader,
+            irc_tls,
+            irc_plain,
             shutdown,
             task: Some(task),
         }

@@ -6,6 +6,7 @@ mod binaries;
 mod common;
 mod core;
 mod crash;
+mod irc;
 mod props;
 mod rooms;
 mod store;

@@ -1,0 +1,325 @@
+//! Channels as rooms: JOIN (public rooms; a new name creates one), PART, INVITE and KICK
+//! (the owner's), NAMES, TOPIC and LIST, and the rooms shown at registration. Membership
+//! changes go through the writer, whose checks are the permissions.
+
+use super::caps::Cap;
+use super::message::IrcMessage;
+use super::numerics::*;
+use super::session::{End, Session, Stream};
+use super::translate::source_of;
+use super::MAX_JOIN_TARGETS;
+use crate::auth::AuthedUser;
+use crate::protocol::RoomName;
+use crate::store::{RoomChange, RoomRef, StoreError, Target};
+
+impl<S: Stream> Session<S> {
+    /// Finds a live room, or the numeric saying there is none.
+    pub(super) async fn room(&mut self, channel: &str) -> Result<Result<RoomRef, IrcMessage>, End> {
+        let Ok(name) = RoomName::parse(channel) else {
+            return Ok(Err(
+                self.num(ERR_NOSUCHCHANNEL, [channel, "No such channel"])
+            ));
+        };
+        match self
+            .state
+            .find_room(&name)
+            .await
+            .map_err(|e| self.internal(&e))?
+        {
+            Some(r) => Ok(Ok(r)),
+            None => Ok(Err(
+                self.num(ERR_NOSUCHCHANNEL, [channel, "No such channel"])
+            )),
+        }
+    }
+
+    /// JOIN or PART with a comma-separated list of channels (at most
+    /// [`MAX_JOIN_TARGETS`]); each gets its own answer.
+    pub(super) async fn join_or_part(
+        &mut self,
+        user: &AuthedUser,
+        m: &IrcMessage,
+    ) -> Result<Vec<IrcMessage>, End> {
+        if let Err(lines) = self.need(m, 1) {
+            return Ok(lines);
+        }
+        let mut out = Vec::new();
+        let list: Vec<String> = m.params[0]
+            .split(',')
+            .filter(|c| !c.is_empty())
+            .take(MAX_JOIN_TARGETS)
+            .map(str::to_string)
+            .collect();
+        for channel in list {
+            if m.command == "JOIN" {
+                out.extend(self.join(user, &channel).await?);
+            } else {
+                out.push(self.part(user, &channel).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// JOIN: a room joins (public), is created (new name), or is refused (private, not
+    /// invited). The client sees its JOIN, the member list and its read marker.
+    async fn join(&mut self, user: &AuthedUser, channel: &str) -> Result<Vec<IrcMessage>, End> {
+        let name = match RoomName::parse(channel) {
+            Ok(n) if channel.starts_with('#') => n,
+            _ => {
+                return Ok(vec![
+                    self.num(ERR_BADCHANMASK, [channel, "Bad channel name"])
+                ])
+            }
+        };
+        let by = (user.user_id(), user.name().to_string());
+        let found = self
+            .state
+            .find_room(&name)
+            .await
+            .map_err(|e| self.internal(&e))?;
+        let change = match found {
+            Some(room) => RoomChange::Join {
+                room_id: room.id,
+                by,
+            },
+            None => RoomChange::Create {
+                name: name.as_str().to_string(),
+                private: false,
+                by,
+            },
+        };
+        let display = name.to_string();
+        let result = self.state.writer.change_room(change).await;
+        if let Ok((_, event)) = result {
+            self.echoed.insert(event);
+        }
+        match result {
+            Ok(_) | Err(StoreError::AlreadyMember(_)) => {
+                let mut out =
+                    vec![IrcMessage::new("JOIN", [display.as_str()])
+                        .from_source(source_of(user.name()))];
+                out.extend(self.names(user, &display).await?);
+                out.extend(self.channel_marker(&display).await);
+                Ok(out)
+            }
+            Err(StoreError::Forbidden(text)) => Ok(vec![self.num(
+                ERR_INVITEONLYCHAN,
+                [
+                    display.as_str(),
+                    &format!("Cannot join channel (+i): {text}"),
+                ],
+            )]),
+            Err(e) => Ok(vec![self.refusal(&display, e)?]),
+        }
+    }
+
+    /// A store refusal as a numeric about `channel`; a server failure ends the connection.
+    pub(super) fn refusal(&self, channel: &str, e: StoreError) -> Result<IrcMessage, End> {
+        Ok(match e {
+            StoreError::UnknownRoom(_) => self.num(ERR_NOSUCHCHANNEL, [channel, "No such channel"]),
+            StoreError::NotMember(text) => self.num(ERR_NOTONCHANNEL, [channel, text.as_str()]),
+            StoreError::AlreadyMember(text) => {
+                self.num(ERR_USERONCHANNEL, [channel, text.as_str()])
+            }
+            StoreError::Forbidden(text) => self.num(ERR_CHANOPRIVSNEEDED, [channel, text.as_str()]),
+            StoreError::RoomExists(text) => self.num(ERR_UNKNOWNERROR, [channel, text.as_str()]),
+            other => return Err(self.internal(&other)),
+        })
+    }
+
+    /// PART: leave a room (the owner cannot).
+    async fn part(&mut self, user: &AuthedUser, channel: &str) -> Result<IrcMessage, End> {
+        let room = match self.room(channel).await? {
+            Ok(r) => r,
+            Err(line) => return Ok(line),
+        };
+        let display = format!("#{}", room.name);
+        let by = (user.user_id(), user.name().to_string());
+        let leave = RoomChange::Leave {
+            room_id: room.id,
+            by,
+        };
+        match self.state.writer.change_room(leave).await {
+            Ok((_, event)) => {
+                self.echoed.insert(event);
+                Ok(IrcMessage::new("PART", [display]).from_source(source_of(user.name())))
+            }
+            Err(e) => self.refusal(&display, e),
+        }
+    }
+
+    /// `INVITE nick #room` (adds the user at once) or `KICK #room nick`, by the room's owner.
+    pub(super) async fn member_change(
+        &mut self,
+        user: &AuthedUser,
+        m: &IrcMessage,
+    ) -> Result<Vec<IrcMessage>, End> {
+        if let Err(lines) = self.need(m, 2) {
+            return Ok(lines);
+        }
+        let invite = m.command == "INVITE";
+        let (channel, nick) = if invite {
+            (m.params[1].as_str(), m.params[0].as_str())
+        } else {
+            (m.params[0].as_str(), m.params[1].as_str())
+        };
+        let room = match self.room(channel).await? {
+            Ok(r) => r,
+            Err(line) => return Ok(vec![line]),
+        };
+        let who = match self.resolve(nick).await? {
+            Ok(Target::User(id, name)) => (id, name),
+            Ok(Target::Room(..)) | Err(_) => {
+                return Ok(vec![self.num(ERR_NOSUCHNICK, [nick, "No such nick"])])
+            }
+        };
+        let display = format!("#{}", room.name);
+        let by = (user.user_id(), user.name().to_string());
+        let change = if invite {
+            RoomChange::Invite {
+                room_id: room.id,
+                by,
+                user: who.clone(),
+            }
+        } else {
+            RoomChange::Kick {
+                room_id: room.id,
+                by,
+                user: who.clone(),
+            }
+        };
+        let result = self.state.writer.change_room(change).await;
+        if let (Ok((_, event)), false) = (&result, invite) {
+            self.echoed.insert(*event);
+        }
+        match result {
+            Ok(_) if invite => Ok(vec![
+                self.num(RPL_INVITING, [who.1.as_str(), display.as_str()])
+            ]),
+            Ok(_) => Ok(vec![IrcMessage::new(
+                "KICK",
+                [display, who.1, format!("removed by {}", user.name())],
+            )
+            .from_source(source_of(user.name()))]),
+            Err(StoreError::NotMember(text)) if !invite => Ok(vec![self.num(
+                ERR_USERNOTINCHANNEL,
+                [who.1.as_str(), display.as_str(), text.as_str()],
+            )]),
+            Err(e) => Ok(vec![self.refusal(&display, e)?]),
+        }
+    }
+
+    /// NAMES: the owner is `@`. A private room's members are shown to members only.
+    pub(super) async fn names(
+        &mut self,
+        user: &AuthedUser,
+        channel: &str,
+    ) -> Result<Vec<IrcMessage>, End> {
+        let end = self.num(RPL_ENDOFNAMES, [channel, "End of /NAMES list"]);
+        let room = match self.room(channel).await? {
+            Ok(r) => r,
+            Err(_) => return Ok(vec![end]),
+        };
+        let display = format!("#{}", room.name);
+        let end = self.num(RPL_ENDOFNAMES, [display.as_str(), "End of /NAMES list"]);
+        let store = &self.state.store;
+        if room.private
+            && !store
+                .is_member(room.id, user.user_id())
+                .await
+                .map_err(|e| self.internal(&e))?
+        {
+            return Ok(vec![end]);
+        }
+        let members = store
+            .room_members(&room)
+            .await
+            .map_err(|e| self.internal(&e))?;
+        let symbol = if room.private { "*" } else { "=" };
+        let names: Vec<String> = members
+            .iter()
+            .map(|m| {
+                if m.role == "owner" {
+                    format!("@{}", m.user)
+                } else {
+                    m.user.clone()
+                }
+            })
+            .collect();
+        let mut out = Vec::new();
+        // Keep each 353 line well inside the line length.
+        for chunk in names.chunks(12) {
+            out.push(self.num(RPL_NAMREPLY, [symbol, display.as_str(), &chunk.join(" ")]));
+        }
+        out.push(end);
+        Ok(out)
+    }
+
+    /// Rooms have no topic: the query says so; setting one is refused.
+    pub(super) fn topic(&self, m: &IrcMessage) -> Vec<IrcMessage> {
+        if let Err(lines) = self.need(m, 1) {
+            return lines;
+        }
+        if m.params.len() > 1 {
+            return vec![self.num(
+                ERR_NOCHANMODES,
+                [m.params[0].as_str(), "Rooms have no topic on this server"],
+            )];
+        }
+        vec![self.num(RPL_NOTOPIC, [m.params[0].as_str(), "No topic is set"])]
+    }
+
+    /// LIST: every public room and the user's private ones.
+    pub(super) async fn list(&mut self, user: &AuthedUser) -> Result<Vec<IrcMessage>, End> {
+        let rooms = self
+            .state
+            .store
+            .room_list(user.user_id(), true)
+            .await
+            .map_err(|e| self.internal(&e))?;
+        let mut out = vec![self.num(RPL_LISTSTART, ["Channel", "Users  Name"])];
+        for r in rooms {
+            let modes = if r.private { "[+i] " } else { "" };
+            out.push(self.num(
+                RPL_LIST,
+                [
+                    r.name,
+                    r.members.to_string(),
+                    format!("{modes}owner: {}", r.owner),
+                ],
+            ));
+        }
+        out.push(self.num(RPL_LISTEND, ["End of /LIST"]));
+        Ok(out)
+    }
+
+    /// The read marker of a channel just joined, for clients with draft/read-marker.
+    pub(super) async fn channel_marker(&mut self, channel: &str) -> Option<IrcMessage> {
+        if !self.caps.has(Cap::ReadMarker) {
+            return None;
+        }
+        Some(self.markread_line(channel, None).await)
+    }
+
+    /// JOIN lines and member lists for every room the user is in (at registration).
+    pub(super) async fn current_rooms(
+        &mut self,
+        user: &AuthedUser,
+    ) -> Result<Vec<IrcMessage>, End> {
+        let rooms = self
+            .state
+            .store
+            .room_list(user.user_id(), false)
+            .await
+            .map_err(|e| self.internal(&e))?;
+        let mut out = Vec::new();
+        for r in rooms.into_iter().filter(|r| r.member) {
+            out.push(
+                IrcMessage::new("JOIN", [r.name.as_str()]).from_source(source_of(user.name())),
+            );
+            out.extend(self.names(user, &r.name).await?);
+            out.extend(self.channel_marker(&r.name).await);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,392 @@
+//! `draft/chathistory` and `draft/read-marker`, mapped to the core's history pages and read
+//! markers with the reader's permissions: any direct conversation of the user, and rooms
+//! the user is a member of (within their membership spans, as the store decides).
+//!
+//! IRC names a point in a conversation by `msgid=` (our message id) or `timestamp=`; a
+//! timestamp becomes the last id sent at or before it.
+
+use super::message::IrcMessage;
+use super::session::{in_batch, End, Session, Stream};
+use super::translate::{irc_time, message_lines, parse_time};
+use super::SERVER_NAME;
+use crate::auth::AuthedUser;
+use crate::protocol::codec::encode_json;
+use crate::protocol::{
+    format_timestamp, Message, MessageKind, RoomName, ServerFrame, Username, MAX_HISTORY_PAGE,
+};
+use crate::store::HistoryScope;
+
+/// A point in a conversation, as an id boundary.
+#[derive(Debug, Clone, Copy)]
+enum Point {
+    /// `*`: no bound.
+    Open,
+    /// `msgid=`: exactly this message.
+    Id(i64),
+    /// `timestamp=`: between messages; the last id at or before it.
+    Time(i64),
+}
+
+impl<S: Stream> Session<S> {
+    /// CHATHISTORY LATEST/BEFORE/AFTER/AROUND/BETWEEN/TARGETS.
+    pub(super) async fn chathistory(
+        &mut self,
+        user: &AuthedUser,
+        m: &IrcMessage,
+    ) -> Result<Vec<IrcMessage>, End> {
+        let sub = m.param(0).unwrap_or("").to_ascii_uppercase();
+        let invalid = |s: &Self, text: &str| {
+            vec![s.fail("CHATHISTORY", "INVALID_PARAMS", &[sub.as_str()], text)]
+        };
+        let needed = if matches!(sub.as_str(), "BETWEEN" | "TARGETS") {
+            4
+        } else {
+            3
+        };
+        if m.params.len() < needed + usize::from(sub == "BETWEEN") {
+            return Ok(invalid(self, "Not enough parameters"));
+        }
+        let Some(limit) = m
+            .params
+            .last()
+            .and_then(|l| l.parse::<u32>().ok())
+            .filter(|l| *l > 0)
+        else {
+            return Ok(invalid(self, "The limit must be a positive number"));
+        };
+        let limit = limit.min(MAX_HISTORY_PAGE);
+        if sub == "TARGETS" {
+            return self
+                .history_targets(user, &m.params[1], &m.params[2], limit)
+                .await;
+        }
+        let target = m.params[1].clone();
+        let Some((conversation, scope)) = self.readable(user, &target).await? else {
+            return Ok(vec![self.fail(
+                "CHATHISTORY",
+                "INVALID_TARGET",
+                &[sub.as_str(), target.as_str()],
+                "No such conversation, or you may not read it",
+            )]);
+        };
+        let Some(first) = parse_point(&m.params[2]) else {
+            return Ok(invalid(self, "A point is *, msgid=ID or timestamp=TIME"));
+        };
+        let page = match sub.as_str() {
+            "LATEST" => {
+                let floor = self.after_id(first).await?;
+                let mut page = self.page(user, scope, None, None, limit).await?;
+                page.retain(|msg| msg.id > floor);
+                page
+            }
+            "BEFORE" => {
+                let before = self.before_id(first).await?;
+                self.page(user, scope, Some(before), None, limit).await?
+            }
+            "AFTER" => {
+                let after = self.after_id(first).await?;
+                self.page(user, scope, None, Some(after), limit).await?
+            }
+            "AROUND" => {
+                let centre = self.after_id(first).await?;
+                let older = limit.div_ceil(2);
+                let mut page = self
+                    .page(user, scope, Some(centre + 1), None, older)
+                    .await?;
+                page.extend(
+                    self.page(user, scope, None, Some(centre), limit - older)
+                        .await?,
+                );
+                page
+            }
+            "BETWEEN" => {
+                let Some(second) = parse_point(&m.params[3]) else {
+                    return Ok(invalid(self, "A point is *, msgid=ID or timestamp=TIME"));
+                };
+                // Exclusive at both ends; paged from `first`'s side.
+                let forward = self.after_id(first).await? <= self.after_id(second).await?;
+                let (early, late) = if forward {
+                    (first, second)
+                } else {
+                    (second, first)
+                };
+                let (low, high) = (self.after_id(early).await?, self.before_id(late).await?);
+                let mut page = if forward {
+                    self.page(user, scope, None, Some(low), limit).await?
+                } else {
+                    self.page(user, scope, Some(high), None, limit).await?
+                };
+                page.retain(|msg| msg.id > low && msg.id < high);
+                page
+            }
+            _ => {
+                return Ok(vec![self.fail(
+                    "CHATHISTORY",
+                    "INVALID_PARAMS",
+                    &[sub.as_str()],
+                    "Unknown subcommand",
+                )])
+            }
+        };
+        let me = user.name().to_string();
+        let mut lines = Vec::new();
+        for msg in page.iter().filter(|msg| msg.kind == MessageKind::Text) {
+            lines.extend(message_lines(msg, &me, self.caps, &mut self.batch_seq));
+        }
+        Ok(self.history_batch("chathistory", &conversation, lines))
+    }
+
+    /// Wraps history lines in a batch of `kind` when the client has `batch`.
+    fn history_batch(
+        &mut self,
+        kind: &str,
+        target: &str,
+        lines: Vec<IrcMessage>,
+    ) -> Vec<IrcMessage> {
+        if !self.caps.has(super::caps::Cap::Batch) {
+            return lines;
+        }
+        let reference = self.next_batch();
+        let mut start = vec![format!("+{reference}"), kind.to_string()];
+        if !target.is_empty() {
+            start.push(target.to_string());
+        }
+        let mut out = vec![IrcMessage::new("BATCH", start).from_source(SERVER_NAME)];
+        out.extend(in_batch(lines, &reference));
+        out.push(IrcMessage::new("BATCH", [format!("-{reference}")]).from_source(SERVER_NAME));
+        out
+    }
+
+    /// CHATHISTORY TARGETS: conversations with a message between two times, most recent first.
+    async fn history_targets(
+        &mut self,
+        user: &AuthedUser,
+        a: &str,
+        b: &str,
+        limit: u32,
+    ) -> Result<Vec<IrcMessage>, End> {
+        let (Some(Point::Time(a)), Some(Point::Time(b))) = (parse_point(a), parse_point(b)) else {
+            return Ok(vec![self.fail(
+                "CHATHISTORY",
+                "INVALID_PARAMS",
+                &["TARGETS"],
+                "TARGETS takes two timestamps",
+            )]);
+        };
+        let (low, high) = (a.min(b), a.max(b));
+        let conversations = self
+            .state
+            .store
+            .unread(user.user_id())
+            .await
+            .map_err(|e| self.internal(&e))?;
+        let mut lines = Vec::new();
+        for c in conversations {
+            let Some(last) = c.last else { continue };
+            let Some(at) = parse_time(&last.sent_at) else {
+                continue;
+            };
+            if at > low && at <= high && lines.len() < limit as usize {
+                lines.push(
+                    IrcMessage::new(
+                        "CHATHISTORY",
+                        [
+                            "TARGETS".to_string(),
+                            c.conversation,
+                            irc_time(&last.sent_at),
+                        ],
+                    )
+                    .from_source(SERVER_NAME),
+                );
+            }
+        }
+        Ok(self.history_batch("draft/chathistory-targets", "", lines))
+    }
+
+    /// One history page through the store, with the reader's permissions.
+    async fn page(
+        &mut self,
+        user: &AuthedUser,
+        scope: HistoryScope,
+        before: Option<i64>,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Message>, End> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (page, _) = self
+            .state
+            .store
+            .history(user.user_id(), scope, before, after, limit)
+            .await
+            .map_err(|e| self.internal(&e))?;
+        Ok(page)
+    }
+
+    /// The id below which `point` begins: messages strictly before it have smaller ids.
+    async fn before_id(&mut self, point: Point) -> Result<i64, End> {
+        match point {
+            Point::Open => Ok(i64::MAX),
+            Point::Id(id) => Ok(id),
+            Point::Time(t) => Ok(self.id_at(t.saturating_sub(1)).await? + 1),
+        }
+    }
+
+    /// The id after which `point` ends: messages strictly after it have larger ids.
+    async fn after_id(&mut self, point: Point) -> Result<i64, End> {
+        match point {
+            Point::Open => Ok(0),
+            Point::Id(id) => Ok(id),
+            Point::Time(t) => self.id_at(end_of_millisecond(t)).await,
+        }
+    }
+
+    async fn id_at(&mut self, micros: i64) -> Result<i64, End> {
+        self.state
+            .store
+            .last_id_at(micros)
+            .await
+            .map_err(|e| self.internal(&e))
+    }
+
+    /// A conversation the user may read: `(its name, its scope)`, or `None`.
+    async fn readable(
+        &mut self,
+        user: &AuthedUser,
+        target: &str,
+    ) -> Result<Option<(String, HistoryScope)>, End> {
+        if target.starts_with('#') {
+            let Ok(name) = RoomName::parse(target) else {
+                return Ok(None);
+            };
+            let Some(room) = self
+                .state
+                .find_room(&name)
+                .await
+                .map_err(|e| self.internal(&e))?
+            else {
+                return Ok(None);
+            };
+            let member = self
+                .state
+                .store
+                .is_member(room.id, user.user_id())
+                .await
+                .map_err(|e| self.internal(&e))?;
+            return Ok(member.then(|| (name.to_string(), HistoryScope::Room { room_id: room.id })));
+        }
+        let Ok(name) = Username::parse(target) else {
+            return Ok(None);
+        };
+        let found = self
+            .state
+            .find_user(&name)
+            .await
+            .map_err(|e| self.internal(&e))?;
+        Ok(found.map(|u| (u.name, HistoryScope::Direct { peer_id: u.id })))
+    }
+
+    /// MARKREAD target [timestamp=T]: reads or moves the user's read marker (never back),
+    /// and tells the user's other devices, native or IRC.
+    pub(super) async fn markread(
+        &mut self,
+        user: &AuthedUser,
+        m: &IrcMessage,
+    ) -> Result<Vec<IrcMessage>, End> {
+        let Some(target) = m.param(0).map(str::to_string) else {
+            return Ok(vec![self.fail(
+                "MARKREAD",
+                "NEED_MORE_PARAMS",
+                &[],
+                "Missing target",
+            )]);
+        };
+        let Some((conversation, scope)) = self.readable(user, &target).await? else {
+            return Ok(vec![self.fail(
+                "MARKREAD",
+                "INVALID_PARAMS",
+                &[target.as_str()],
+                "No such conversation, or you may not read it",
+            )]);
+        };
+        let Some(stamp) = m.param(1) else {
+            let line = self.markread_line(&conversation, None).await;
+            return Ok(vec![line]);
+        };
+        let Some(Point::Time(t)) = parse_point(stamp) else {
+            return Ok(vec![self.fail(
+                "MARKREAD",
+                "INVALID_PARAMS",
+                &[target.as_str(), stamp],
+                "Expected timestamp=TIME",
+            )]);
+        };
+        let store = self.state.store.clone();
+        let latest = store
+            .latest_id(user.user_id(), scope)
+            .await
+            .map_err(|e| self.internal(&e))?
+            .unwrap_or(0);
+        let upto = self.id_at(end_of_millisecond(t)).await?.min(latest);
+        let now = store
+            .set_read_marker(user.user_id(), &conversation, upto)
+            .await
+            .map_err(|e| self.internal(&e))?;
+        let conn = self.guard.as_ref().map_or(0, |g| g.conn_id());
+        let notice = encode_json(&ServerFrame::ReadMarker {
+            conversation: conversation.clone(),
+            upto: now,
+        });
+        self.state.hub.notify_user(user.user_id(), conn, notice);
+        let line = self.markread_line(&conversation, Some(now)).await;
+        Ok(vec![line])
+    }
+
+    /// `MARKREAD target timestamp=…` (or `*`) for a marker at `upto` (looked up if `None`).
+    pub(super) async fn markread_line(
+        &mut self,
+        conversation: &str,
+        upto: Option<i64>,
+    ) -> IrcMessage {
+        let store = &self.state.store;
+        let me = self.user.as_ref().map_or(0, |u| u.user_id());
+        let upto = match upto {
+            Some(id) => Some(id),
+            None => store.read_marker(me, conversation).await.unwrap_or(None),
+        };
+        let time = match upto.filter(|id| *id > 0) {
+            Some(id) => store.sent_at(id).await.unwrap_or(None),
+            None => None,
+        };
+        let value = match time {
+            Some(micros) => format!("timestamp={}", irc_time(&format_timestamp(micros))),
+            None => "*".to_string(),
+        };
+        IrcMessage::new("MARKREAD", [conversation.to_string(), value]).from_source(SERVER_NAME)
+    }
+}
+
+/// The last microsecond a millisecond-precision timestamp covers: IRC writes our
+/// microsecond times to the millisecond, so `timestamp=T` names every message within T's
+/// millisecond. A finer timestamp is taken as it is.
+fn end_of_millisecond(micros: i64) -> i64 {
+    if micros % 1000 == 0 {
+        micros + 999
+    } else {
+        micros
+    }
+}
+
+/// Parses `*`, `msgid=ID` or `timestamp=TIME`.
+fn parse_point(text: &str) -> Option<Point> {
+    if text == "*" {
+        return Some(Point::Open);
+    }
+    if let Some(id) = text.strip_prefix("msgid=") {
+        return id.parse().ok().map(Point::Id);
+    }
+    text.strip_prefix("timestamp=")
+        .and_then(parse_time)
+        .map(Point::Time)
+}

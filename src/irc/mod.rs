@@ -1,0 +1,123 @@
+//! The IRC gateway: IRC clients (WeeChat, irssi, HexChat, mobile apps) on the same core as
+//! the native protocol.
+//!
+//! The gateway only translates. Authentication is [`crate::auth`] (SASL PLAIN and `PASS`
+//! go through the same argon2 check and throttling as a native login), sends go through the
+//! same [`crate::store::Writer`] (group commit, ids, idempotency) and arrive through the same
+//! [`crate::server::hub`], history and read markers are the same store queries with the same
+//! permissions. There is no second message path and no second store.
+//!
+//! An IRC connection is a device: `account@name` at login selects the device `name`,
+//! `account` alone the device `irc`. Delivery is the native backlog → live hand-off after
+//! that device's cursor. IRC has no acknowledgements, so the gateway sends `PING` after the
+//! messages it wrote and moves the cursor only when the matching `PONG` comes back: a client
+//! that disconnects before answering gets the messages again.
+//!
+//! Layers, one job each: [`codec`] frames lines, [`message`] parses and writes them,
+//! `caps` knows the IRCv3 capabilities, `register` does CAP/SASL/PASS/NICK/USER,
+//! `commands` dispatches commands and answers queries (WHO, WHOIS, MODE), `messages`
+//! PRIVMSG/NOTICE and multiline, `channels` channels as rooms, `history` CHATHISTORY and MARKREAD,
+//! `translate` turns stored messages into IRC lines, `numerics` names the replies,
+//! `session` ties them together for one connection. `docs/irc.md` is the user's view.
+
+pub mod codec;
+pub mod message;
+
+mod caps;
+mod channels;
+mod commands;
+mod history;
+mod messages;
+mod numerics;
+mod register;
+mod session;
+mod translate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{timeout, Instant};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::server::{AddressSlot, ServerState};
+
+/// The name the gateway uses as its own source and as every user's host.
+pub const SERVER_NAME: &str = "chatd";
+
+/// The device an IRC login uses when the user name names none (`account` rather than
+/// `account@device`).
+pub const DEFAULT_DEVICE: &str = "irc";
+
+/// Longest line the gateway writes, without tags and including CRLF (RFC 1459's 512, the
+/// `LINELEN` ISUPPORT value).
+pub const LINELEN: usize = 512;
+
+/// Most lines in one `draft/multiline` batch from a client.
+pub const MULTILINE_MAX_LINES: usize = 100;
+
+/// Most targets (channels) of one JOIN or PART.
+pub const MAX_JOIN_TARGETS: usize = 10;
+
+/// Lines a client may send before completing registration.
+const MAX_UNREGISTERED_LINES: usize = 64;
+
+/// What a plaintext client on the TLS port is told before the connection is closed.
+const PLAINTEXT_REPLY: &[u8] =
+    b"ERROR :this port speaks IRC over TLS; enable TLS in your client\r\n";
+
+/// Serves one IRC-over-TLS connection.
+pub(crate) async fn serve_tls(
+    state: Arc<ServerState>,
+    acceptor: TlsAcceptor,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+    _slots: (OwnedSemaphorePermit, AddressSlot),
+) {
+    let _ = tcp.set_nodelay(true);
+    let deadline = Instant::now() + state.limits.handshake_timeout;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == 0x16 => {}
+        Ok(Ok(1)) => {
+            tracing::debug!(%peer, "plaintext client on the IRC TLS port");
+            let _ = timeout(Duration::from_secs(1), tcp.write_all(PLAINTEXT_REPLY)).await;
+            let _ = timeout(Duration::from_secs(1), tcp.shutdown()).await;
+            // Read what the client already sent (briefly, boundedly): closing with unread
+            // input would reset the connection and could destroy the reply before it is read.
+            let mut sink = [0u8; 4096];
+            let _ = timeout(Duration::from_secs(1), async {
+                for _ in 0..16 {
+                    if !matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {
+                        break;
+                    }
+                }
+            })
+            .await;
+            return;
+        }
+        _ => return,
+    }
+    match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => session::run(state, tls, peer, shutdown).await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "IRC TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "IRC TLS handshake timed out"),
+    }
+}
+
+/// Serves one plaintext IRC connection (the listener is loopback-only).
+pub(crate) async fn serve_plain(
+    state: Arc<ServerState>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+    _slots: (OwnedSemaphorePermit, AddressSlot),
+) {
+    let _ = tcp.set_nodelay(true);
+    session::run(state, tcp, peer, shutdown).await;
+}

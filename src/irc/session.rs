@@ -1,0 +1,584 @@
+//! One IRC connection: reads lines, registers, then translates commands into core requests
+//! and core deliveries into lines, in full duplex from one task with `select!`.
+//!
+//! Delivery is the native backlog → live hand-off (`server::session::stream_backlog`) after
+//! this device's cursor. The cursor moves only when the client answers a `PING` sent after
+//! the messages (its `PONG` proves it read everything written before): at most one such PING
+//! is outstanding, and each PONG acknowledges, through the writer, everything written before
+//! its PING.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use super::caps::{Cap, Caps};
+use super::codec::{IrcCodec, Line, MAX_CLIENT_LINE};
+use super::message::IrcMessage;
+use super::numerics::*;
+use super::translate::message_lines;
+use super::{MAX_UNREGISTERED_LINES, SERVER_NAME};
+use crate::auth::AuthedUser;
+use crate::protocol::codec::parse_server_frame;
+use crate::protocol::{ErrorCode, ServerFrame};
+use crate::server::bucket::TokenBucket;
+use crate::server::hub::{LiveQueue, Push, SessionGuard};
+use crate::server::session::BacklogEvent;
+use crate::server::ServerState;
+
+/// What the session's byte stream must be: TLS or (loopback) plain TCP.
+pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+/// Why a session ends.
+pub(super) enum End {
+    /// The peer is gone or the socket failed.
+    Gone,
+    /// Close after an `ERROR` line with this text.
+    Close(String),
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// A finished background operation.
+pub(super) enum Done {
+    /// Lines answering a command, with the command's label.
+    Reply {
+        label: Option<String>,
+        lines: Vec<IrcMessage>,
+    },
+    /// The cursor is durably at this id.
+    Acked(i64),
+}
+
+/// What a command handler produced.
+pub(super) enum Reply {
+    /// Lines to write now (labelled as the command was).
+    Now(Vec<IrcMessage>),
+    /// The answer comes later, from `in_flight`.
+    Later,
+}
+
+/// A `draft/multiline` batch being received.
+pub(super) struct Incoming {
+    pub reference: String,
+    pub target: String,
+    pub label: Option<String>,
+    pub body: String,
+    pub lines: usize,
+    pub notice: bool,
+    /// Set when the batch broke a limit; it is dropped at its end.
+    pub failed: bool,
+}
+
+pub(super) struct Session<S> {
+    pub state: Arc<ServerState>,
+    framed: Framed<S, IrcCodec>,
+    pub peer: SocketAddr,
+    pub caps: Caps,
+    /// Registration waits while CAP negotiation is open.
+    pub cap_negotiating: bool,
+    /// The nick the client asked for before registration.
+    pub requested_nick: Option<String>,
+    pub got_user: bool,
+    pub pass: Option<crate::protocol::Secret>,
+    /// SASL PLAIN data received so far, once a mechanism was chosen.
+    pub sasl: Option<String>,
+    pub user: Option<AuthedUser>,
+    pub registered: bool,
+    unregistered_lines: usize,
+    pub guard: Option<SessionGuard>,
+    pub kicked: Option<mpsc::Receiver<ErrorCode>>,
+    pub in_flight: FuturesUnordered<BoxFuture<'static, Done>>,
+    pub backlog: Option<mpsc::Receiver<BacklogEvent>>,
+    live: Option<LiveQueue>,
+    live_floor: i64,
+    /// Highest message id written to this connection.
+    max_pushed: i64,
+    /// The device's cursor as this session last moved it.
+    cursor: i64,
+    /// The outstanding acknowledgement PING: its token and the id it acknowledges.
+    ack_ping: Option<(String, i64)>,
+    ping_seq: u64,
+    pub batch_seq: u64,
+    pub bucket: TokenBucket,
+    pub incoming: Option<Incoming>,
+    last_input: Instant,
+    keepalive_sent: bool,
+    /// Membership events this connection caused and already showed (its JOIN, PART or
+    /// KICK answer); their delivered copies are skipped.
+    pub echoed: std::collections::HashSet<i64>,
+}
+
+pub(super) async fn run<S: Stream>(
+    state: Arc<ServerState>,
+    stream: S,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let limits = &state.limits;
+    let bucket = TokenBucket::new(limits.send_rate_per_sec, limits.send_burst);
+    let mut session = Session {
+        framed: Framed::new(stream, IrcCodec::new(MAX_CLIENT_LINE)),
+        peer,
+        caps: Caps::default(),
+        cap_negotiating: false,
+        requested_nick: None,
+        got_user: false,
+        pass: None,
+        sasl: None,
+        user: None,
+        registered: false,
+        unregistered_lines: 0,
+        guard: None,
+        kicked: None,
+        in_flight: FuturesUnordered::new(),
+        backlog: None,
+        live: None,
+        live_floor: 0,
+        max_pushed: 0,
+        cursor: 0,
+        ack_ping: None,
+        ping_seq: 0,
+        batch_seq: 0,
+        bucket,
+        incoming: None,
+        last_input: Instant::now(),
+        keepalive_sent: false,
+        echoed: std::collections::HashSet::new(),
+        state,
+    };
+    let end = session.serve(&shutdown).await;
+    session.finish(end).await;
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_live(live: &mut Option<LiveQueue>) -> Option<Arc<Push>> {
+    match live {
+        Some(live) => live.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<S: Stream> Session<S> {
+    async fn serve(&mut self, shutdown: &CancellationToken) -> End {
+        let limits = self.state.limits.clone();
+        let register_deadline = Instant::now() + limits.auth_timeout;
+        loop {
+            let deadline = if !self.registered {
+                register_deadline
+            } else if self.keepalive_sent {
+                self.last_input + limits.idle_timeout
+            } else {
+                self.last_input + limits.idle_timeout / 2
+            };
+            let result = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return End::Shutdown,
+                Some(code) = recv_opt(&mut self.kicked) => {
+                    return End::Close(match code {
+                        ErrorCode::SlowConsumer => "Too many undelivered messages queued; reconnect to resume".into(),
+                        ErrorCode::SessionRevoked => "This session was revoked or the account disabled".into(),
+                        _ => "Closed by the server".into(),
+                    });
+                }
+                Some(done) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.on_done(done).await
+                }
+                event = recv_opt(&mut self.backlog), if self.backlog.is_some() => {
+                    self.on_backlog(event).await
+                }
+                push = recv_live(&mut self.live), if self.live.is_some() => {
+                    match push {
+                        Some(push) => self.on_push(&push).await,
+                        None => Err(End::Gone),
+                    }
+                }
+                // Like the native session: stop reading while too many sends are in flight.
+                line = self.framed.next(), if self.in_flight.len() < limits.max_in_flight => {
+                    match line {
+                        None | Some(Err(_)) => return End::Gone,
+                        Some(Ok(line)) => {
+                            self.last_input = Instant::now();
+                            self.keepalive_sent = false;
+                            self.on_line(line).await
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    if !self.registered {
+                        return End::Close("Registration timed out: authenticate with SASL PLAIN or PASS account:password".into());
+                    }
+                    if self.keepalive_sent {
+                        return End::Close(format!("Ping timeout: {} seconds", limits.idle_timeout.as_secs()));
+                    }
+                    self.keepalive_sent = true;
+                    self.write(vec![IrcMessage::new("PING", [SERVER_NAME])]).await
+                }
+            };
+            if let Err(end) = result {
+                return end;
+            }
+        }
+    }
+
+    /// The client's nick: the account name once authenticated, `*` before.
+    pub fn nick(&self) -> String {
+        match &self.user {
+            Some(u) => u.name().to_string(),
+            None => "*".to_string(),
+        }
+    }
+
+    /// A numeric reply to this client.
+    pub fn num<I, P>(&self, code: &str, params: I) -> IrcMessage
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        let mut m = IrcMessage::new(code, [self.nick()]).from_source(SERVER_NAME);
+        m.params.extend(params.into_iter().map(Into::into));
+        m
+    }
+
+    /// A standard-replies `FAIL` line.
+    pub fn fail(&self, command: &str, code: &str, context: &[&str], text: &str) -> IrcMessage {
+        let mut params = vec![command.to_string(), code.to_string()];
+        params.extend(context.iter().map(|s| s.to_string()));
+        params.push(text.to_string());
+        IrcMessage::new("FAIL", params).from_source(SERVER_NAME)
+    }
+
+    async fn on_line(&mut self, line: Line) -> Result<(), End> {
+        if !self.registered {
+            self.unregistered_lines += 1;
+            if self.unregistered_lines > MAX_UNREGISTERED_LINES {
+                return Err(End::Close("Too many lines before registration".into()));
+            }
+        }
+        let message = match line {
+            Line::TooLong => {
+                let m = self.num(ERR_INPUTTOOLONG, ["Input line was too long"]);
+                return self.write(vec![m]).await;
+            }
+            Line::NotUtf8(lossy) => {
+                let command = IrcMessage::parse(&lossy).map_or("*".to_string(), |m| m.command);
+                let m = self.fail(
+                    &command,
+                    "INVALID_UTF8",
+                    &[],
+                    "Message rejected: lines must be UTF-8 without NUL bytes",
+                );
+                return self.write(vec![m]).await;
+            }
+            Line::Text(text) => match IrcMessage::parse(&text) {
+                Some(m) => m,
+                None => return Ok(()),
+            },
+        };
+        let label = if self.caps.has(Cap::LabeledResponse) {
+            message.tag_value("label").map(str::to_string)
+        } else {
+            None
+        };
+        if self.incoming.is_some() && message.command != "BATCH" {
+            if let Some(reference) = message.tag_value("batch") {
+                let lines = self.multiline_line(reference.to_string(), &message);
+                return self.write(lines).await;
+            }
+        }
+        let reply = if self.registered {
+            self.command(message, label.clone()).await?
+        } else {
+            Reply::Now(self.register_command(message).await?)
+        };
+        match reply {
+            Reply::Now(lines) => {
+                let lines = self.labeled(label, lines);
+                self.write(lines).await
+            }
+            Reply::Later => Ok(()),
+        }
+    }
+
+    async fn on_done(&mut self, done: Done) -> Result<(), End> {
+        match done {
+            Done::Reply { label, lines } => {
+                let lines = self.labeled(label, lines);
+                self.write(lines).await
+            }
+            Done::Acked(upto) => {
+                self.cursor = self.cursor.max(upto);
+                Ok(())
+            }
+        }
+    }
+
+    /// Wraps a command's answer for labeled-response: one line gets the label, several are
+    /// one `labeled-response` batch, none is an `ACK`.
+    pub fn labeled(
+        &mut self,
+        label: Option<String>,
+        mut lines: Vec<IrcMessage>,
+    ) -> Vec<IrcMessage> {
+        let Some(label) = label else { return lines };
+        match lines.len() {
+            0 => vec![IrcMessage::new("ACK", Vec::<String>::new())
+                .from_source(SERVER_NAME)
+                .tag("label", label)],
+            1 => {
+                lines[0].tags.insert(0, ("label".into(), Some(label)));
+                lines
+            }
+            _ if self.caps.has(Cap::Batch) => {
+                let reference = self.next_batch();
+                let start = IrcMessage::new(
+                    "BATCH",
+                    [format!("+{reference}"), "labeled-response".into()],
+                )
+                .from_source(SERVER_NAME)
+                .tag("label", label);
+                let end =
+                    IrcMessage::new("BATCH", [format!("-{reference}")]).from_source(SERVER_NAME);
+                let mut out = vec![start];
+                out.extend(in_batch(lines, &reference));
+                out.push(end);
+                out
+            }
+            _ => {
+                lines[0].tags.insert(0, ("label".into(), Some(label)));
+                lines
+            }
+        }
+    }
+
+    /// A fresh batch reference.
+    pub fn next_batch(&mut self) -> String {
+        self.batch_seq += 1;
+        format!("b{}", self.batch_seq)
+    }
+
+    /// Writes lines (keeping only the tags this client negotiated) and flushes, within the
+    /// write timeout.
+    pub async fn write(&mut self, lines: Vec<IrcMessage>) -> Result<(), End> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let caps = self.caps;
+        let rendered: Vec<String> = lines
+            .into_iter()
+            .map(|mut m| {
+                m.tags.retain(|(k, _)| caps.allows_tag(k));
+                m.to_line()
+            })
+            .collect();
+        let framed = &mut self.framed;
+        let write = async move {
+            for line in rendered {
+                framed.feed(line).await?;
+            }
+            framed.flush().await
+        };
+        match timeout(self.state.limits.write_timeout, write).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(End::Gone),
+        }
+    }
+
+    /// Starts delivery for this device: the backlog after its cursor, then live.
+    pub async fn subscribe(&mut self, user: &AuthedUser) -> Result<(), End> {
+        let cursor = match self.state.store.device_cursor(user.device_id()).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Err(End::Close("This session was revoked".into())),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read an IRC device's cursor");
+                return Err(End::Close("Internal server error".into()));
+            }
+        };
+        self.cursor = cursor;
+        self.max_pushed = cursor;
+        let (tx, rx) = mpsc::channel(2);
+        self.backlog = Some(rx);
+        let Some(conn) = self.guard.as_ref().map(|g| g.conn_id()) else {
+            return Ok(());
+        };
+        let (user_id, device_id) = (user.user_id(), user.device_id());
+        let hub = Arc::clone(&self.state.hub);
+        let (capacity, max_bytes) = (
+            self.state.limits.live_queue,
+            self.state.limits.live_queue_bytes,
+        );
+        let subscribe = move || hub.subscribe(conn, user_id, device_id, capacity, max_bytes);
+        tokio::spawn(crate::server::session::stream_backlog(
+            self.state.store.clone(),
+            user_id,
+            device_id,
+            cursor,
+            tx,
+            subscribe,
+        ));
+        Ok(())
+    }
+
+    async fn on_backlog(&mut self, event: Option<BacklogEvent>) -> Result<(), End> {
+        match event {
+            Some(BacklogEvent::Page(page)) => {
+                let me = self.nick();
+                let mut lines = Vec::new();
+                for m in &page {
+                    if !self.echoed.remove(&m.id) {
+                        lines.extend(message_lines(m, &me, self.caps, &mut self.batch_seq));
+                    }
+                }
+                self.write(lines).await?;
+                if let Some(last) = page.last() {
+                    self.max_pushed = self.max_pushed.max(last.id);
+                }
+                self.request_ack().await
+            }
+            Some(BacklogEvent::CaughtUp { upto, live }) => {
+                self.backlog = None;
+                self.live_floor = upto;
+                self.live = Some(live);
+                Ok(())
+            }
+            Some(BacklogEvent::Failed) | None => Err(End::Close(
+                "Delivery failed inside the server; reconnect to resume".into(),
+            )),
+        }
+    }
+
+    async fn on_push(&mut self, push: &Push) -> Result<(), End> {
+        match parse_server_frame(&push.frame) {
+            Ok(ServerFrame::Msg { message }) if message.id > self.live_floor => {
+                if self.echoed.remove(&message.id) {
+                    self.max_pushed = self.max_pushed.max(message.id);
+                    return self.request_ack().await;
+                }
+                let lines = message_lines(&message, &self.nick(), self.caps, &mut self.batch_seq);
+                self.write(lines).await?;
+                self.max_pushed = self.max_pushed.max(message.id);
+                self.request_ack().await
+            }
+            Ok(ServerFrame::ReadMarker { conversation, upto }) => {
+                if !self.caps.has(Cap::ReadMarker) {
+                    return Ok(());
+                }
+                let line = self.markread_line(&conversation, Some(upto)).await;
+                self.write(vec![line]).await
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::error!(error = %e, "undecodable push");
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends the acknowledgement PING when messages were written since the last one and none
+    /// is outstanding.
+    async fn request_ack(&mut self) -> Result<(), End> {
+        if self.ack_ping.is_some() || self.max_pushed <= self.cursor {
+            return Ok(());
+        }
+        self.ping_seq += 1;
+        let token = format!("chatd-ack-{}", self.ping_seq);
+        self.ack_ping = Some((token.clone(), self.max_pushed));
+        self.write(vec![IrcMessage::new("PING", [token])]).await
+    }
+
+    /// A PONG: if it answers the acknowledgement PING, the cursor moves (through the writer)
+    /// to what was written before that PING.
+    pub async fn on_pong(&mut self, token: &str) -> Result<(), End> {
+        let Some((expected, upto)) = self.ack_ping.clone() else {
+            return Ok(());
+        };
+        if token != expected {
+            return Ok(());
+        }
+        self.ack_ping = None;
+        if let Some(user) = self.user.clone() {
+            let writer = self.state.writer.clone();
+            self.in_flight.push(Box::pin(async move {
+                match writer.ack(user.user_id(), user.device_id(), upto).await {
+                    Ok(()) => Done::Acked(upto),
+                    Err(e) => {
+                        tracing::error!(error = %e, "IRC ack failed");
+                        Done::Acked(0)
+                    }
+                }
+            }));
+        }
+        // Anything written after that PING needs the next one.
+        self.cursor = self.cursor.max(upto);
+        self.request_ack().await
+    }
+
+    /// Ends the session: lets sends and acknowledgements already accepted reach the writer
+    /// (answering them when the peer is still there), says why, closes.
+    async fn finish(mut self, end: End) {
+        let grace = self.state.limits.shutdown_grace;
+        let reason = match end {
+            End::Gone => {
+                // A PONG already proved what the client read: its acknowledgement still
+                // counts, and so does a message it sent.
+                let _ = timeout(grace, async {
+                    while self.in_flight.next().await.is_some() {}
+                })
+                .await;
+                return;
+            }
+            End::Close(reason) => reason,
+            End::Shutdown => "Server shutting down; reconnect later".to_string(),
+        };
+        let drain = async {
+            while let Some(done) = self.in_flight.next().await {
+                if self.on_done(done).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = timeout(grace, drain).await;
+        let line = IrcMessage::new("ERROR", [reason]);
+        let _ = timeout(Duration::from_secs(2), self.write(vec![line])).await;
+        let _ = timeout(Duration::from_secs(2), self.framed.get_mut().shutdown()).await;
+        // Read what the client still sends (briefly, boundedly): closing with unread input
+        // resets the connection, which can destroy the ERROR line before the client reads it.
+        let _ = timeout(Duration::from_secs(1), async {
+            for _ in 0..64 {
+                if !matches!(self.framed.next().await, Some(Ok(_))) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Puts lines inside batch `reference`; lines already in a (nested) batch keep theirs.
+pub(super) fn in_batch(lines: Vec<IrcMessage>, reference: &str) -> Vec<IrcMessage> {
+    lines
+        .into_iter()
+        .map(|m| {
+            if m.tag_value("batch").is_some() {
+                m
+            } else {
+                m.tag("batch", reference)
+            }
+        })
+        .collect()
+}
