@@ -1,11 +1,13 @@
-//! Authentication: argon2id password hashing on a bounded blocking pool, session tokens,
-//! and login throttling.
+//! Authentication: argon2id password hashing on a pool of low-priority threads, session
+//! tokens, and login throttling.
 //!
 //! This is the only module that can construct an [`AuthedUser`]; request handlers that need
 //! an identity take one as a parameter, so nothing can be served before login by mistake.
-//! Argon2 never runs on a runtime worker thread: every hash and verify goes through
-//! `spawn_blocking` behind a semaphore, so a flood of logins queues instead of starving
-//! message delivery. Unknown users are verified against a dummy hash so that "no such user"
+//! Argon2 never runs on a runtime worker thread: every hash and verify goes to the
+//! [`Hasher`]'s own threads (one per core, at nice +10) behind a semaphore, so a flood of
+//! logins queues, and whatever argon2 does run yields the CPU to message delivery. Failed
+//! logins are throttled per account, per address and server-wide (a budget of failed
+//! password checks, taken before hashing and given back on success). Unknown users are verified against a dummy hash so that "no such user"
 //! and "wrong password" cost the same and answer the same.
 
 use std::collections::HashMap;
@@ -114,12 +116,14 @@ type HashJob = Box<dyn FnOnce() + Send>;
 /// The hashing threads and the queue to them. Dropping it ends the threads.
 struct HashPool {
     permits: Semaphore,
-    jobs: std::sync::mpsc::Sender<HashJob>,
+    /// Bounded by `parallel`; the semaphore admits no more jobs than that, so `send` never
+    /// waits.
+    jobs: std::sync::mpsc::SyncSender<HashJob>,
 }
 
 impl HashPool {
     fn start(parallel: usize) -> Result<HashPool, AuthError> {
-        let (jobs, queue) = std::sync::mpsc::channel::<HashJob>();
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<HashJob>(parallel);
         let queue = Arc::new(Mutex::new(queue));
         for i in 0..parallel {
             let queue = Arc::clone(&queue);

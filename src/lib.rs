@@ -21,7 +21,8 @@
 //!   serve the IRC listeners too), the accept loops, the revocation watcher;
 //!   `server/session.rs` is one connection's state machine;
 //!   [`server::hub`] tracks live connections and fans messages out to them.
-//! - [`auth`]: argon2id on a bounded blocking pool, device tokens, login throttling.
+//! - [`auth`]: argon2id on a bounded low-priority thread pool, device tokens, login
+//!   throttling (per account, per address, server-wide), the device cap.
 //! - [`tls`]: the crypto provider, the server certificate (rcgen), key fingerprints; the
 //!   client's pinning verifier is [`tls::pin`].
 //! - [`irc`]: the IRC gateway: IRC clients on the same auth, writer, hub and store, an IRC
@@ -56,8 +57,10 @@
 //! - No lock is held across `.await`: shared state sits behind `std::sync::Mutex` in short
 //!   synchronous sections (the guard is not `Send`, so a spawned task cannot keep one across
 //!   an `.await` and still compile).
-//! - No argon2 on a runtime worker: every hash and verify runs in `spawn_blocking` behind a
-//!   semaphore.
+//! - No argon2 on a runtime worker: every hash and verify runs on the hasher's own threads
+//!   (nice +10, so delivery gets the CPU first) behind a semaphore.
+//! - The message writer has a thread and a SQLite connection of its own: its commits never
+//!   queue behind sessions on the runtime.
 //! - No unbounded channel. A full per-connection queue disconnects that connection; it never
 //!   makes the writer or a sender wait.
 //! - Nothing reachable from network input panics; a bad frame ends only its own connection.
