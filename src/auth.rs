@@ -4,7 +4,7 @@
 //! This is the only module that can construct an [`AuthedUser`]; request handlers that need
 //! an identity take one as a parameter, so nothing can be served before login by mistake.
 //! Argon2 never runs on a runtime worker thread: every hash and verify goes to the
-//! [`Hasher`]'s own threads (one per core, at nice +10) behind a semaphore, so a flood of
+//! [`Hasher`]'s own threads (one per core, at nice +19) behind a semaphore, so a flood of
 //! logins queues, and whatever argon2 does run yields the CPU to message delivery. Failed
 //! logins are throttled per account, per address and server-wide (a budget of failed
 //! password checks, taken before hashing and given back on success). Unknown users are verified against a dummy hash so that "no such user"
@@ -100,9 +100,9 @@ impl AuthedUser {
 }
 
 /// argon2id hashing on `parallel` threads of its own, which run at a lower CPU priority
-/// (nice +10) than the rest of the server. With nothing else to do they use every core, so
+/// (nice +19) than the rest of the server. With nothing else to do they use every core, so
 /// logins are as fast as the hash allows; when messages are flowing, the scheduler gives the
-/// delivery threads the CPU first (about 9 : 1), so a burst of password checks, a flood of
+/// delivery threads the CPU first (about 70 : 1), so a burst of password checks, a flood of
 /// guesses among them, cannot stall connected users.
 #[derive(Clone)]
 pub struct Hasher {
@@ -167,11 +167,11 @@ impl HashPool {
     }
 }
 
-/// Lowers the calling thread's CPU priority to nice +10 (on Linux nice is per thread: the
+/// Lowers the calling thread's CPU priority to nice +19 (on Linux nice is per thread: the
 /// process priority of a thread id). Best effort: a failure only means equal priority.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19) {
         tracing::debug!(error = %e, "cannot lower the priority of a hashing thread");
     }
 }
