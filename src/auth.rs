@@ -4,7 +4,7 @@
 //! This is the only module that can construct an [`AuthedUser`]; request handlers that need
 //! an identity take one as a parameter, so nothing can be served before login by mistake.
 //! Argon2 never runs on a runtime worker thread: every hash and verify goes to the
-//! [`Hasher`]'s own threads (one per core, at nice +19) behind a semaphore, so a flood of
+//! [`Hasher`]'s own threads (one per core, `SCHED_IDLE`) behind a semaphore, so a flood of
 //! logins queues, and whatever argon2 does run yields the CPU to message delivery. Failed
 //! logins are throttled per account, per address and server-wide (a budget of failed
 //! password checks, taken before hashing and given back on success). Unknown users are verified against a dummy hash so that "no such user"
@@ -99,11 +99,12 @@ impl AuthedUser {
     }
 }
 
-/// argon2id hashing on `parallel` threads of its own, which run at a lower CPU priority
-/// (nice +19) than the rest of the server. With nothing else to do they use every core, so
-/// logins are as fast as the hash allows; when messages are flowing, the scheduler gives the
-/// delivery threads the CPU first (about 70 : 1), so a burst of password checks, a flood of
-/// guesses among them, cannot stall connected users.
+/// argon2id hashing on `parallel` threads of its own, which run at the lowest CPU priority
+/// (`SCHED_IDLE` on Linux). With nothing else to do they use every core, so logins are as
+/// fast as the hash allows; when messages are flowing, a delivery thread takes the core at
+/// once, so a burst of password checks, a flood of guesses among them, cannot stall
+/// connected users. The price: on a server whose cores are saturated by message traffic, a
+/// password login waits for a free moment (token logins do not hash).
 #[derive(Clone)]
 pub struct Hasher {
     pool: Arc<HashPool>,
@@ -167,12 +168,26 @@ impl HashPool {
     }
 }
 
-/// Lowers the calling thread's CPU priority to nice +19 (on Linux nice is per thread: the
-/// process priority of a thread id). Best effort: a failure only means equal priority.
+/// Lowers the calling thread's CPU priority. On Linux the hashing threads use `SCHED_IDLE`:
+/// they run only when no ordinary thread wants the CPU, and a woken delivery thread takes
+/// the core at once (nice +19 still let a 16 ms hash finish its slice first). Elsewhere, or
+/// if that is refused, the lowest nice value. Best effort: a failure means equal priority.
 fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19) {
-        tracing::debug!(error = %e, "cannot lower the priority of a hashing thread");
+    use thread_priority::{
+        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+        ThreadPriority, ThreadSchedulePolicy,
+    };
+    let idle = set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+    );
+    if let Err(e) = idle {
+        tracing::debug!(error = ?e, "SCHED_IDLE refused for a hashing thread; using nice");
+        #[cfg(target_os = "linux")]
+        if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19) {
+            tracing::debug!(error = %e, "cannot lower the priority of a hashing thread");
+        }
     }
 }
 

@@ -58,7 +58,7 @@
 //!   synchronous sections (the guard is not `Send`, so a spawned task cannot keep one across
 //!   an `.await` and still compile).
 //! - No argon2 on a runtime worker: every hash and verify runs on the hasher's own threads
-//!   (nice +19, so delivery gets the CPU first) behind a semaphore.
+//!   (`SCHED_IDLE`, so delivery always gets the CPU first) behind a semaphore.
 //! - The message writer has a thread and a SQLite connection of its own: its commits never
 //!   queue behind sessions on the runtime.
 //! - No unbounded channel. A full per-connection queue disconnects that connection; it never
