@@ -17,6 +17,10 @@ use crate::tls::Fingerprint;
 /// How many times `chat send` tries (with the same idempotency key) when the connection
 /// breaks before the server confirms.
 const SEND_ATTEMPTS: u32 = 3;
+/// First and longest wait before `chat recv --follow` reconnects.
+const RECONNECT_MIN: std::time::Duration = std::time::Duration::from_millis(500);
+const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Keepalive period of `chat recv --follow`.
 const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -358,8 +362,48 @@ fn is_transient(e: &anyhow::Error) -> bool {
         .is_some_and(ClientError::is_transient)
 }
 
+/// `chat recv`. With `--follow`, a lost connection (a server restart, a network cut) is
+/// retried with backoff (0.5 s doubling to 30 s) and delivery resumes from the cursor;
+/// messages already shown are not shown again. A revoked session or disabled account ends it.
 async fn recv(home: &ChatHome, follow: bool, json: bool) -> Result<()> {
+    let mut shown = 0;
+    let mut backoff = RECONNECT_MIN;
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        let connected = std::time::Instant::now();
+        match recv_once(home, follow, json, &mut shown, &mut interrupted).await {
+            Ok(()) => return Ok(()),
+            Err(e) if follow && is_transient(&e) => {
+                if connected.elapsed() > RECONNECT_MAX {
+                    backoff = RECONNECT_MIN;
+                }
+                eprintln!(
+                    "chat: {e:#}; reconnecting in {:.1} s",
+                    backoff.as_secs_f64()
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = &mut interrupted => return Ok(()),
+                }
+                backoff = (backoff * 2).min(RECONNECT_MAX);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One connection's worth of `chat recv`. `shown` is the highest id printed so far in this
+/// run (the saved `last_seen` may lag it by what was shown but not yet acknowledged).
+async fn recv_once(
+    home: &ChatHome,
+    follow: bool,
+    json: bool,
+    shown: &mut i64,
+    interrupted: &mut std::pin::Pin<&mut impl std::future::Future<Output = std::io::Result<()>>>,
+) -> Result<()> {
     let (conn, mut session) = connect_saved(home).await?;
+    session.last_seen = session.last_seen.max(*shown);
     let (client, mut events) = conn.split();
     let cursor = client.subscribe().await?;
     let mut highest = cursor;
@@ -367,8 +411,6 @@ async fn recv(home: &ChatHome, follow: bool, json: bool) -> Result<()> {
     let mut caught_up = false;
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.reset();
-    let interrupted = tokio::signal::ctrl_c();
-    tokio::pin!(interrupted);
     loop {
         tokio::select! {
             event = events.recv() => match event {
@@ -377,6 +419,7 @@ async fn recv(home: &ChatHome, follow: bool, json: bool) -> Result<()> {
                     if m.id > session.last_seen {
                         print_message(&m, json)?;
                         session.last_seen = m.id;
+                        *shown = m.id;
                     }
                 }
                 Some(Event::CaughtUp { .. }) => caught_up = true,
@@ -385,7 +428,7 @@ async fn recv(home: &ChatHome, follow: bool, json: bool) -> Result<()> {
                 None => return Err(ClientError::Closed(None).into()),
             },
             _ = ping.tick(), if follow => client.ping().await?,
-            _ = &mut interrupted, if follow => {
+            _ = &mut *interrupted, if follow => {
                 commit(home, &session, &client, &mut acked, highest).await?;
                 return Ok(());
             }

@@ -180,6 +180,11 @@ impl Lines {
             .recv_timeout(limit)
             .unwrap_or_else(|e| panic!("no line from {what} within {limit:?}: {e}"))
     }
+
+    /// The next line if one comes within `limit`.
+    fn next_opt(&self, limit: Duration) -> Option<String> {
+        self.0.recv_timeout(limit).ok()
+    }
 }
 
 /// A `chatd serve` child process.
@@ -194,8 +199,13 @@ struct Server {
 impl Server {
     /// Starts `chatd serve` on 127.0.0.1:0 over `dir` and reads its two stdout lines.
     fn start(dir: &Path) -> Server {
+        Server::start_on(dir, "127.0.0.1:0")
+    }
+
+    /// Starts `chatd serve` on `listen` over `dir` and reads its two stdout lines.
+    fn start_on(dir: &Path, listen: &str) -> Server {
         let mut cmd = chatd(dir);
-        cmd.arg("serve").args(["--listen", "127.0.0.1:0"]);
+        cmd.arg("serve").args(["--listen", listen]);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -435,6 +445,60 @@ fn quick_start_with_the_real_binaries_and_clean_errors() {
     // SIGTERM: a clean, successful exit.
     let status = server.terminate();
     assert_eq!(status.code(), Some(0));
+}
+
+/// `chat recv --follow` outlives a server restart: it reconnects on its own, says so on
+/// stderr, resumes from its cursor, and shows nothing twice.
+#[test]
+fn recv_follow_reconnects_after_a_server_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = Server::start(dir);
+    add_user(dir, "alice");
+    add_user(dir, "bob");
+    login(dir, &server, "alice");
+    login(dir, &server, "bob");
+    let mut cmd = chat(dir, "bob");
+    cmd.args(["recv", "--follow", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut follower = ChildGuard(cmd.spawn().expect("spawn chat recv --follow"));
+    let follow_out = Lines::new(follower.0.stdout.take().unwrap());
+    let follow_err = read_all(follower.0.stderr.take().unwrap());
+    let first = send(dir, "alice", &["bob", "before", "the", "restart"], None);
+    let line = follow_out.next(Duration::from_secs(20), "chat recv --follow");
+    check_message(
+        &json_lines(&line)[0],
+        first,
+        "alice",
+        "bob",
+        "before the restart",
+    );
+
+    // Restart on the same address.
+    let addr = server.addr.clone();
+    assert_eq!(server.terminate().code(), Some(0));
+    let server = Server::start_on(dir, &addr);
+    let second = send(dir, "alice", &["bob", "after", "the", "restart"], None);
+    let line = follow_out.next(
+        Duration::from_secs(30),
+        "chat recv --follow after a restart",
+    );
+    let got = json_lines(&line);
+    check_message(&got[0], second, "alice", "bob", "after the restart");
+
+    // Stopped by the test: it printed exactly the two messages, and said it reconnected.
+    drop(follower);
+    let stderr = follow_err.join().unwrap();
+    assert!(stderr.contains("reconnecting"), "{stderr}");
+    // Only the notices: a fatal error would start with "chat: error:".
+    assert!(
+        stderr.lines().all(|l| l.contains("reconnecting")),
+        "{stderr}"
+    );
+    assert!(follow_out.next_opt(Duration::from_millis(200)).is_none());
+    drop(server);
 }
 
 #[test]
