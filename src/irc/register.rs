@@ -252,14 +252,14 @@ impl<S: Stream> Session<S> {
     /// Registers the connection with the hub, then re-checks the device, closing the window
     /// between the credential check and the registration (as the native session does).
     async fn authenticated(&mut self, user: AuthedUser) -> Result<(), End> {
-        let (guard, kicked) = self.state.hub.register(user.user_id(), user.device_id());
-        self.guard = Some(guard);
-        self.kicked = Some(kicked);
-        let device = user.device_id();
-        self.user = Some(user);
-        match self.state.store.valid_devices(&[device]).await {
-            Ok(valid) if valid.contains(&device) => Ok(()),
-            Ok(_) => Err(End::Close(
+        match self.state.register_session(&user).await {
+            Ok(Some((guard, kicked))) => {
+                self.guard = Some(guard);
+                self.kicked = Some(kicked);
+                self.user = Some(user);
+                Ok(())
+            }
+            Ok(None) => Err(End::Close(
                 "This session was revoked or the account disabled".into(),
             )),
             Err(e) => {

@@ -411,25 +411,14 @@ impl<S: Stream> Session<S> {
         };
         self.cursor = cursor;
         self.max_pushed = cursor;
-        let (tx, rx) = mpsc::channel(2);
-        self.backlog = Some(rx);
         let Some(conn) = self.guard.as_ref().map(|g| g.conn_id()) else {
-            return Ok(());
+            return Err(End::Close("Internal server error".into()));
         };
-        let (user_id, device_id) = (user.user_id(), user.device_id());
-        let hub = Arc::clone(&self.state.hub);
-        let (capacity, max_bytes) = (
-            self.state.limits.live_queue,
-            self.state.limits.live_queue_bytes,
-        );
-        let subscribe = move || hub.subscribe(conn, user_id, device_id, capacity, max_bytes);
-        tokio::spawn(crate::server::session::stream_backlog(
-            self.state.store.clone(),
-            user_id,
-            device_id,
+        self.backlog = Some(crate::server::session::start_delivery(
+            &self.state,
+            conn,
+            user,
             cursor,
-            tx,
-            subscribe,
         ));
         Ok(())
     }

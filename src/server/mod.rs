@@ -126,6 +126,23 @@ pub(crate) struct ServerState {
 }
 
 impl ServerState {
+    /// Registers an authenticated connection with the hub, then re-checks its device: a
+    /// revocation that landed between the credential check and the registration was not
+    /// seen by the revocation watcher, so it is caught here. `Ok(None)`: the device is no
+    /// longer valid (the registration is dropped again).
+    pub async fn register_session(
+        &self,
+        user: &crate::auth::AuthedUser,
+    ) -> Result<
+        Option<(hub::SessionGuard, tokio::sync::mpsc::Receiver<ErrorCode>)>,
+        crate::store::StoreError,
+    > {
+        let registered = self.hub.register(user.user_id(), user.device_id());
+        let device = user.device_id();
+        let valid = self.store.valid_devices(&[device]).await?;
+        Ok(valid.contains(&device).then_some(registered))
+    }
+
     /// Finds a live account by name, through a small cache.
     pub async fn find_user(
         &self,

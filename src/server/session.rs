@@ -509,14 +509,14 @@ impl Session {
     /// landed between the credential check and the registration was not seen by the
     /// revocation watcher, so it is caught here.
     async fn authenticated(&mut self, req: u64, user: AuthedUser) -> Result<(), End> {
-        let (guard, kicked) = self.state.hub.register(user.user_id(), user.device_id());
-        self.guard = Some(guard);
-        self.kicked = Some(kicked);
-        let device = user.device_id();
-        self.user = Some(user);
-        match self.state.store.valid_devices(&[device]).await {
-            Ok(valid) if valid.contains(&device) => Ok(()),
-            Ok(_) => Err(End::Error(ServerFrame::error(
+        match self.state.register_session(&user).await {
+            Ok(Some((guard, kicked))) => {
+                self.guard = Some(guard);
+                self.kicked = Some(kicked);
+                self.user = Some(user);
+                Ok(())
+            }
+            Ok(None) => Err(End::Error(ServerFrame::error(
                 Some(req),
                 ErrorCode::SessionRevoked,
                 "this session was revoked or the account disabled",
@@ -651,23 +651,14 @@ impl Session {
         self.cursor = cursor;
         self.max_pushed = cursor;
         self.write(&ServerFrame::Subscribed { req, cursor }).await?;
-        let (tx, rx) = mpsc::channel(2);
-        self.backlog = Some(rx);
         let Some(conn) = self.guard.as_ref().map(|g| g.conn_id()) else {
-            return Ok(());
+            return Err(End::Error(ServerFrame::error(
+                None,
+                ErrorCode::Internal,
+                "delivery failed inside the server; reconnect to resume",
+            )));
         };
-        let (user_id, device_id) = (user.user_id(), user.device_id());
-        let hub = Arc::clone(&self.state.hub);
-        let (capacity, max_bytes) = (
-            self.state.limits.live_queue,
-            self.state.limits.live_queue_bytes,
-        );
-        let subscribe = move || hub.subscribe(conn, user_id, device_id, capacity, max_bytes);
-        // The helper holds the store only (not the writer), so it never delays shutdown.
-        let store = self.state.store.clone();
-        tokio::spawn(stream_backlog(
-            store, user_id, device_id, cursor, tx, subscribe,
-        ));
+        self.backlog = Some(start_delivery(&self.state, conn, user, cursor));
         Ok(())
     }
 
@@ -848,7 +839,34 @@ impl Session {
 
 /// Streams the stored backlog after `cursor`, subscribes to live delivery, streams what was
 /// committed meanwhile, then hands the live queue to the session.
-pub(crate) async fn stream_backlog(
+/// Starts the backlog → live hand-off for a registered connection (`conn`) of `user`'s
+/// device from `cursor`: a helper task streams the stored backlog, subscribes the
+/// connection to the hub (with the server's live-queue limits) and hands over the live
+/// queue. The native and IRC sessions both read its events.
+pub(crate) fn start_delivery(
+    state: &Arc<ServerState>,
+    conn: u64,
+    user: &AuthedUser,
+    cursor: i64,
+) -> mpsc::Receiver<BacklogEvent> {
+    let (tx, rx) = mpsc::channel(2);
+    let (user_id, device_id) = (user.user_id(), user.device_id());
+    let hub = Arc::clone(&state.hub);
+    let (capacity, max_bytes) = (state.limits.live_queue, state.limits.live_queue_bytes);
+    let subscribe = move || hub.subscribe(conn, user_id, device_id, capacity, max_bytes);
+    // The helper holds the store only (not the writer), so it never delays shutdown.
+    tokio::spawn(stream_backlog(
+        state.store.clone(),
+        user_id,
+        device_id,
+        cursor,
+        tx,
+        subscribe,
+    ));
+    rx
+}
+
+async fn stream_backlog(
     store: Store,
     user_id: i64,
     device_id: i64,

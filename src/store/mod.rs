@@ -356,7 +356,7 @@ impl Store {
     ) -> Result<i64, StoreError> {
         self.create_device_capped(user_id, token_hash, name, u32::MAX)
             .await?
-            .ok_or_else(|| StoreError::Database("the account has no room for a device".into()))
+            .ok_or_else(|| StoreError::Database(format!("no account with id {user_id}").into()))
     }
 
     /// Registers a device unless the account already has `max` of them (checked in the

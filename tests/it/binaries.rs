@@ -318,6 +318,20 @@ fn send(dir: &Path, from: &str, args: &[&str], stdin: Option<&str>) -> i64 {
     id
 }
 
+/// Starts `chat recv --follow --json` as `user`: the process, its stdout lines and a
+/// thread collecting its stderr.
+fn follow(dir: &Path, user: &str) -> (ChildGuard, Lines, std::thread::JoinHandle<String>) {
+    let mut cmd = chat(dir, user);
+    cmd.args(["recv", "--follow", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut follower = ChildGuard(cmd.spawn().expect("spawn chat recv --follow"));
+    let out = Lines::new(follower.0.stdout.take().unwrap());
+    let err = read_all(follower.0.stderr.take().unwrap());
+    (follower, out, err)
+}
+
 fn json_lines(text: &str) -> Vec<serde_json::Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
@@ -458,14 +472,7 @@ fn recv_follow_reconnects_after_a_server_restart() {
     add_user(dir, "bob");
     login(dir, &server, "alice");
     login(dir, &server, "bob");
-    let mut cmd = chat(dir, "bob");
-    cmd.args(["recv", "--follow", "--json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut follower = ChildGuard(cmd.spawn().expect("spawn chat recv --follow"));
-    let follow_out = Lines::new(follower.0.stdout.take().unwrap());
-    let follow_err = read_all(follower.0.stderr.take().unwrap());
+    let (follower, follow_out, follow_err) = follow(dir, "bob");
     let first = send(dir, "alice", &["bob", "before", "the", "restart"], None);
     let line = follow_out.next(Duration::from_secs(20), "chat recv --follow");
     check_message(
@@ -512,14 +519,7 @@ fn disabling_a_user_ends_its_sessions_and_recv_fails_clearly() {
     login(dir, &server, "bob");
 
     // bob follows live; a first message proves he is connected and subscribed.
-    let mut cmd = chat(dir, "bob");
-    cmd.args(["recv", "--follow", "--json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut follower = ChildGuard(cmd.spawn().expect("spawn chat recv --follow"));
-    let follow_out = Lines::new(follower.0.stdout.take().unwrap());
-    let follow_err = read_all(follower.0.stderr.take().unwrap());
+    let (mut follower, follow_out, follow_err) = follow(dir, "bob");
     let id = send(dir, "alice", &["bob", "are", "you", "there?"], None);
     let line = follow_out.next(Duration::from_secs(20), "chat recv --follow");
     check_message(&json_lines(&line)[0], id, "alice", "bob", "are you there?");
