@@ -6,6 +6,7 @@
 //! single [`Writer`] task ([`writer`]), which batches them into one transaction per group
 //! commit. Nothing outside this module sees an sqlx type.
 
+mod checkpoint;
 mod irc;
 mod messages;
 mod rooms;
@@ -142,6 +143,8 @@ pub struct DeviceRecord {
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// How every connection is opened (the writer's checkpointer opens one more).
+    options: SqliteConnectOptions,
 }
 
 impl Store {
@@ -163,20 +166,24 @@ impl Store {
             })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
+            // Checkpoints run on a thread of their own while the writer runs (see
+            // `checkpoint`), never inside a commit; the last connection to close still
+            // checkpoints and removes the log.
+            .pragma("wal_autocheckpoint", "0")
             // Rows cross from SQLite's thread in batches this large: a 1,000-message backlog
             // page is one hand-off, not twenty.
             .row_buffer_size(1024);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| open_err(Box::new(e)))?;
         MIGRATOR
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migrate(Box::new(e)))?;
-        Ok(Store { pool })
+        Ok(Store { pool, options })
     }
 
     /// Closes the pool, waiting for connections to finish (checkpointing the WAL).
@@ -190,7 +197,7 @@ impl Store {
         &self,
         on_commit: writer::OnCommit,
     ) -> Result<(Writer, tokio::task::JoinHandle<()>), StoreError> {
-        writer::start(self.pool.clone(), on_commit).await
+        writer::start(self.pool.clone(), &self.options, on_commit).await
     }
 
     // ----- accounts -------------------------------------------------------------------
@@ -497,6 +504,29 @@ async fn bump_epoch(tx: &mut sqlx::Transaction<'_, Sqlite>) -> Result<(), StoreE
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// Runs `task` on a thread of its own named `name`, with a single-threaded runtime and the
+/// caller's log subscriber. The writer and the checkpointer live there: on the shared
+/// runtime every wake-up of theirs would queue behind hundreds of busy sessions.
+fn spawn_thread(
+    name: &str,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    let logging = tracing::dispatcher::get_default(|d| d.clone());
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _logging = tracing::dispatcher::set_default(&logging);
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(task),
+                Err(e) => tracing::error!(error = %e, "cannot start a runtime for a store thread"),
+            }
+        })
+        .map_err(|e| StoreError::Database(format!("cannot start thread {name}: {e}").into()))
 }
 
 /// Microseconds since the Unix epoch, from the system clock.

@@ -3,8 +3,10 @@
 //!
 //! Sessions submit [`NewMessage`]s, acks and [`RoomChange`]s through a bounded channel. The
 //! task takes one operation, drains whatever else is already queued (up to [`MAX_BATCH`]),
-//! and stores runs of sends and acks in one transaction with multi-row statements: one
-//! idempotency lookup and one insert per 1,000 messages, one cursor update per 400 devices.
+//! and stores runs of sends and acks in one transaction with multi-row statements, handed to
+//! SQLite's thread in one round trip: one `INSERT … ON CONFLICT DO NOTHING RETURNING id` per
+//! 1,000 messages (the unique key index finds retries; only those are looked up, after the
+//! commit) and one cursor update per 400 devices.
 //! A room change splits the batch and commits on its own, in order, so every message is
 //! checked against the membership in force at its id. After a commit the task hands the new
 //! messages, in id order, to `on_commit` (the hub) and then answers the submitters. Because it
@@ -19,12 +21,15 @@
 //! membership changes), and the hub shares one encoded frame among all receiving
 //! connections. On disk a room message is one row, whatever the number of members.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpoint::{self, Checkpointer};
 use super::{now_micros, StoreError};
 use crate::protocol::{format_timestamp, Message, MessageKind};
 
@@ -184,6 +189,7 @@ impl Writer {
 
 pub(super) async fn start(
     pool: SqlitePool,
+    options: &SqliteConnectOptions,
     on_commit: OnCommit,
 ) -> Result<(Writer, tokio::task::JoinHandle<()>), StoreError> {
     let row = sqlx::query("SELECT COALESCE(MAX(id), 0), COALESCE(MAX(sent_at), 0) FROM messages")
@@ -199,6 +205,7 @@ pub(super) async fn start(
         last_sent_at: row.get(1),
         rooms: HashMap::new(),
         on_commit,
+        wal_restart: Arc::new(AtomicBool::new(false)),
         abort_percent: std::env::var(FAULT_ENV)
             .ok()
             .and_then(|v| v.parse::<u32>().ok())
@@ -212,26 +219,18 @@ pub(super) async fn start(
     }
     state.load_rooms().await?;
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-    // The writer runs on a thread of its own. Each commit awaits several statements on
-    // SQLite's worker thread; on the shared runtime every one of those wake-ups would queue
-    // behind hundreds of busy sessions (measured: ~25 ms per commit under load), which
-    // would bound throughput and latency for everyone.
+    let checkpointer = Checkpointer::start(options).await?;
+    state.wal_restart = checkpointer.restart_wanted.clone();
+    // The writer runs on a thread of its own. Each commit awaits SQLite's worker thread; on
+    // the shared runtime every one of those wake-ups would queue behind hundreds of busy
+    // sessions (measured: ~25 ms per commit under load), which would bound throughput and
+    // latency for everyone.
     let (finished, finished_rx) = oneshot::channel::<()>();
-    let logging = tracing::dispatcher::get_default(|d| d.clone());
-    std::thread::Builder::new()
-        .name("chatd-writer".into())
-        .spawn(move || {
-            let _logging = tracing::dispatcher::set_default(&logging);
-            match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime.block_on(state.run(rx)),
-                Err(e) => tracing::error!(error = %e, "cannot start the message writer"),
-            }
-            let _ = finished.send(());
-        })
-        .map_err(|e| StoreError::Database(format!("cannot start the writer: {e}").into()))?;
+    super::spawn_thread("chatd-writer", async move {
+        state.run(rx).await;
+        checkpointer.stop();
+        let _ = finished.send(());
+    })?;
     let handle = tokio::spawn(async move {
         let _ = finished_rx.await;
     });
@@ -255,6 +254,8 @@ struct State {
     last_sent_at: i64,
     rooms: HashMap<i64, RoomState>,
     on_commit: OnCommit,
+    /// Raised by the checkpointer when the WAL should start again (see [`checkpoint`]).
+    wal_restart: Arc<AtomicBool>,
     /// Crash-test fault injection: the chance in percent that a group commit with sends
     /// aborts the process (see [`FAULT_ENV`]). Zero unless that variable is set.
     abort_percent: u32,
@@ -404,6 +405,11 @@ impl State {
                 for ack in acks {
                     let _ = ack.done.send(Ok(()));
                 }
+                if self.wal_restart.swap(false, Ordering::Relaxed) {
+                    if let Err(e) = checkpoint::catch_up(&mut self.conn).await {
+                        tracing::warn!(error = %e, "WAL checkpoint in the writer failed");
+                    }
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "group commit failed; {} sends refused", sends.len());
@@ -468,62 +474,103 @@ impl State {
         sends: &[(NewMessage, Reply<Committed>)],
         acks: &[AckOp],
     ) -> Result<(Vec<Slot>, Vec<(i64, i64)>), StoreError> {
-        // Two round trips to SQLite's thread: BEGIN with the idempotency lookups, then every
-        // write and the COMMIT (one when there are only acks). A failure rolls back.
+        // One round trip to SQLite's thread: BEGIN, every write, COMMIT. A failure rolls
+        // back.
         let result = self.commit_statements(sends, acks).await;
         if result.is_err() {
             // Also fails, harmlessly, when the failure was BEGIN itself.
             let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
         }
-        result
+        let (mut slots, rows, inserted) = result?;
+        // Rows the unique index refused: the sender's key was already stored, by an earlier
+        // commit (a retry). Rare; they are looked up after the commit, which cannot change
+        // them.
+        let conflicts: Vec<usize> = (0..rows.len())
+            .filter(|i| !inserted.contains(&rows[*i].0))
+            .collect();
+        if !conflicts.is_empty() {
+            let found = self.stored_keys(sends, &slots, &conflicts).await?;
+            for slot in &mut slots {
+                let row = match slot {
+                    Slot::New(row) | Slot::SameAs(row) => *row,
+                    _ => continue,
+                };
+                if inserted.contains(&rows[row].0) {
+                    continue;
+                }
+                *slot = match found.get(&row) {
+                    Some(c) => Slot::Existing(*c),
+                    // Stored a moment ago and deleted since (an operator deleted its room).
+                    None => Slot::Refused(StoreError::Database(
+                        "the message with this key was deleted; send it again with a new key"
+                            .into(),
+                    )),
+                };
+            }
+        }
+        Ok((slots, rows))
     }
 
-    async fn commit_statements(
+    /// Finds the stored messages whose keys the rows `conflicts` repeated: row index →
+    /// where that message is stored.
+    async fn stored_keys(
         &mut self,
         sends: &[(NewMessage, Reply<Committed>)],
-        acks: &[AckOp],
-    ) -> Result<(Vec<Slot>, Vec<(i64, i64)>), StoreError> {
-        // Idempotency: keys already stored by the same sender. One index lookup per (key,
-        // sender) pair: a join against a VALUES list (a row-value `IN` would scan the whole
-        // index).
-        let mut existing: HashMap<(i64, &str), Committed> = HashMap::new();
-        if !sends.is_empty() {
-            let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE;");
-            for (chunk_no, chunk) in sends.chunks(INSERT_CHUNK).enumerate() {
-                q.push(" SELECT v.column3, m.id, m.sent_at FROM (");
-                q.push_values(chunk.iter().enumerate(), |mut b, (i, (m, _))| {
-                    b.push_bind(m.key.as_str())
-                        .push_bind(m.sender_id)
-                        .push_bind((chunk_no * INSERT_CHUNK + i) as i64);
-                });
-                q.push(
-                    ") AS v CROSS JOIN messages m \
-                     ON m.client_key = v.column1 AND m.sender_id = v.column2;",
-                );
+        slots: &[Slot],
+        conflicts: &[usize],
+    ) -> Result<HashMap<usize, Committed>, StoreError> {
+        // The send that made each row.
+        let mut maker = vec![0; conflicts.iter().max().map_or(0, |m| m + 1)];
+        for (i, slot) in slots.iter().enumerate() {
+            if let Slot::New(row) = slot {
+                if *row < maker.len() {
+                    maker[*row] = i;
+                }
             }
-            let found = q
+        }
+        let mut found = HashMap::new();
+        // One index probe per (key, sender) pair: a join against a VALUES list (a row-value
+        // `IN` would scan the whole index).
+        for chunk in conflicts.chunks(INSERT_CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new("SELECT v.column3, m.id, m.sent_at FROM (");
+            q.push_values(chunk, |mut b, &row| {
+                let m = &sends[maker[row]].0;
+                b.push_bind(m.key.as_str())
+                    .push_bind(m.sender_id)
+                    .push_bind(row as i64);
+            });
+            q.push(
+                ") AS v CROSS JOIN messages m \
+                 ON m.client_key = v.column1 AND m.sender_id = v.column2",
+            );
+            for r in q
                 .build()
                 .persistent(false)
                 .fetch_all(&mut self.conn)
-                .await?;
-            for row in found {
-                let Some((m, _)) = usize::try_from(row.get::<i64, _>(0))
-                    .ok()
-                    .and_then(|i| sends.get(i))
-                else {
-                    continue;
-                };
-                existing.insert(
-                    (m.sender_id, m.key.as_str()),
+                .await?
+            {
+                let row = r.get::<i64, _>(0) as usize;
+                found.insert(
+                    row,
                     Committed {
-                        id: row.get(1),
-                        sent_at: row.get(2),
+                        id: r.get(1),
+                        sent_at: r.get(2),
                         duplicate: true,
                     },
                 );
             }
         }
+        Ok(found)
+    }
 
+    /// Writes the batch in one transaction. Returns each send's slot, the rows offered to
+    /// the table (id, sent_at) and the ids the table took: a row whose key the sender had
+    /// already used is skipped by `ON CONFLICT DO NOTHING`, its id left unused.
+    async fn commit_statements(
+        &mut self,
+        sends: &[(NewMessage, Reply<Committed>)],
+        acks: &[AckOp],
+    ) -> Result<(Vec<Slot>, Vec<(i64, i64)>, HashSet<i64>), StoreError> {
         let mut slots = Vec::with_capacity(sends.len());
         let mut fresh: Vec<usize> = Vec::new();
         let mut rows: Vec<(i64, i64)> = Vec::new();
@@ -532,9 +579,7 @@ impl State {
         let next_id = self.next_id;
         for (i, (m, _)) in sends.iter().enumerate() {
             let k = (m.sender_id, m.key.as_str());
-            if let Some(c) = existing.get(&k) {
-                slots.push(Slot::Existing(*c));
-            } else if let Some(&row) = in_batch.get(&k) {
+            if let Some(&row) = in_batch.get(&k) {
                 slots.push(Slot::SameAs(row));
             } else if let Some(refusal) = self.refusal(m) {
                 slots.push(Slot::Refused(refusal));
@@ -547,11 +592,7 @@ impl State {
             }
         }
 
-        let mut q = QueryBuilder::<Sqlite>::new(if sends.is_empty() {
-            "BEGIN IMMEDIATE;"
-        } else {
-            ""
-        });
+        let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE;");
         for (chunk_no, chunk) in fresh.chunks(INSERT_CHUNK).enumerate() {
             q.push(
                 " INSERT INTO messages (id, sender_id, sender_device_id, recipient_id, room_id, \
@@ -574,7 +615,7 @@ impl State {
                     .push_bind(m.key.as_str())
                     .push_bind("text");
             });
-            q.push(";");
+            q.push(" ON CONFLICT (client_key, sender_id) DO NOTHING RETURNING id;");
         }
         if !acks.is_empty() {
             // Highest ack per device and per user in this batch.
@@ -596,14 +637,21 @@ impl State {
             std::process::abort();
         }
         q.push(" COMMIT;");
-        q.build().persistent(false).execute(&mut self.conn).await?;
+        let inserted: HashSet<i64> = q
+            .build()
+            .persistent(false)
+            .fetch_all(&mut self.conn)
+            .await?
+            .iter()
+            .map(|r| r.get::<i64, _>(0))
+            .collect();
         if fault == Fault::AfterCommit {
             tracing::error!("{FAULT_ENV}: aborting after a commit, before any reply");
             std::process::abort();
         }
         self.next_id += rows.len() as i64;
         self.last_sent_at = now;
-        Ok((slots, rows))
+        Ok((slots, rows, inserted))
     }
 
     /// Draws an injected fault for a commit (never for one with acks only).

@@ -254,6 +254,20 @@ async fn resending_with_the_same_key_stores_once() {
         ids.insert(t.await.unwrap());
     }
     assert_eq!(ids.len(), 1);
+    // Concurrent retries of a key stored by an earlier commit: the batch's first row is
+    // refused by the unique index, the others repeat it; all get the stored message.
+    let stored = *ids.first().unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let c = alice.client.clone();
+        tasks.push(tokio::spawn(async move {
+            let s = c.send("bob", "burst", "burst-key").await.unwrap();
+            (s.id, s.duplicate)
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), (stored, true));
+    }
     // Another sender may use the same key independently.
     let (bob, _) = server.login("bob").await;
     let bobs = bob.client.send("alice", "mine", "same-key").await.unwrap();

@@ -14,23 +14,25 @@ fn message(sender_id: i64, to: (i64, &str), key: &str, body: &str) -> NewMessage
     }
 }
 
-/// The writer runs each group commit as a few multi-statement round trips on its own
+/// A store in a fresh directory with accounts alice and bob (their ids).
+async fn store_with_two_users() -> (tempfile::TempDir, std::path::PathBuf, Store, i64, i64) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chatd.db");
+    let store = Store::open(&path, Durability::Full).await.unwrap();
+    let mut ids = Vec::new();
+    for name in ["alice", "bob"] {
+        let user = Username::parse(name).unwrap();
+        ids.push(store.create_user(&user, "x").await.unwrap());
+    }
+    (dir, path, store, ids[0], ids[1])
+}
+
+/// The writer runs each group commit as one multi-statement round trip on its own
 /// connection; a batch that fails half-way must be rolled back whole, and the writer must
 /// go on committing later batches on the same connection.
 #[tokio::test]
 async fn a_failed_group_commit_is_rolled_back_and_the_writer_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("chatd.db"), Durability::Full)
-        .await
-        .unwrap();
-    let alice = store
-        .create_user(&Username::parse("alice").unwrap(), "x")
-        .await
-        .unwrap();
-    let bob = store
-        .create_user(&Username::parse("bob").unwrap(), "x")
-        .await
-        .unwrap();
+    let (_dir, _, store, alice, bob) = store_with_two_users().await;
     let bob_device = store.create_device(bob, &[7; 32], "test").await.unwrap();
     let (writer, task) = store.start_writer(Box::new(|_| {})).await.unwrap();
 
@@ -66,6 +68,44 @@ async fn a_failed_group_commit_is_rolled_back_and_the_writer_goes_on() {
     );
     drop(writer);
     task.await.unwrap();
+    assert_eq!(store.integrity_check().await.unwrap(), "ok");
+    store.close().await;
+}
+
+/// Commits never checkpoint the WAL themselves (that stalled whichever commit crossed the
+/// threshold); a checkpointer beside the writer copies the log into the database file while
+/// the writer runs. Without it the database file would stay at its first size until close.
+#[tokio::test]
+async fn the_log_reaches_the_database_file_while_the_writer_runs() {
+    let (_dir, path, store, alice, bob) = store_with_two_users().await;
+    let (writer, task) = store.start_writer(Box::new(|_| {})).await.unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    let body = "x".repeat(2000);
+    let mut sends = Vec::new();
+    for i in 0..400 {
+        let writer = writer.clone();
+        let m = message(alice, (bob, "bob"), &format!("k{i}"), &body);
+        sends.push(tokio::spawn(async move { writer.send(m).await }));
+    }
+    for s in sends {
+        s.await.unwrap().unwrap();
+    }
+    // 800 KB of bodies: once checkpointed, the file holds them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let size = std::fs::metadata(&path).unwrap().len();
+        if size > before + 800_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "database file still {size} bytes (was {before}) 10 s after 400 commits"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(writer);
+    task.await.unwrap();
+    assert_eq!(store.message_count().await.unwrap(), 400);
     assert_eq!(store.integrity_check().await.unwrap(), "ok");
     store.close().await;
 }
