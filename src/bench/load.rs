@@ -40,11 +40,56 @@ pub(crate) fn micros_between(epoch: Instant, at: Instant) -> u64 {
     u64::try_from(at.saturating_duration_since(epoch).as_micros()).unwrap_or(u64::MAX)
 }
 
-/// A body of `len` bytes starting with the stamp `us`.
+/// Words that fill a body after its stamp, so that the server stores and indexes text like
+/// people write (a run of one letter would flatter the search index: one term).
+const FILLER: [&str; 32] = [
+    "the",
+    "deploy",
+    "is",
+    "done",
+    "and",
+    "we",
+    "can",
+    "ship",
+    "tomorrow",
+    "after",
+    "lunch",
+    "please",
+    "review",
+    "my",
+    "change",
+    "to",
+    "config",
+    "before",
+    "friday",
+    "meeting",
+    "notes",
+    "are",
+    "in",
+    "shared",
+    "folder",
+    "thanks",
+    "for",
+    "quick",
+    "fix",
+    "server",
+    "restarted",
+    "again",
+];
+
+/// A body of `len` bytes starting with the stamp `us`, then words.
 pub(crate) fn stamped_body(us: u64, len: usize) -> String {
     let mut body = format!("{us:016}|");
-    let pad = len.saturating_sub(body.len());
-    body.extend(std::iter::repeat_n('x', pad));
+    // A cheap mix of the stamp picks the words, so bodies differ.
+    let mut state = us.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while body.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        body.push(' ');
+        body.push_str(FILLER[(state % FILLER.len() as u64) as usize]);
+    }
+    body.truncate(len.max(STAMP_LEN));
     body
 }
 
@@ -563,6 +608,18 @@ mod tests {
         assert_eq!(read_stamp(&body), Some(1_234_567));
         assert_eq!(read_stamp("hello"), None);
         assert_eq!(stamped_body(5, 10).len(), STAMP_LEN);
+        // Words, differing from body to body.
+        assert!(
+            body[STAMP_LEN..]
+                .split(' ')
+                .filter(|w| !w.is_empty())
+                .count()
+                > 20
+        );
+        assert_ne!(
+            stamped_body(1, 200)[STAMP_LEN..],
+            stamped_body(2, 200)[STAMP_LEN..]
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, Row, SqliteConnection};
 use tokio::sync::oneshot;
 
-use super::StoreError;
+use super::{StoppableThread, StoreError};
 
 /// How often the log is copied into the database file while the writer runs.
 const INTERVAL: Duration = Duration::from_millis(100);
@@ -42,43 +42,26 @@ pub(super) struct Checkpointer {
     /// Raised when the log has grown past [`RESTART_FRAMES`]; the writer lowers it when it
     /// has run [`catch_up`].
     pub(super) restart_wanted: Arc<AtomicBool>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: StoppableThread,
 }
 
 impl Checkpointer {
     /// Opens a connection of its own and starts checkpointing every [`INTERVAL`].
     pub(super) async fn start(options: &SqliteConnectOptions) -> Result<Self, StoreError> {
         let conn = SqliteConnection::connect_with(options).await?;
-        let (stop, stopped) = oneshot::channel();
         let restart_wanted = Arc::new(AtomicBool::new(false));
         let wanted = restart_wanted.clone();
-        let thread = super::spawn_thread("chatd-checkpoint", run(conn, stopped, wanted))?;
+        let thread =
+            StoppableThread::spawn("chatd-checkpoint", |stopped| run(conn, stopped, wanted))?;
         Ok(Checkpointer {
             restart_wanted,
-            stop: Some(stop),
-            thread: Some(thread),
+            thread,
         })
     }
 
     /// Ends the checkpointer after one last pass and waits for its thread.
-    pub(super) fn stop(mut self) {
-        self.halt();
-    }
-
-    fn halt(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        self.halt();
+    pub(super) fn stop(self) {
+        self.thread.stop();
     }
 }
 

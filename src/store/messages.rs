@@ -148,25 +148,28 @@ impl Store {
             .collect::<Vec<_>>()
             .join(" ");
         let filter = scope.map_or("1", |s| s.filter());
+        // The index is a contentless FTS5 table in the attached search database; the
+        // messages, names and permissions come from the main one.
         let sql = format!(
-            "SELECT {COLUMNS}, snippet(messages_fts, 0, '[', ']', '…', 12) \
-             FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid {JOINS} \
-             WHERE messages_fts MATCH ?2 AND {filter} AND {READABLE} \
-             ORDER BY bm25(messages_fts), m.id DESC LIMIT ?4"
+            "SELECT {COLUMNS} FROM search.fts JOIN messages m ON m.id = fts.rowid {JOINS} \
+             WHERE fts MATCH ?2 AND {filter} AND {READABLE} \
+             ORDER BY bm25(fts), m.id DESC LIMIT ?4"
         );
+        self.search.wait_fresh().await;
         let rows = sqlx::query(&sql)
             .bind(reader)
             .bind(query)
             .bind(0i64)
             .bind(limit)
             .bind(scope.map_or(0, |s| s.id()))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.search.pool)
             .await?;
         Ok(rows
             .iter()
-            .map(|r| SearchHit {
-                message: message_from_row(r),
-                snippet: r.get(7),
+            .map(|r| {
+                let message = message_from_row(r);
+                let snippet = super::search::snippet(&message.body, terms);
+                SearchHit { message, snippet }
             })
             .collect())
     }

@@ -10,6 +10,7 @@ mod checkpoint;
 mod irc;
 mod messages;
 mod rooms;
+mod search;
 mod writer;
 
 use std::collections::HashSet;
@@ -143,8 +144,10 @@ pub struct DeviceRecord {
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
-    /// How every connection is opened (the writer's checkpointer opens one more).
+    /// How every connection is opened (the writer's checkpointer and indexer open more).
     options: SqliteConnectOptions,
+    /// The full-text index, a derived database beside this one.
+    search: search::SearchIndex,
 }
 
 impl Store {
@@ -170,6 +173,11 @@ impl Store {
             // `checkpoint`), never inside a commit; the last connection to close still
             // checkpoints and removes the log.
             .pragma("wal_autocheckpoint", "0")
+            // A multi-row INSERT keeps the original of every page it changes in a statement
+            // journal, in case it must undo itself half-way; past 64 KiB that journal spilled
+            // into a new temporary file, created, written and deleted in every group commit
+            // (half of the writer's pwrite calls). In memory it stays in memory.
+            .pragma("temp_store", "memory")
             // Rows cross from SQLite's thread in batches this large: a 1,000-message backlog
             // page is one hand-off, not twenty.
             .row_buffer_size(1024);
@@ -183,11 +191,17 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migrate(Box::new(e)))?;
-        Ok(Store { pool, options })
+        let search = search::SearchIndex::open(&options, path).await?;
+        Ok(Store {
+            pool,
+            options,
+            search,
+        })
     }
 
     /// Closes the pool, waiting for connections to finish (checkpointing the WAL).
     pub async fn close(&self) {
+        self.search.pool.close().await;
         self.pool.close().await;
     }
 
@@ -197,7 +211,7 @@ impl Store {
         &self,
         on_commit: writer::OnCommit,
     ) -> Result<(Writer, tokio::task::JoinHandle<()>), StoreError> {
-        writer::start(self.pool.clone(), &self.options, on_commit).await
+        writer::start(self.pool.clone(), &self.options, &self.search, on_commit).await
     }
 
     // ----- accounts -------------------------------------------------------------------
@@ -527,6 +541,51 @@ fn spawn_thread(
             }
         })
         .map_err(|e| StoreError::Database(format!("cannot start thread {name}: {e}").into()))
+}
+
+/// A store thread that runs until told to stop: [`StoppableThread::stop`] (or dropping it)
+/// signals its task and waits for the thread to end.
+pub(crate) struct StoppableThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StoppableThread {
+    /// Starts `task` (given the stop signal) on a thread of its own, as [`spawn_thread`].
+    fn spawn<F>(
+        name: &str,
+        task: impl FnOnce(tokio::sync::oneshot::Receiver<()>) -> F,
+    ) -> Result<StoppableThread, StoreError>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let thread = spawn_thread(name, task(stopped))?;
+        Ok(StoppableThread {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Signals the task and waits for its thread.
+    fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for StoppableThread {
+    fn drop(&mut self) {
+        self.halt();
+    }
 }
 
 /// Microseconds since the Unix epoch, from the system clock.

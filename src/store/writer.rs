@@ -27,9 +27,10 @@ use std::sync::Arc;
 
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::checkpoint::{self, Checkpointer};
+use super::search::SearchIndex;
 use super::{now_micros, StoreError};
 use crate::protocol::{format_timestamp, Message, MessageKind};
 
@@ -190,6 +191,7 @@ impl Writer {
 pub(super) async fn start(
     pool: SqlitePool,
     options: &SqliteConnectOptions,
+    search: &SearchIndex,
     on_commit: OnCommit,
 ) -> Result<(Writer, tokio::task::JoinHandle<()>), StoreError> {
     let row = sqlx::query("SELECT COALESCE(MAX(id), 0), COALESCE(MAX(sent_at), 0) FROM messages")
@@ -206,6 +208,7 @@ pub(super) async fn start(
         rooms: HashMap::new(),
         on_commit,
         wal_restart: Arc::new(AtomicBool::new(false)),
+        committed: watch::Sender::new(row.get::<i64, _>(0)),
         abort_percent: std::env::var(FAULT_ENV)
             .ok()
             .and_then(|v| v.parse::<u32>().ok())
@@ -221,6 +224,9 @@ pub(super) async fn start(
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     let checkpointer = Checkpointer::start(options).await?;
     state.wal_restart = checkpointer.restart_wanted.clone();
+    let indexer = search
+        .start_indexer(options, state.committed.subscribe())
+        .await?;
     // The writer runs on a thread of its own. Each commit awaits SQLite's worker thread; on
     // the shared runtime every one of those wake-ups would queue behind hundreds of busy
     // sessions (measured: ~25 ms per commit under load), which would bound throughput and
@@ -228,6 +234,7 @@ pub(super) async fn start(
     let (finished, finished_rx) = oneshot::channel::<()>();
     super::spawn_thread("chatd-writer", async move {
         state.run(rx).await;
+        indexer.stop();
         checkpointer.stop();
         let _ = finished.send(());
     })?;
@@ -254,6 +261,8 @@ struct State {
     last_sent_at: i64,
     rooms: HashMap<i64, RoomState>,
     on_commit: OnCommit,
+    /// The highest id committed so far, for the search indexer.
+    committed: watch::Sender<i64>,
     /// Raised by the checkpointer when the WAL should start again (see [`checkpoint`]).
     wal_restart: Arc<AtomicBool>,
     /// Crash-test fault injection: the chance in percent that a group commit with sends
@@ -317,6 +326,9 @@ impl State {
                 }
             }
             self.process(sends, acks).await;
+            let newest = self.next_id - 1;
+            self.committed
+                .send_if_modified(|v| std::mem::replace(v, newest) != newest);
         }
         if let Err(e) = self.conn.close().await {
             tracing::warn!(error = %e, "closing the writer's connection failed");

@@ -109,3 +109,48 @@ async fn the_log_reaches_the_database_file_while_the_writer_runs() {
     assert_eq!(store.integrity_check().await.unwrap(), "ok");
     store.close().await;
 }
+
+/// The search index is a derived file beside the database, private like it, filled after
+/// commits by the indexer; a search waits for the messages committed before it. Deleted
+/// (or lost), it is rebuilt from the messages on the next start.
+#[tokio::test]
+async fn the_search_index_is_private_fresh_and_rebuilt_when_lost() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, path, store, alice, bob) = store_with_two_users().await;
+    let (writer, task) = store.start_writer(Box::new(|_| {})).await.unwrap();
+    for (i, body) in ["deploy the api", "lunch?", "the api is down"]
+        .iter()
+        .enumerate()
+    {
+        writer
+            .send(message(alice, (bob, "bob"), &format!("k{i}"), body))
+            .await
+            .unwrap();
+    }
+    let terms = vec!["api".to_string()];
+    let found = |hits: Vec<chat_svc::protocol::SearchHit>| {
+        let mut bodies: Vec<String> = hits.into_iter().map(|h| h.message.body).collect();
+        bodies.sort();
+        bodies
+    };
+    // Searched at once after the `sent`: no waiting for an indexing interval by the caller.
+    let before = found(store.search(bob, &terms, None, 10).await.unwrap());
+    assert_eq!(before, ["deploy the api", "the api is down"]);
+    drop(writer);
+    task.await.unwrap();
+    store.close().await;
+
+    let index = dir.path().join("chatd.db.search.db");
+    let mode = std::fs::metadata(&index).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "search index mode {mode:o}");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", index.display()));
+    }
+    let store = Store::open(&path, Durability::Full).await.unwrap();
+    let (writer, task) = store.start_writer(Box::new(|_| {})).await.unwrap();
+    let after = found(store.search(bob, &terms, None, 10).await.unwrap());
+    assert_eq!(after, before);
+    drop(writer);
+    task.await.unwrap();
+    store.close().await;
+}
