@@ -6,7 +6,7 @@
 //! So the index lives in its own file, `<db>.search.db` (its own write lock: the indexer
 //! never waits for the writer, nor the writer for it), as a contentless FTS5 table keyed by
 //! message id. The writer publishes the highest committed id on a watch channel; the
-//! indexer wakes, lets a few milliseconds of commits gather, and indexes the new text
+//! indexer wakes, lets [`GATHER`] of commits gather (less if a search waits), indexes the new text
 //! messages in one transaction per [`CHUNK_IDS`] ids, recording how far it got in the same
 //! transaction. The file is `synchronous=NORMAL`: a power cut can lose its last batches,
 //! which are indexed again from the recorded mark; a missing or foreign file is rebuilt from
@@ -23,18 +23,25 @@ use std::time::{Duration, Instant};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{Connection, Executor, SqliteConnection, SqlitePool};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Notify};
 
 use super::{StoppableThread, StoreError};
 
 /// Ids indexed per transaction.
 const CHUNK_IDS: i64 = 4096;
 
-/// How long the indexer lets commits gather after a wake-up.
-const GATHER: Duration = Duration::from_millis(20);
+/// How long the indexer lets commits gather after a wake-up (unless a search is waiting).
+/// FTS5 writes a segment per transaction and merges segments as they pile up; a quarter of
+/// a second of messages per transaction keeps that merging a small part of the cost.
+const GATHER: Duration = Duration::from_millis(250);
 
 /// How long a search waits for the index to reach the messages committed before it.
 const FRESH_WAIT: Duration = Duration::from_secs(5);
+
+/// FTS5 merges this many segments of a level at once (its default is 4). Merging is most of
+/// what indexing costs under load; wider merges rewrite each entry fewer times, and a search
+/// reads a few more segments, which it can afford.
+const AUTOMERGE: i64 = 16;
 
 /// The index's schema version; a file with another is rebuilt.
 const VERSION: i64 = 1;
@@ -51,6 +58,8 @@ pub(super) fn index_path(db: &Path) -> PathBuf {
 struct Progress {
     committed: watch::Receiver<i64>,
     indexed: watch::Receiver<i64>,
+    /// Tells the indexer to stop gathering: a search is waiting.
+    hurry: Arc<Notify>,
 }
 
 /// The search side of the store: connections that see the index attached as `search`.
@@ -104,7 +113,11 @@ impl SearchIndex {
     ) -> Result<Indexer, StoreError> {
         let mut conn = SqliteConnection::connect_with(options).await?;
         conn.execute(attach_sql(&self.path).as_str()).await?;
-        conn.execute("PRAGMA search.synchronous = NORMAL").await?;
+        // The store's connections leave checkpoints to the checkpointer, which sees only the
+        // main database; the indexer checkpoints its own file as it goes (it is not in
+        // anyone's way), so that file's log stays short and is reused, not grown.
+        conn.execute("PRAGMA search.synchronous = NORMAL; PRAGMA wal_autocheckpoint = 1000")
+            .await?;
         let mut indexed = indexed_upto(&mut conn).await?;
         let newest = *committed.borrow();
         if indexed > newest {
@@ -122,12 +135,14 @@ impl SearchIndex {
             indexed = 0;
         }
         let (indexed_tx, indexed_rx) = watch::channel(indexed);
+        let hurry = Arc::new(Notify::new());
         *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = Some(Progress {
             committed: committed.clone(),
             indexed: indexed_rx,
+            hurry: hurry.clone(),
         });
         let thread = StoppableThread::spawn("chatd-indexer", |stopped| {
-            run(conn, committed, indexed, indexed_tx, stopped)
+            run(conn, committed, indexed, indexed_tx, hurry, stopped)
         })?;
         Ok(Indexer(thread))
     }
@@ -144,6 +159,9 @@ impl SearchIndex {
             return;
         };
         let target = *progress.committed.borrow();
+        if *progress.indexed.borrow() < target {
+            progress.hurry.notify_one();
+        }
         let reached = tokio::time::timeout(
             FRESH_WAIT,
             progress.indexed.wait_for(|indexed| *indexed >= target),
@@ -194,9 +212,11 @@ async fn prepare(conn: &mut SqliteConnection) -> Result<(), StoreError> {
              USING fts5(body, content = '', contentless_delete = 1); \
          INSERT OR IGNORE INTO search.state (key, value) VALUES ('version', ?1), \
              ('indexed_upto', 0); \
+         INSERT INTO search.fts (fts, rank) VALUES ('automerge', ?2); \
          COMMIT;",
     )
     .bind(VERSION)
+    .bind(AUTOMERGE)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -215,6 +235,7 @@ async fn run(
     mut committed: watch::Receiver<i64>,
     mut indexed: i64,
     indexed_tx: watch::Sender<i64>,
+    hurry: Arc<Notify>,
     mut stopped: oneshot::Receiver<()>,
 ) {
     let mut last = false;
@@ -227,6 +248,7 @@ async fn run(
             if !last {
                 tokio::select! {
                     _ = tokio::time::sleep(GATHER) => {}
+                    _ = hurry.notified() => {}
                     _ = &mut stopped => last = true,
                 }
             }
