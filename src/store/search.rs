@@ -245,12 +245,14 @@ async fn run(
                 changed = committed.changed() => last = changed.is_err(),
                 _ = &mut stopped => last = true,
             }
-            if !last {
-                tokio::select! {
-                    _ = tokio::time::sleep(GATHER) => {}
-                    _ = hurry.notified() => {}
-                    _ = &mut stopped => last = true,
-                }
+        }
+        // Gather even when commits arrived during the last pass: indexing a few rows at a
+        // time costs FTS5 nearly as much as indexing thousands.
+        if !last {
+            tokio::select! {
+                _ = tokio::time::sleep(GATHER) => {}
+                _ = hurry.notified() => {}
+                _ = &mut stopped => last = true,
             }
         }
         let target = *committed.borrow_and_update();
