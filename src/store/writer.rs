@@ -663,7 +663,16 @@ impl State {
         }
         self.next_id += rows.len() as i64;
         self.last_sent_at = now;
+        self.publish_committed();
         Ok((slots, rows, inserted))
+    }
+
+    /// Tells the search indexer how far commits have got. Called before any submitter hears
+    /// of the commit, so that a search made after a `sent` waits for that message.
+    fn publish_committed(&self) {
+        let newest = self.next_id - 1;
+        self.committed
+            .send_if_modified(|v| std::mem::replace(v, newest) != newest);
     }
 
     /// Draws an injected fault for a commit (never for one with acks only).
@@ -860,6 +869,7 @@ impl State {
         }
         tx.commit().await?;
         self.next_id += 1;
+        self.publish_committed();
         self.last_sent_at = now;
 
         // Update membership; the event reaches the members after a join, and the members
