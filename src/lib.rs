@@ -15,8 +15,9 @@
 //!
 //! - [`protocol`]: the wire vocabulary (`Request`, `ServerFrame`, `ErrorCode`, `Secret`,
 //!   `Username`, limits); [`protocol::codec`] does the framing.
-//! - [`store`]: the SQLite pool, the embedded `migrations/`, typed queries, and the single
-//!   [`store::Writer`] task that group-commits sends and acks.
+//! - [`store`]: the SQLite pool, the embedded `migrations/`, typed queries, the single
+//!   [`store::Writer`] task that group-commits sends and acks, and beside it a WAL
+//!   checkpointer and the search indexer (the full-text index is a derived file of its own).
 //! - [`server`]: `Server::start` and `Server::run(listener, shutdown)` (or `run_with` to
 //!   serve the IRC listeners too), the accept loops, the revocation watcher;
 //!   `server/session.rs` is one connection's state machine;
