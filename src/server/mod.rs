@@ -1,4 +1,4 @@
-//! The server: accept loop, per-connection sessions ([`session`]) and the hub ([`hub`]).
+//! The server: accept loop, per-connection sessions (`session`) and the hub (`hub`).
 //!
 //! [`Server::start`] opens the store, loads or makes the TLS identity and starts the message
 //! writer; [`Server::run`] takes a bound listener and a shutdown token (so tests bind

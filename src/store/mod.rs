@@ -3,8 +3,10 @@
 //! [`Store`] owns the SQLite pool (WAL mode, `synchronous=FULL` by default), runs the
 //! embedded migrations, and offers typed queries for accounts, devices and history.
 //! Message inserts and cursor moves do not go through `Store` directly: they go through the
-//! single [`Writer`] task ([`writer`]), which batches them into one transaction per group
-//! commit. Nothing outside this module sees an sqlx type.
+//! single [`Writer`] task (module `writer`), which batches them into one transaction per group
+//! commit. Beside it run a WAL checkpointer (module `checkpoint`) and the search indexer
+//! (module `search`: the full-text index is a derived database file of its own). Nothing
+//! outside this module sees an sqlx type.
 
 mod checkpoint;
 mod irc;
