@@ -27,6 +27,7 @@ fn main() -> std::process::ExitCode {
         flood: 8,
         durability: Durability::Full,
         target: TargetSpec::InProcess { server_exe: None },
+        irc: Default::default(),
     };
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)

@@ -17,6 +17,7 @@
 mod backlog;
 mod connections;
 mod fanout;
+mod irc;
 mod latency;
 mod load;
 mod login;
@@ -37,6 +38,7 @@ use crate::protocol::Secret;
 use crate::store::Durability;
 use crate::tls::Fingerprint;
 
+pub use irc::IrcOptions;
 pub use report::{render_table, Machine, Report};
 use target::Target;
 
@@ -53,18 +55,22 @@ pub enum Scenario {
     Backlog,
     /// As many authenticated idle connections as the limits allow, and their memory.
     Connections,
+    /// Pairs over plaintext IRC (chatd's gateway, or --irc-server): open-loop latency, then
+    /// throughput with a window of messages not yet received.
+    Irc,
     /// Logins/s, and message latency during a wrong-password flood.
     Login,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run (login last: its flood throttles 127.0.0.1).
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Throughput,
         Scenario::Latency,
         Scenario::Fanout,
         Scenario::Backlog,
         Scenario::Connections,
+        Scenario::Irc,
         Scenario::Login,
     ];
 
@@ -76,6 +82,7 @@ impl Scenario {
             Scenario::Fanout => "fanout",
             Scenario::Backlog => "backlog",
             Scenario::Connections => "connections",
+            Scenario::Irc => "irc",
             Scenario::Login => "login",
         }
     }
@@ -90,13 +97,13 @@ pub struct BenchArgs {
     /// Seconds each timed phase runs.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub duration: f64,
-    /// Sender/recipient pairs (throughput, latency).
+    /// Sender/recipient pairs (throughput, latency, irc).
     #[arg(long, default_value_t = 50, value_name = "N")]
     pub pairs: usize,
-    /// Sends in flight per sender (throughput).
+    /// Sends in flight per sender (throughput); messages not yet received (irc).
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub window: usize,
-    /// Offered messages/s (latency). A comma-separated list measures each rate in turn, for
+    /// Offered messages/s (latency, irc). A comma-separated list measures each rate in turn, for
     /// a latency-versus-load curve: --rate 1000,5000,10000.
     #[arg(long, default_value = "10000", value_delimiter = ',', value_name = "N")]
     pub rate: Vec<u64>,
@@ -128,6 +135,13 @@ pub struct BenchArgs {
     /// Process id of the --server, to read its memory from /proc (connections).
     #[arg(long, value_name = "PID", requires = "server")]
     pub server_pid: Option<u32>,
+    /// Drive this IRC server (irc) instead of chatd's gateway: an address on loopback, such
+    /// as 127.0.0.1:6667. Connections log in without a password unless --irc-pass is given.
+    #[arg(long, value_name = "IP:PORT")]
+    pub irc_server: Option<String>,
+    /// The --irc-server's password (sent as PASS by every connection).
+    #[arg(long, value_name = "PASSWORD", requires = "irc_server")]
+    pub irc_pass: Option<String>,
     /// Print one JSON object per scenario (and per rate) instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -176,6 +190,8 @@ pub struct BenchOptions {
     pub durability: Durability,
     /// Where the load goes.
     pub target: TargetSpec,
+    /// Which IRC server the `irc` scenario drives.
+    pub irc: IrcOptions,
 }
 
 impl BenchOptions {
@@ -222,6 +238,14 @@ impl BenchOptions {
             flood: args.flood,
             durability: args.durability,
             target,
+            irc: IrcOptions {
+                server: args
+                    .irc_server
+                    .as_deref()
+                    .map(irc::parse_irc_server)
+                    .transpose()?,
+                pass: args.irc_pass.clone(),
+            },
         };
         options.validate()?;
         Ok(options)
@@ -340,12 +364,16 @@ pub async fn run_scenarios(
             Scenario::Fanout => fanout::run(&ctx).await,
             Scenario::Backlog => backlog::run(&ctx).await,
             Scenario::Connections => connections::run(&ctx).await,
+            Scenario::Irc => irc::run(&ctx).await,
             Scenario::Login => login::run(&ctx).await,
         }
         .with_context(|| format!("bench scenario {}", scenario.name()))?;
         for mut r in made {
             r.machine = ctx.machine.clone();
-            r.durability = options.durability_label();
+            r.durability = match (scenario, &options.irc.server) {
+                (Scenario::Irc, Some(_)) => "as configured on the IRC server".to_string(),
+                _ => options.durability_label(),
+            };
             on_report(&r)?;
             reports.push(r);
         }

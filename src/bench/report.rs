@@ -185,6 +185,9 @@ pub fn print_header(machine: &Machine, options: &BenchOptions) -> Result<()> {
         TargetSpec::External { addr, .. } => format!("external server {addr}"),
     };
     writeln!(out, "server:     {server}")?;
+    if options.selected().contains(&super::Scenario::Irc) {
+        writeln!(out, "irc server: {}", super::irc::describe_target(options))?;
+    }
     writeln!(out, "durability: {}", options.durability_label())?;
     let rates: Vec<String> = options.rates.iter().map(|r| thousands(*r)).collect();
     writeln!(

@@ -4,7 +4,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use chat_svc::bench::{render_table, run_scenarios, BenchOptions, Report, TargetSpec};
+use chat_svc::bench::{
+    render_table, run_scenarios, BenchOptions, IrcOptions, Report, Scenario, TargetSpec,
+};
 use chat_svc::store::Durability;
 
 const CHATD: &str = env!("CARGO_BIN_EXE_chatd");
@@ -48,6 +50,7 @@ async fn every_scenario_completes_with_sane_figures() {
         target: TargetSpec::InProcess {
             server_exe: Some(CHATD.into()),
         },
+        irc: IrcOptions::default(),
     };
     let mut seen = Vec::new();
     let reports = run_scenarios(&options, |r| {
@@ -65,6 +68,8 @@ async fn every_scenario_completes_with_sane_figures() {
             "fanout",
             "backlog",
             "connections",
+            "irc",
+            "irc",
             "login"
         ]
     );
@@ -104,6 +109,17 @@ async fn every_scenario_completes_with_sane_figures() {
     assert!(figure(c, "establish_secs") > 0.0, "{c:?}");
     assert!(figure(c, "fd_limit") >= 50.0, "{c:?}");
     assert_eq!(c.figures["rss_scope"], "server process");
+
+    // The irc scenario against a child chatd: both phases, nothing lost.
+    let irc: Vec<&Report> = reports.iter().filter(|r| r.scenario == "irc").collect();
+    assert_eq!(irc[0].figures["phase"], "open_loop");
+    assert_eq!(figure(irc[0], "messages"), 200.0, "{:?}", irc[0]);
+    assert_eq!(irc[1].figures["phase"], "throughput");
+    for r in &irc {
+        assert_eq!(figure(r, "lost"), 0.0, "{r:?}");
+        assert!(r.server.contains("chatd child process"), "{r:?}");
+        assert_percentiles(r);
+    }
 
     let g = find(&reports, "login");
     assert!(g.logins_per_sec.unwrap() > 0.0, "{g:?}");
@@ -147,4 +163,100 @@ fn the_binary_prints_json_and_refuses_a_server_without_its_database() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("chatd: error: --server needs --db"), "{err}");
+}
+
+/// Options for the `irc` scenario alone: `pairs` pairs, 1 s phases, open loop at `rate`/s.
+fn irc_only(pairs: usize, rate: u64, irc: IrcOptions) -> BenchOptions {
+    BenchOptions {
+        scenarios: vec![Scenario::Irc],
+        duration: Duration::from_secs(1),
+        pairs,
+        window: 4,
+        rates: vec![rate],
+        members: 2,
+        body_bytes: 200,
+        backlog: 1,
+        connections: None,
+        flood: 1,
+        durability: Durability::Full,
+        target: TargetSpec::InProcess { server_exe: None },
+        irc,
+    }
+}
+
+/// The `irc` scenario against the in-process chatd's plaintext gateway: each phase delivers
+/// every message it sent, in order, and the counts agree. Speed is never asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn irc_scenario_delivers_every_message_over_the_gateway() {
+    let options = irc_only(3, 300, IrcOptions::default());
+    let reports = run_scenarios(&options, |_| Ok(())).await.unwrap();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    let (open, window) = (&reports[0], &reports[1]);
+    assert_eq!(open.scenario, "irc");
+    assert_eq!(open.figures["phase"], "open_loop");
+    assert_eq!(figure(open, "offered_per_sec"), 300.0);
+    // duration × rate, every one delivered.
+    assert_eq!(figure(open, "messages"), 300.0, "{open:?}");
+    assert_eq!(window.figures["phase"], "throughput");
+    assert!(figure(window, "messages") > 0.0, "{window:?}");
+    for r in &reports {
+        assert_eq!(figure(r, "lost"), 0.0, "{r:?}");
+        assert!(r.acked_per_sec.is_none(), "IRC has no acks: {r:?}");
+        assert!(r.delivered_per_sec.unwrap() > 0.0, "{r:?}");
+        assert!(r.server.contains("chatd in-process"), "{r:?}");
+        assert!(
+            r.server.contains("(chatd-"),
+            "the 004 version names it: {r:?}"
+        );
+        assert!(r.note.as_ref().unwrap().contains(&r.server), "{r:?}");
+        assert_eq!(r.durability, "full");
+        assert_percentiles(r);
+    }
+}
+
+/// A stand-in IRC server that answers every registration with `433`: the scenario stops
+/// with one clear error naming the nick, instead of waiting or measuring nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn irc_scenario_names_a_nick_in_use() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (read, mut write) = tcp.into_split();
+                let mut lines = BufReader::new(read).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(nick) = line.strip_prefix("NICK ") {
+                        let reply = format!(":fake 433 * {nick} :Nickname is already in use\r\n");
+                        let _ = write.write_all(reply.as_bytes()).await;
+                    }
+                }
+            });
+        }
+    });
+    let irc = IrcOptions {
+        server: Some(addr),
+        pass: None,
+    };
+    let options = irc_only(1, 10, irc);
+    let err = run_scenarios(&options, |_| Ok(())).await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("already in use (433)"), "{text}");
+    assert!(text.contains(&addr.to_string()), "{text}");
+}
+
+#[test]
+fn the_binary_refuses_an_irc_server_off_this_machine() {
+    let out = Command::new(CHATD)
+        .args(["bench", "irc", "--irc-server", "192.0.2.1:6667"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("chatd: error: --irc-server 192.0.2.1:6667 is not a loopback address"),
+        "{err}"
+    );
 }
