@@ -154,13 +154,15 @@ async fn fill(
     use futures::stream::{FuturesUnordered, StreamExt};
     let mut in_flight = FuturesUnordered::new();
     let mut next = 0u64;
+    // One base per filling connection: the four share one sender, and a key repeated by
+    // the same sender is a retry, stored once.
     let key_base = crate::client::new_send_key();
     loop {
         while in_flight.len() < FILL_WINDOW && next < count {
             next += 1;
             let (c, to) = (client.clone(), to.clone());
             let body = load::stamped_body(load::micros_between(epoch, Instant::now()), body_len);
-            let key = format!("{}{next}", &key_base[..8]);
+            let key = format!("{key_base}{next}");
             in_flight.push(load::send_one(c, to, body, key, Arc::clone(&counters)));
         }
         match in_flight.next().await {

@@ -401,7 +401,8 @@ impl<'a> Ctx<'a> {
             options,
             machine: Machine::detect(),
             password_hash,
-            tag: tag[..6].to_string(),
+            // The key's last digits are its random part (it starts with the time).
+            tag: tag[tag.len() - 6..].to_string(),
             next_prefix: AtomicUsize::new(0),
         })
     }

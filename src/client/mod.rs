@@ -764,12 +764,10 @@ impl Client {
     }
 }
 
-/// A fresh random idempotency key (128 bits, hex).
+/// A fresh idempotency key (see [`crate::protocol::new_idempotency_key`]: time, then
+/// random bits).
 pub fn new_send_key() -> String {
-    use rand::RngCore;
-    let mut raw = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut raw);
-    hex::encode(raw)
+    crate::protocol::new_idempotency_key()
 }
 
 #[cfg(test)]

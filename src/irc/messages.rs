@@ -82,7 +82,7 @@ impl<S: Stream> Session<S> {
             sender_device_id: user.device_id(),
             target: resolved,
             body: body.clone(),
-            key: format!("irc-{:032x}", rand::random::<u128>()),
+            key: format!("irc-{}", crate::protocol::new_idempotency_key()),
         };
         let writer = self.state.writer.clone();
         let (me, caps, echo) = (

@@ -580,6 +580,20 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// A fresh idempotency key: 32 hex digits, the current time in microseconds (13 digits)
+/// then 76 random bits. Keys that grow with time land at the end of the server's unique
+/// index on (key, sender), so a group commit touches one or two of its pages; 128 random
+/// bits put every message of a commit on a different page of it (measured: about a fifth of
+/// the pages each commit wrote). 76 random bits keep two keys made in the same microsecond
+/// apart.
+pub fn new_idempotency_key() -> String {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    let random = rand::random::<u128>() & ((1u128 << 76) - 1);
+    format!("{:013x}{random:019x}", micros & ((1u128 << 52) - 1))
+}
+
 /// Formats a server timestamp (microseconds since the Unix epoch) as RFC 3339 UTC.
 pub fn format_timestamp(micros: i64) -> String {
     let nanos = i128::from(micros) * 1_000;
@@ -597,6 +611,19 @@ pub fn format_timestamp(micros: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idempotency_keys_are_unique_and_grow_with_time() {
+        let a = new_idempotency_key();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = new_idempotency_key();
+        assert_eq!((a.len(), b.len()), (32, 32));
+        assert!(a < b, "{a} then {b}");
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        let many: std::collections::HashSet<String> =
+            (0..10_000).map(|_| new_idempotency_key()).collect();
+        assert_eq!(many.len(), 10_000);
+    }
 
     #[test]
     fn request_round_trips_with_type_tag() {
