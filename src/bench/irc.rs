@@ -40,7 +40,6 @@ use crate::irc::codec::{IrcCodec, Line, MAX_CLIENT_LINE};
 use crate::irc::message::IrcMessage;
 use crate::server::{Listeners, Server, ServerOptions};
 use crate::store::Durability;
-use crate::tls::IdentitySource;
 
 use super::load::{self, thousands, Counters};
 use super::report::round;
@@ -400,18 +399,7 @@ impl Peer {
     /// chatd in this process, with the bench's capacity limits.
     async fn in_process(durability: Durability) -> Result<Peer> {
         let dir = scratch_dir()?;
-        let options = ServerOptions {
-            db: dir.path().join("chatd.db"),
-            identity: IdentitySource {
-                cert_dir: dir.path().join("certs"),
-                cert_file: None,
-                key_file: None,
-                extra_names: vec![],
-            },
-            durability,
-            limits: capacity_limits(),
-            hash_parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
+        let options = ServerOptions::in_dir(dir.path(), durability, capacity_limits());
         let server = Server::start(&options).await?;
         let native = TcpListener::bind("127.0.0.1:0")
             .await

@@ -13,7 +13,7 @@ use crate::client::{Connection, ServerAddr};
 use crate::protocol::{Secret, Username};
 use crate::server::{Limits, Server, ServerOptions};
 use crate::store::{Durability, Store};
-use crate::tls::{Fingerprint, IdentitySource};
+use crate::tls::Fingerprint;
 
 /// A server under load.
 pub(crate) struct Target {
@@ -51,18 +51,11 @@ impl Target {
             .prefix("chatd-bench-")
             .tempdir()
             .context("cannot make a temporary directory")?;
-        let options = ServerOptions {
-            db: dir.path().join("chatd.db"),
-            identity: IdentitySource {
-                cert_dir: dir.path().join("certs"),
-                cert_file: None,
-                key_file: None,
-                extra_names: vec![],
-            },
+        let options = ServerOptions::in_dir(
+            dir.path(),
             durability,
-            limits: limits.unwrap_or_else(capacity_limits),
-            hash_parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
+            limits.unwrap_or_else(capacity_limits),
+        );
         let server = Server::start(&options).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -101,6 +101,25 @@ pub struct ServerOptions {
     pub hash_parallelism: usize,
 }
 
+impl ServerOptions {
+    /// A server whose database (`chatd.db`) and generated certificate (`certs/`) live in
+    /// `dir`, as the bench and the tests make them; argon2 jobs: one per CPU.
+    pub fn in_dir(dir: &std::path::Path, durability: Durability, limits: Limits) -> Self {
+        ServerOptions {
+            db: dir.join("chatd.db"),
+            identity: IdentitySource {
+                cert_dir: dir.join("certs"),
+                cert_file: None,
+                key_file: None,
+                extra_names: vec![],
+            },
+            durability,
+            limits,
+            hash_parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {

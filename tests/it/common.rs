@@ -10,7 +10,7 @@ use chat_svc::client::{ClientError, Connection, Event, ServerAddr};
 use chat_svc::protocol::{Message, Secret, Username};
 use chat_svc::server::{Limits, Listeners, Server, ServerOptions};
 use chat_svc::store::{Durability, Store};
-use chat_svc::tls::{Fingerprint, IdentitySource};
+use chat_svc::tls::Fingerprint;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -36,16 +36,8 @@ pub struct TestServer {
 /// Options for a test server over `dir`.
 pub fn options(dir: &Path, limits: Limits) -> ServerOptions {
     ServerOptions {
-        db: dir.join("chatd.db"),
-        identity: IdentitySource {
-            cert_dir: dir.join("certs"),
-            cert_file: None,
-            key_file: None,
-            extra_names: vec![],
-        },
-        durability: Durability::Full,
-        limits,
         hash_parallelism: 2,
+        ..ServerOptions::in_dir(dir, Durability::Full, limits)
     }
 }
 
