@@ -326,9 +326,6 @@ impl State {
                 }
             }
             self.process(sends, acks).await;
-            let newest = self.next_id - 1;
-            self.committed
-                .send_if_modified(|v| std::mem::replace(v, newest) != newest);
         }
         if let Err(e) = self.conn.close().await {
             tracing::warn!(error = %e, "closing the writer's connection failed");
