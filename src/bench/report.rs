@@ -184,11 +184,29 @@ pub fn print_header(machine: &Machine, options: &BenchOptions) -> Result<()> {
         }
         TargetSpec::External { addr, .. } => format!("external server {addr}"),
     };
-    writeln!(out, "server:     {server}")?;
+    // `chatd bench irc --irc-server …` alone starts no chatd: the lines about chatd's server
+    // would describe a server that never ran.
+    let only_external_irc = options.irc.server.is_some()
+        && options
+            .selected()
+            .iter()
+            .all(|s| *s == super::Scenario::Irc);
+    if only_external_irc {
+        writeln!(
+            out,
+            "server:     none of chatd's (only the irc scenario, against --irc-server)"
+        )?;
+    } else {
+        writeln!(out, "server:     {server}")?;
+    }
     if options.selected().contains(&super::Scenario::Irc) {
         writeln!(out, "irc server: {}", super::irc::describe_target(options))?;
     }
-    writeln!(out, "durability: {}", options.durability_label())?;
+    if only_external_irc {
+        writeln!(out, "durability: as configured on the IRC server")?;
+    } else {
+        writeln!(out, "durability: {}", options.durability_label())?;
+    }
     let rates: Vec<String> = options.rates.iter().map(|r| thousands(*r)).collect();
     writeln!(
         out,

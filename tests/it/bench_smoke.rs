@@ -260,3 +260,32 @@ fn the_binary_refuses_an_irc_server_off_this_machine() {
         "{err}"
     );
 }
+
+/// `chatd bench irc --irc-server …` alone starts no chatd, so its header must not describe
+/// an in-process chatd and its durability (it did); an IRC server that refuses the
+/// connection is one error line.
+#[test]
+fn the_header_of_an_external_irc_run_names_no_chatd_server() {
+    // A port nothing listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let out = Command::new(CHATD)
+        .args(["bench", "irc", "--duration", "1", "--irc-server", &addr])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let header = String::from_utf8_lossy(&out.stdout);
+    assert!(header.contains("server:     none of chatd's"), "{header}");
+    assert!(
+        header.contains("durability: as configured on the IRC server"),
+        "{header}"
+    );
+    assert!(!header.contains("in-process"), "{header}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("cannot connect to the IRC server"), "{err}");
+}
