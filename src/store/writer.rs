@@ -660,16 +660,25 @@ impl State {
         }
         self.next_id += rows.len() as i64;
         self.last_sent_at = now;
-        self.publish_committed();
+        if let Some(&newest) = inserted.iter().max() {
+            self.publish_committed(newest);
+        }
         Ok((slots, rows, inserted))
     }
 
-    /// Tells the search indexer how far commits have got. Called before any submitter hears
-    /// of the commit, so that a search made after a `sent` waits for that message.
-    fn publish_committed(&self) {
-        let newest = self.next_id - 1;
-        self.committed
-            .send_if_modified(|v| std::mem::replace(v, newest) != newest);
+    /// Tells the search indexer the highest id stored so far. Called before any submitter
+    /// hears of the commit, so that a search made after a `sent` waits for that message. The
+    /// id of a row refused as a retry is never published: after a restart the writer starts
+    /// again from the highest stored id, and an index that had recorded a higher one would
+    /// look ahead of the database (and be rebuilt).
+    fn publish_committed(&self, newest: i64) {
+        self.committed.send_if_modified(|v| {
+            let newer = newest > *v;
+            if newer {
+                *v = newest;
+            }
+            newer
+        });
     }
 
     /// Draws an injected fault for a commit (never for one with acks only).
@@ -866,7 +875,7 @@ impl State {
         }
         tx.commit().await?;
         self.next_id += 1;
-        self.publish_committed();
+        self.publish_committed(event_id);
         self.last_sent_at = now;
 
         // Update membership; the event reaches the members after a join, and the members
