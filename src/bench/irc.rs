@@ -20,7 +20,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +27,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use futures::{SinkExt, StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Mutex, Notify};
@@ -43,7 +41,7 @@ use crate::store::Durability;
 
 use super::load::{self, thousands, Counters};
 use super::report::round;
-use super::target::{capacity_limits, Target};
+use super::target::{capacity_limits, ChildServer, Target};
 use super::{Ctx, Report, TargetSpec};
 
 /// Largest `--body` the scenario sends: a relayed line (`:nick!user@host PRIVMSG nick :` and
@@ -436,65 +434,25 @@ impl Peer {
 
     /// `exe serve` as a child process with the send-rate limit lifted (as in-process).
     async fn child(exe: &Path, durability: Durability) -> Result<Peer> {
-        let dir = scratch_dir()?;
-        let config = dir.path().join("chatd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "send_rate_per_second = {max}\nsend_burst = {max}\n",
-                max = u32::MAX
-            ),
-        )
-        .context("cannot write the child server's config")?;
-        let db = dir.path().join("chatd.db");
-        let mut child = tokio::process::Command::new(exe)
-            .arg("--config")
-            .arg(&config)
-            .arg("--db")
-            .arg(&db)
-            .arg("--cert-dir")
-            .arg(dir.path().join("certs"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(["--irc-plain-listen", "127.0.0.1:0", "--durability"])
-            .arg(durability.to_string())
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {} serve", exe.display()))?;
-        let stdout = child.stdout.take().context("no stdout from the child")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let (mut native, mut pin, mut irc) = (None, None, None);
-        let read = async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some(a) = line.strip_prefix("chatd listening on ") {
-                    native = a.trim().parse().ok();
-                } else if let Some(f) = line.strip_prefix("fingerprint ") {
-                    pin = f.trim().parse().ok();
-                } else if let Some(a) = line.strip_prefix("plaintext IRC on ") {
-                    irc = a.trim().parse::<SocketAddr>().ok();
-                    break;
-                }
-            }
-            Ok::<_, std::io::Error>(())
-        };
-        tokio::time::timeout(Duration::from_secs(30), read)
-            .await
-            .context("the child chatd did not start within 30 s")??;
-        let (Some(native), Some(pin), Some(addr)) = (native, pin, irc) else {
-            bail!("the child chatd exited before saying where it listens");
-        };
+        let config = format!(
+            "send_rate_per_second = {max}\nsend_burst = {max}\n",
+            max = u32::MAX
+        );
+        let c = ChildServer::spawn(exe, durability, &config, true).await?;
+        let addr = c.irc.context("the child chatd has no IRC listener")?;
+        let pid = c.child.id();
         Ok(Peer {
             addr,
             describe: format!(
                 "chatd child process (pid {}), plaintext IRC gateway on {addr}",
-                child.id().unwrap_or(0)
+                pid.unwrap_or(0)
             ),
-            admin: Some(Target::external(native, pin, db, child.id())),
+            admin: Some(Target::external(c.addr, c.pin, c.db, pid)),
             pass: None,
-            running: Running::Child { _dir: dir, child },
+            running: Running::Child {
+                _dir: c.dir,
+                child: c.child,
+            },
         })
     }
 

@@ -38,6 +38,98 @@ enum Kind {
     },
 }
 
+/// A `chatd serve` child process over a temporary directory, with where it said it listens.
+pub(crate) struct ChildServer {
+    pub dir: tempfile::TempDir,
+    pub child: tokio::process::Child,
+    pub db: PathBuf,
+    pub addr: ServerAddr,
+    pub pin: Fingerprint,
+    /// Its plaintext IRC listener, when asked for.
+    pub irc: Option<std::net::SocketAddr>,
+}
+
+impl ChildServer {
+    /// Runs `exe serve` on `127.0.0.1:0` (and a plaintext IRC listener there if `irc`) with
+    /// `config` as its config file; its logs are discarded. Waits (≤ 30 s) until it has
+    /// printed its addresses and fingerprint.
+    pub async fn spawn(
+        exe: &Path,
+        durability: Durability,
+        config: &str,
+        irc: bool,
+    ) -> Result<ChildServer> {
+        let dir = tempfile::Builder::new()
+            .prefix("chatd-bench-")
+            .tempdir()
+            .context("cannot make a temporary directory")?;
+        let config_path = dir.path().join("chatd.toml");
+        std::fs::write(&config_path, config).context("cannot write the child server's config")?;
+        let db = dir.path().join("chatd.db");
+        let mut command = tokio::process::Command::new(exe);
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--db")
+            .arg(&db)
+            .arg("--cert-dir")
+            .arg(dir.path().join("certs"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--durability"])
+            .arg(durability.to_string());
+        if irc {
+            command.args(["--irc-plain-listen", "127.0.0.1:0"]);
+        }
+        let mut child = command
+            .env_remove("CHATD_TLS_CERT")
+            .env_remove("CHATD_TLS_KEY")
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {} serve", exe.display()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .context("no stdout from the child server")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut addr, mut pin, mut irc_addr) = (None, None, None);
+        let read = async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(a) = line.strip_prefix("chatd listening on ") {
+                    addr = a.trim().parse::<ServerAddr>().ok();
+                } else if let Some(f) = line.strip_prefix("fingerprint ") {
+                    pin = f.trim().parse::<Fingerprint>().ok();
+                } else if let Some(a) = line.strip_prefix("plaintext IRC on ") {
+                    irc_addr = a.trim().parse::<std::net::SocketAddr>().ok();
+                }
+                if addr.is_some() && pin.is_some() && (irc_addr.is_some() || !irc) {
+                    break;
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .context("the child server did not start within 30 s")??;
+        let (Some(addr), Some(pin)) = (addr, pin) else {
+            bail!("the child server exited before saying where it listens");
+        };
+        if irc && irc_addr.is_none() {
+            bail!("the child server exited before saying where its IRC listener is");
+        }
+        Ok(ChildServer {
+            dir,
+            child,
+            db,
+            addr,
+            pin,
+            irc: irc_addr,
+        })
+    }
+}
+
 /// An account the bench made, with a device token when one was asked for.
 pub(crate) struct Account {
     pub name: String,
@@ -83,65 +175,16 @@ impl Target {
         durability: Durability,
         max_connections: usize,
     ) -> Result<Target> {
-        let dir = tempfile::Builder::new()
-            .prefix("chatd-bench-")
-            .tempdir()
-            .context("cannot make a temporary directory")?;
-        let config = dir.path().join("chatd.toml");
-        std::fs::write(
-            &config,
-            format!("max_connections = {}\n", max_connections.max(1)),
-        )
-        .context("cannot write the child server's config")?;
-        let db = dir.path().join("chatd.db");
-        let mut child = tokio::process::Command::new(exe)
-            .arg("--config")
-            .arg(&config)
-            .arg("--db")
-            .arg(&db)
-            .arg("--cert-dir")
-            .arg(dir.path().join("certs"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--durability"])
-            .arg(durability.to_string())
-            .env_remove("CHATD_TLS_CERT")
-            .env_remove("CHATD_TLS_KEY")
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {} serve", exe.display()))?;
-        let stdout = child
-            .stdout
-            .take()
-            .context("no stdout from the child server")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let (mut addr, mut pin) = (None, None);
-        let read = async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some(a) = line.strip_prefix("chatd listening on ") {
-                    addr = a.trim().parse::<ServerAddr>().ok();
-                } else if let Some(f) = line.strip_prefix("fingerprint ") {
-                    pin = f.trim().parse::<Fingerprint>().ok();
-                }
-                if addr.is_some() && pin.is_some() {
-                    break;
-                }
-            }
-            Ok::<_, std::io::Error>(())
-        };
-        tokio::time::timeout(Duration::from_secs(30), read)
-            .await
-            .context("the child server did not start within 30 s")??;
-        let (Some(addr), Some(pin)) = (addr, pin) else {
-            bail!("the child server exited before saying where it listens");
-        };
+        let config = format!("max_connections = {}\n", max_connections.max(1));
+        let c = ChildServer::spawn(exe, durability, &config, false).await?;
         Ok(Target {
-            addr,
-            pin,
-            db,
-            kind: Kind::Child { _dir: dir, child },
+            addr: c.addr,
+            pin: c.pin,
+            db: c.db,
+            kind: Kind::Child {
+                _dir: c.dir,
+                child: c.child,
+            },
         })
     }
 
