@@ -28,12 +28,8 @@ pub const DEFAULT_CERT_DIR: &str = "certs";
 /// Errors reading the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read config file {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("config file {path}: {message}")]
     Parse { path: String, message: String },
     #[error("invalid listen address {0:?} (expected IP:PORT, e.g. 0.0.0.0:7667 or [::]:7667)")]
@@ -85,9 +81,9 @@ impl FileConfig {
         let Some(path) = path else {
             return Ok(FileConfig::default());
         };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         FileConfig::parse(&text).map_err(|message| ConfigError::Parse {
             path: path.display().to_string(),

@@ -4,14 +4,16 @@
 //! key is pinned on first use: `--pin` for scripts, a yes/no question on a terminal, and a
 //! refusal otherwise; a changed key is refused before any credential is sent.
 
+use std::borrow::Cow;
 use std::io::{IsTerminal, Read, Write};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::client::state::{ChatHome, SavedLogin, SavedSession};
+use crate::client::terminal::terminal_safe;
 use crate::client::{new_send_key, probe_fingerprint, ClientError, Connection, Event, ServerAddr};
-use crate::protocol::{ErrorCode, Message, Secret};
+use crate::protocol::{ErrorCode, Message, Secret, MAX_HISTORY_PAGE, MAX_SEARCH_RESULTS};
 use crate::tls::Fingerprint;
 
 /// How many times `chat send` tries (with the same idempotency key) when the connection
@@ -58,7 +60,7 @@ enum Command {
     /// Show a conversation (a user, or '#room'), oldest first.
     History {
         peer: String,
-        /// Most messages to show (the server caps a page at 500).
+        /// Most messages to show, 1 to 500 (one page).
         #[arg(long, default_value_t = 50)]
         limit: u32,
         /// Only messages with ids below this one (paging back).
@@ -81,7 +83,7 @@ enum Command {
         /// Only in this conversation (a user, or '#room').
         #[arg(long = "in", value_name = "CONVERSATION")]
         within: Option<String>,
-        /// Most results (the server caps at 100).
+        /// Most results, 1 to 100.
         #[arg(long, default_value_t = 20)]
         limit: u32,
         /// One JSON object per result and line.
@@ -172,36 +174,38 @@ pub async fn run(cli: Cli) -> Result<()> {
     let Some(command) = cli.command else {
         return crate::tui::run(&home).await;
     };
+    let show = Show::for_stdout();
     match command {
-        Command::Login(args) => login(&home, args).await,
+        Command::Login(args) => login(&home, args, show).await,
         Command::Logout => logout(&home).await,
         Command::Send { peer, text } => send(&home, &peer, text).await,
-        Command::Recv { follow, json } => recv(&home, follow, json).await,
+        Command::Recv { follow, json } => recv(&home, follow, json, show).await,
         Command::History {
             peer,
             limit,
             before,
             after,
             json,
-        } => history(&home, &peer, limit, before, after, json).await,
-        Command::Room(cmd) => room(&home, cmd).await,
+        } => history(&home, &peer, limit, before, after, json, show).await,
+        Command::Room(cmd) => room(&home, cmd, show).await,
         Command::Search {
             query,
             within,
             limit,
             json,
-        } => search(&home, &query, within.as_deref(), limit, json).await,
-        Command::Read { conversation, upto } => read(&home, &conversation, upto).await,
-        Command::Unread { json } => unread(&home, json).await,
+        } => search(&home, &query, within.as_deref(), limit, json, show).await,
+        Command::Read { conversation, upto } => read(&home, &conversation, upto, show).await,
+        Command::Unread { json } => unread(&home, json, show).await,
         Command::Trust { server, pin } => trust(&home, &server, pin).await,
         Command::Tui => crate::tui::run(&home).await,
     }
 }
 
-async fn login(home: &ChatHome, args: LoginArgs) -> Result<()> {
+async fn login(home: &ChatHome, args: LoginArgs, show: Show) -> Result<()> {
     let addr: ServerAddr = args.server.parse()?;
     let key = addr.to_string();
-    let pin = match (home.known_pin(&key)?, args.pin) {
+    let known = home.known_pin(&key)?;
+    let pin = match (known, args.pin) {
         (Some(known), Some(given)) if known != given => bail!(
             "--pin {given} differs from the key pinned for {key} ({known}); if the operator \
              really changed the key, re-trust it with: chat trust {key} --pin {given}"
@@ -212,7 +216,17 @@ async fn login(home: &ChatHome, args: LoginArgs) -> Result<()> {
     };
     // Connect before asking for the password: a changed key is refused here, before any
     // credential exists in this process.
-    let conn = Connection::connect(&addr, pin).await?;
+    let conn = match Connection::connect(&addr, pin).await {
+        // First contact with a --pin the server does not match: nothing was ever pinned, so
+        // this is not a changed key, and the key presented must not be suggested: it may be
+        // an interceptor's.
+        Err(ClientError::PinMismatch { presented, .. }) if known.is_none() => bail!(
+            "the server {key} does not present the key given with --pin {pin} (it presented \
+             {presented}); nothing was sent and nothing pinned. Check the pin with the server's \
+             operator (`chatd fingerprint` on the server)"
+        ),
+        other => other?,
+    };
     home.save_pin(&key, pin)?;
     let password = if args.password_stdin {
         super::chatd::read_password_line()?
@@ -239,7 +253,8 @@ async fn login(home: &ChatHome, args: LoginArgs) -> Result<()> {
     })?;
     println!(
         "logged in to {key} as {} (device {})",
-        info.user, info.device_id
+        show.text(&info.user),
+        info.device_id
     );
     Ok(())
 }
@@ -269,13 +284,52 @@ async fn first_contact(addr: &ServerAddr) -> Result<Fingerprint> {
 
 async fn trust(home: &ChatHome, server: &str, pin: Option<Fingerprint>) -> Result<()> {
     let addr: ServerAddr = server.parse()?;
-    let pin = match pin {
-        Some(p) => p,
-        None => first_contact(&addr).await?,
+    let key = addr.to_string();
+    let known = home.known_pin(&key)?;
+    let pin = match (pin, known) {
+        (Some(p), _) => p,
+        (None, None) => first_contact(&addr).await?,
+        (None, Some(old)) => re_trust(&addr, old).await?,
     };
-    home.save_pin(&addr.to_string(), pin)?;
-    println!("pinned {pin} for {addr}");
+    home.save_pin(&key, pin)?;
+    match known {
+        Some(old) if old == pin => println!("{pin} was already pinned for {addr}"),
+        Some(old) => println!("pinned {pin} for {addr} (replacing {old})"),
+        None => println!("pinned {pin} for {addr}"),
+    }
     Ok(())
+}
+
+/// `chat trust` without `--pin` for a server whose key is pinned already: keep the pin when
+/// the server still presents it; otherwise show both keys and ask on a terminal, refuse
+/// elsewhere.
+async fn re_trust(addr: &ServerAddr, old: Fingerprint) -> Result<Fingerprint> {
+    let presented = probe_fingerprint(addr).await?;
+    if presented == old {
+        return Ok(old);
+    }
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        bail!(
+            "the key pinned for {addr} is {old}, but the server now presents {presented}; \
+             refusing to replace the pin without --pin. Ask the operator whether the key \
+             really changed (`chatd fingerprint` on the server), then pass it with --pin"
+        );
+    }
+    eprintln!("The key pinned for {addr} is {old}.");
+    eprintln!("The server now presents {presented}.");
+    eprintln!(
+        "Unless the operator changed the key, someone may be intercepting the connection: \
+         compare it with the output of `chatd fingerprint` on the server."
+    );
+    eprint!("Replace the pinned key? [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+        Ok(presented)
+    } else {
+        bail!("the pin for {addr} is unchanged ({old})")
+    }
 }
 
 /// Connects with the saved session and authenticates.
@@ -323,8 +377,8 @@ async fn send(home: &ChatHome, peer: &str, text: Vec<String>) -> Result<()> {
     } else {
         text.join(" ")
     };
-    if body.is_empty() {
-        bail!("the message is empty");
+    if crate::protocol::is_blank(&body) {
+        bail!("the message is empty (or only whitespace)");
     }
     let key = new_send_key();
     let mut attempt = 0;
@@ -365,14 +419,14 @@ fn is_transient(e: &anyhow::Error) -> bool {
 /// `chat recv`. With `--follow`, a lost connection (a server restart, a network cut) is
 /// retried with backoff (0.5 s doubling to 30 s) and delivery resumes from the cursor;
 /// messages already shown are not shown again. A revoked session or disabled account ends it.
-async fn recv(home: &ChatHome, follow: bool, json: bool) -> Result<()> {
+async fn recv(home: &ChatHome, follow: bool, json: bool, show: Show) -> Result<()> {
     let mut shown = 0;
     let mut backoff = RECONNECT_MIN;
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     loop {
         let connected = std::time::Instant::now();
-        match recv_once(home, follow, json, &mut shown, &mut interrupted).await {
+        match recv_once(home, follow, json, show, &mut shown, &mut interrupted).await {
             Ok(()) => return Ok(()),
             Err(e) if follow && is_transient(&e) => {
                 if connected.elapsed() > RECONNECT_MAX {
@@ -399,6 +453,7 @@ async fn recv_once(
     home: &ChatHome,
     follow: bool,
     json: bool,
+    show: Show,
     shown: &mut i64,
     interrupted: &mut std::pin::Pin<&mut impl std::future::Future<Output = std::io::Result<()>>>,
 ) -> Result<()> {
@@ -417,7 +472,7 @@ async fn recv_once(
                 Some(Event::Message(m)) => {
                     highest = highest.max(m.id);
                     if m.id > session.last_seen {
-                        print_message(&m, json)?;
+                        print_message(&m, json, show)?;
                         session.last_seen = m.id;
                         *shown = m.id;
                     }
@@ -445,7 +500,9 @@ async fn recv_once(
 }
 
 /// Records what was shown, then moves the server cursor: in that order, so a crash in
-/// between never shows a message twice.
+/// between never shows a message twice. The record only raises `last_seen` in the saved
+/// session, and only while that is still this login (the TUI or another `chat` may have
+/// written it since it was read at connect).
 async fn commit(
     home: &ChatHome,
     session: &SavedSession,
@@ -456,7 +513,7 @@ async fn commit(
     if highest <= *acked {
         return Ok(());
     }
-    home.save_session(session)?;
+    home.raise_last_seen(session, session.last_seen)?;
     *acked = client.ack(highest).await?;
     Ok(())
 }
@@ -468,32 +525,43 @@ async fn history(
     before: Option<i64>,
     after: Option<i64>,
     json: bool,
+    show: Show,
 ) -> Result<()> {
+    // The server would lower a larger limit to a page without saying so.
+    if limit == 0 || limit > MAX_HISTORY_PAGE {
+        bail!(
+            "--limit {limit} is out of range: a history page holds 1 to {MAX_HISTORY_PAGE} \
+             messages (page on with --before or --after)"
+        );
+    }
     let (conn, _) = connect_saved(home).await?;
     let (messages, more) = conn
         .client
         .history_page(peer, before, after, Some(limit))
         .await?;
     for m in &messages {
-        print_message(m, json)?;
+        print_message(m, json, show)?;
     }
     if !json {
         match (messages.first(), messages.last(), more) {
-            (_, Some(last), true) if after.is_some() => {
-                eprintln!("(newer messages: chat history {peer} --after {})", last.id)
-            }
+            (_, Some(last), true) if after.is_some() => eprintln!(
+                "(newer messages: chat history {} --after {})",
+                show.text(peer),
+                last.id
+            ),
             (Some(first), _, true) => eprintln!(
-                "(older messages: chat history {peer} --before {})",
+                "(older messages: chat history {} --before {})",
+                show.text(peer),
                 first.id
             ),
-            (None, _, _) => eprintln!("(no messages in {peer})"),
+            (None, _, _) => eprintln!("(no messages in {})", show.text(peer)),
             _ => {}
         }
     }
     Ok(())
 }
 
-async fn room(home: &ChatHome, cmd: RoomCommand) -> Result<()> {
+async fn room(home: &ChatHome, cmd: RoomCommand, show: Show) -> Result<()> {
     let (conn, _) = connect_saved(home).await?;
     let c = &conn.client;
     let mut out = std::io::stdout().lock();
@@ -501,23 +569,33 @@ async fn room(home: &ChatHome, cmd: RoomCommand) -> Result<()> {
         RoomCommand::Create { room, private } => {
             c.room_create(&room, private).await?;
             let kind = if private { "private" } else { "public" };
-            writeln!(out, "created {kind} room {}", show_room(&room))?;
+            writeln!(out, "created {kind} room {}", show.text(&show_room(&room)))?;
         }
         RoomCommand::Invite { room, user } => {
             c.room_invite(&room, &user).await?;
-            writeln!(out, "added {user} to {}", show_room(&room))?;
+            writeln!(
+                out,
+                "added {} to {}",
+                show.text(&user),
+                show.text(&show_room(&room))
+            )?;
         }
         RoomCommand::Join { room } => {
             c.room_join(&room).await?;
-            writeln!(out, "joined {}", show_room(&room))?;
+            writeln!(out, "joined {}", show.text(&show_room(&room)))?;
         }
         RoomCommand::Leave { room } => {
             c.room_leave(&room).await?;
-            writeln!(out, "left {}", show_room(&room))?;
+            writeln!(out, "left {}", show.text(&show_room(&room)))?;
         }
         RoomCommand::Kick { room, user } => {
             c.room_kick(&room, &user).await?;
-            writeln!(out, "removed {user} from {}", show_room(&room))?;
+            writeln!(
+                out,
+                "removed {} from {}",
+                show.text(&user),
+                show.text(&show_room(&room))
+            )?;
         }
         RoomCommand::List { all, json } => {
             let rooms = c.room_list(all).await?;
@@ -530,7 +608,9 @@ async fn room(home: &ChatHome, cmd: RoomCommand) -> Result<()> {
                     writeln!(
                         out,
                         "{:<34} {access:<8} owner {:<20} {} member(s){mine}",
-                        r.name, r.owner, r.members
+                        show.text(&r.name),
+                        show.text(&r.owner),
+                        r.members
                     )?;
                 }
             }
@@ -540,9 +620,9 @@ async fn room(home: &ChatHome, cmd: RoomCommand) -> Result<()> {
                 if json {
                     writeln!(out, "{}", serde_json::to_string(&m)?)?;
                 } else if m.role == "owner" {
-                    writeln!(out, "{} (owner)", m.user)?;
+                    writeln!(out, "{} (owner)", show.text(&m.user))?;
                 } else {
-                    writeln!(out, "{}", m.user)?;
+                    writeln!(out, "{}", show.text(&m.user))?;
                 }
             }
         }
@@ -565,7 +645,13 @@ async fn search(
     within: Option<&str>,
     limit: u32,
     json: bool,
+    show: Show,
 ) -> Result<()> {
+    if limit == 0 || limit > MAX_SEARCH_RESULTS {
+        bail!(
+            "--limit {limit} is out of range: a search returns 1 to {MAX_SEARCH_RESULTS} results"
+        );
+    }
     let (conn, _) = connect_saved(home).await?;
     let hits = conn.client.search(query, within, Some(limit)).await?;
     let mut out = std::io::stdout().lock();
@@ -575,14 +661,14 @@ async fn search(
         } else {
             let m = &hit.message;
             let snippet = hit.snippet.replace('\n', " ⏎ ");
-            writeln!(
-                out,
+            let line = format!(
                 "#{:<8} {} {} → {}: {snippet}",
                 m.id,
                 short_time(&m.sent_at),
                 m.from,
                 m.to
-            )?;
+            );
+            writeln!(out, "{}", show.text(&line))?;
         }
     }
     if hits.is_empty() && !json {
@@ -591,14 +677,14 @@ async fn search(
     Ok(())
 }
 
-async fn read(home: &ChatHome, conversation: &str, upto: Option<i64>) -> Result<()> {
+async fn read(home: &ChatHome, conversation: &str, upto: Option<i64>, show: Show) -> Result<()> {
     let (conn, _) = connect_saved(home).await?;
     let now = conn.client.read(conversation, upto).await?;
-    println!("{conversation} read up to #{now}");
+    println!("{} read up to #{now}", show.text(conversation));
     Ok(())
 }
 
-async fn unread(home: &ChatHome, json: bool) -> Result<()> {
+async fn unread(home: &ChatHome, json: bool, show: Show) -> Result<()> {
     let (conn, _) = connect_saved(home).await?;
     let list = conn.client.unread().await?;
     let mut out = std::io::stdout().lock();
@@ -610,7 +696,8 @@ async fn unread(home: &ChatHome, json: bool) -> Result<()> {
                 let first = m.body.lines().next().unwrap_or("");
                 format!("  last: {} {}: {first}", short_time(&m.sent_at), m.from)
             });
-            writeln!(out, "{:<34} {:>5} unread{last}", u.conversation, u.unread)?;
+            let line = format!("{:<34} {:>5} unread{last}", u.conversation, u.unread);
+            writeln!(out, "{}", show.text(&line))?;
         }
     }
     Ok(())
@@ -625,26 +712,101 @@ fn short_time(sent_at: &str) -> String {
         .replace('T', " ")
 }
 
-fn print_message(m: &Message, json: bool) -> Result<()> {
+/// How received text reaches standard output: exactly as received into a pipe or a file, and
+/// made harmless on a terminal (control and bidi characters shown as `�`, see
+/// [`crate::client::terminal`]). JSON output is never changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Show {
+    terminal: bool,
+}
+
+impl Show {
+    fn for_stdout() -> Show {
+        Show {
+            terminal: std::io::stdout().is_terminal(),
+        }
+    }
+
+    /// `text` as it may be written to standard output.
+    fn text(self, text: &str) -> Cow<'_, str> {
+        if self.terminal {
+            terminal_safe(text)
+        } else {
+            Cow::Borrowed(text)
+        }
+    }
+}
+
+fn print_message(m: &Message, json: bool, show: Show) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string(m)?)?;
     } else {
-        let when = short_time(&m.sent_at);
-        if let Some(event) = m.event_text() {
-            writeln!(out, "[{when}] {}: {event}", m.to)?;
-            out.flush()?;
-            return Ok(());
-        }
-        // A final newline (as `chat send < file` keeps) is not shown as an empty line.
-        let body = m.body.strip_suffix('\n').unwrap_or(&m.body);
-        let mut lines = body.split('\n');
-        let first = lines.next().unwrap_or("");
-        writeln!(out, "[{when}] {} → {}: {first}", m.from, m.to)?;
-        for line in lines {
-            writeln!(out, "    {line}")?;
-        }
+        out.write_all(message_text(m, show).as_bytes())?;
     }
     out.flush()?;
     Ok(())
+}
+
+/// One message as `chat recv` and `chat history` print it: a header line with the first
+/// line of the body, then the other lines indented; each line ends with a newline.
+fn message_text(m: &Message, show: Show) -> String {
+    let when = short_time(&m.sent_at);
+    if let Some(event) = m.event_text() {
+        let line = format!("[{when}] {}: {event}", m.to);
+        return format!("{}\n", show.text(&line));
+    }
+    // A final newline (as `chat send < file` keeps) is not shown as an empty line.
+    let body = m.body.strip_suffix('\n').unwrap_or(&m.body);
+    let mut lines = body.split('\n');
+    let first = lines.next().unwrap_or("");
+    let mut text = format!("[{when}] {} → {}: {first}", m.from, m.to);
+    for line in lines {
+        text.push_str("\n    ");
+        text.push_str(line);
+    }
+    text.push('\n');
+    show.text(&text).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(from: &str, body: &str) -> Message {
+        Message {
+            id: 7,
+            from: from.into(),
+            to: "bob".into(),
+            body: body.into(),
+            sent_at: "2026-11-24T08:15:02.123456Z".into(),
+            kind: crate::protocol::MessageKind::Text,
+            member: None,
+        }
+    }
+
+    #[test]
+    fn on_a_terminal_escape_sequences_are_shown_not_obeyed() {
+        let m = message(
+            "alice",
+            "\u{1b}]0;owned\u{7}\u{1b}[2Jhi\r\n\tsecond \u{202e}line\n",
+        );
+        let shown = message_text(&m, Show { terminal: true });
+        assert_eq!(
+            shown,
+            "[2026-11-24 08:15:02] alice → bob: \u{FFFD}]0;owned\u{FFFD}\u{FFFD}[2Jhi\u{FFFD}\n    \tsecond \u{FFFD}line\n"
+        );
+        // Into a pipe, the text is exactly what was sent.
+        let piped = message_text(&m, Show { terminal: false });
+        assert!(piped.contains("\u{1b}]0;owned\u{7}\u{1b}[2Jhi\r\n    \tsecond \u{202e}line"));
+    }
+
+    #[test]
+    fn names_are_made_safe_too() {
+        let m = message("\u{1b}[31mmallory", "x");
+        let shown = message_text(&m, Show { terminal: true });
+        assert!(!shown.contains('\u{1b}'), "{shown:?}");
+        assert_eq!(Show { terminal: true }.text("#ops\u{7}"), "#ops\u{FFFD}");
+        assert_eq!(Show { terminal: false }.text("#ops\u{7}"), "#ops\u{7}");
+    }
 }

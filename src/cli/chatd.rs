@@ -182,22 +182,19 @@ fn apply_tls(flags: &mut Overrides, tls: TlsArgs) {
 }
 
 async fn serve(resolved: config::Resolved) -> Result<()> {
-    let server = Server::start(&resolved.options).await?;
-    let listener = tokio::net::TcpListener::bind(resolved.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", resolved.listen))?;
-    let local = listener.local_addr()?;
+    // Bind first: a busy port must leave no database or certificate behind (and a second
+    // server on the same database and port is told about the first, not about the port).
+    let db = resolved.options.db.clone();
+    let listener = bind(resolved.listen, "", &db).await?;
     let mut irc = Vec::new();
     for addr in [resolved.irc_listen, resolved.irc_plain_listen] {
         irc.push(match addr {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen for IRC on {addr}"))?,
-            ),
+            Some(addr) => Some(bind(addr, " for IRC", &db).await?),
             None => None,
         });
     }
+    let server = Server::start(&resolved.options).await?;
+    let local = listener.local_addr()?;
     tracing::info!(
         listen = %local,
         fingerprint = %server.fingerprint(),
@@ -227,6 +224,30 @@ async fn serve(resolved: config::Resolved) -> Result<()> {
     };
     server.run_with(listeners, shutdown).await;
     Ok(())
+}
+
+/// Binds a listener. When the address is taken and a server holds `db`, the error is that
+/// server's (it is most likely the one on the port).
+async fn bind(
+    addr: std::net::SocketAddr,
+    what: &str,
+    db: &std::path::Path,
+) -> Result<tokio::net::TcpListener> {
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => Ok(listener),
+        Err(e) => {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                if let Some(holder) = crate::store::lock_holder(db) {
+                    return Err(crate::store::LockError::InUse {
+                        db: db.display().to_string(),
+                        holder,
+                    }
+                    .into());
+                }
+            }
+            Err(anyhow::Error::new(e).context(format!("cannot listen{what} on {addr}")))
+        }
+    }
 }
 
 /// Installs the signal handlers (before the server announces itself, so a signal sent right

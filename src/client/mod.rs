@@ -8,6 +8,7 @@
 //! of tasks through cloned [`Client`] handles.
 
 pub mod state;
+pub mod terminal;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -92,15 +93,12 @@ impl From<std::net::SocketAddr> for ServerAddr {
     }
 }
 
-/// Errors a client operation can end in.
+/// Errors a client operation can end in. An I/O cause is part of the message and is not
+/// chained as a `source` as well, so that `{:#}` shows it once.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot connect to {addr}: {error}{}", connect_hint(addr, error))]
+    Connect { addr: String, error: std::io::Error },
     #[error("timed out {0}")]
     Timeout(&'static str),
     #[error("server {addr} is not trusted yet; it presented key {presented}")]
@@ -118,12 +116,8 @@ pub enum ClientError {
         expected: Fingerprint,
         presented: Fingerprint,
     },
-    #[error("TLS handshake with {addr} failed: {source}")]
-    Tls {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("TLS handshake with {addr} failed: {error}")]
+    Tls { addr: String, error: std::io::Error },
     #[error("{message} ({code})")]
     Server {
         code: ErrorCode,
@@ -134,6 +128,19 @@ pub enum ClientError {
     Closed(Option<(ErrorCode, String)>),
     #[error("unexpected reply from the server: {0}")]
     Protocol(String),
+}
+
+/// What to check when a connection could not be made: nothing listens there, or the
+/// network does not reach it.
+fn connect_hint(addr: &str, error: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::ConnectionRefused => format!("; is chatd running at {addr}?"),
+        ErrorKind::TimedOut | ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => {
+            format!("; is {addr} reachable from here, and is chatd running there?")
+        }
+        _ => String::new(),
+    }
 }
 
 fn closed_detail(reason: &Option<(ErrorCode, String)>) -> String {
@@ -246,27 +253,27 @@ pub async fn connect_tls(
     let seen: SeenFingerprint = Arc::default();
     let config = client_config(pin, Arc::clone(&seen)).map_err(|e| ClientError::Tls {
         addr: shown.clone(),
-        source: std::io::Error::other(e),
+        error: std::io::Error::other(e),
     })?;
     let server_name = match addr.host.parse::<std::net::IpAddr>() {
         Ok(ip) => ServerName::IpAddress(ip.into()),
         Err(_) => ServerName::try_from(addr.host.clone()).map_err(|_| ClientError::Connect {
             addr: shown.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "invalid host name"),
+            error: std::io::Error::new(std::io::ErrorKind::InvalidInput, "invalid host name"),
         })?,
     };
     let handshake = async {
         let tcp = TcpStream::connect((addr.host.as_str(), addr.port))
             .await
-            .map_err(|source| ClientError::Connect {
+            .map_err(|error| ClientError::Connect {
                 addr: shown.clone(),
-                source,
+                error,
             })?;
         let _ = tcp.set_nodelay(true);
         TlsConnector::from(config)
             .connect(server_name, tcp)
             .await
-            .map_err(|source| {
+            .map_err(|error| {
                 let presented = *seen.lock().unwrap_or_else(|p| p.into_inner());
                 match (pin, presented) {
                     (None, Some(presented)) => ClientError::UnknownServer {
@@ -282,7 +289,7 @@ pub async fn connect_tls(
                     }
                     _ => ClientError::Tls {
                         addr: shown.clone(),
-                        source,
+                        error,
                     },
                 }
             })

@@ -6,7 +6,11 @@
 //! - `session.json` (mode 0600): the saved login — server, user, device token — and the
 //!   highest message id already shown, which makes delivery exactly-once as the user sees it.
 //!
-//! Files are replaced atomically (write to a temporary file, then rename).
+//! Files are replaced atomically (write to a temporary file, then rename). Several processes
+//! share `session.json` (the TUI, `chat recv --follow`, another `chat login`): every write
+//! of it is a read-modify-write under an exclusive lock on `session.lock` beside it (an OS
+//! file lock through `fs4`), and `last_seen` is only ever raised, never written back from a
+//! copy read earlier ([`ChatHome::raise_last_seen`]).
 
 use std::fs;
 use std::io::Write;
@@ -23,12 +27,8 @@ use crate::tls::Fingerprint;
 pub enum StateError {
     #[error("cannot find a home directory for chat's files; set CHAT_HOME")]
     NoHome,
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{path}: line {line} is not `host:port sha256:<hex>`")]
     BadKnownServers { path: String, line: usize },
     #[error("{path}: unreadable session file ({reason}); run `chat login` again")]
@@ -96,6 +96,32 @@ impl ChatHome {
         self.dir.join("session.json")
     }
 
+    /// Runs `f` holding the exclusive lock on `session.lock` (waiting for it), so that no
+    /// other process changes `session.json` between what `f` reads and what it writes.
+    fn with_session_lock<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let path = self.dir.join("session.lock");
+        let io_err = |error| StateError::Io {
+            path: path.display().to_string(),
+            error,
+        };
+        create_private_dir(&self.dir).map_err(io_err)?;
+        let mut options = fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(&path).map_err(io_err)?;
+        // Through the trait: std's inherent `File::lock` is newer than this package's
+        // minimum Rust. Released when `file` is closed.
+        fs4::FileExt::lock(&file).map_err(io_err)?;
+        f()
+    }
+
     /// The pinned key for `server` (`host:port`), if any.
     pub fn known_pin(&self, server: &str) -> Result<Option<Fingerprint>, StateError> {
         Ok(self
@@ -127,10 +153,10 @@ impl ChatHome {
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
+            Err(error) => {
                 return Err(StateError::Io {
                     path: path.display().to_string(),
-                    source,
+                    error,
                 })
             }
         };
@@ -164,9 +190,9 @@ impl ChatHome {
                     })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StateError::Io {
+            Err(error) => Err(StateError::Io {
                 path: path.display().to_string(),
-                source,
+                error,
             }),
         }
     }
@@ -185,33 +211,57 @@ impl ChatHome {
         Ok(SavedLogin { session, addr, pin })
     }
 
-    /// Saves the login (mode 0600).
+    /// Saves a new login (mode 0600), replacing whatever is saved.
     pub fn save_session(&self, session: &SavedSession) -> Result<(), StateError> {
+        self.with_session_lock(|| self.write_session(session))
+    }
+
+    /// Raises the saved `last_seen` to `upto` for the login `session` (same server, device
+    /// and token), under the session lock: a value written meanwhile by another process is
+    /// never lowered, and a different login saved meanwhile (or a logout) is left alone.
+    /// Returns whether the file now records `upto` (or more) for that login.
+    pub fn raise_last_seen(&self, session: &SavedSession, upto: i64) -> Result<bool, StateError> {
+        self.with_session_lock(|| {
+            let Some(mut saved) = self.load_session()? else {
+                return Ok(false);
+            };
+            if saved.server != session.server
+                || saved.device_id != session.device_id
+                || saved.token != session.token
+            {
+                return Ok(false);
+            }
+            if saved.last_seen < upto {
+                saved.last_seen = upto;
+                self.write_session(&saved)?;
+            }
+            Ok(true)
+        })
+    }
+
+    fn write_session(&self, session: &SavedSession) -> Result<(), StateError> {
         let bytes = serde_json::to_vec_pretty(session).map_err(|e| StateError::Io {
             path: self.session_path().display().to_string(),
-            source: std::io::Error::other(e),
+            error: std::io::Error::other(e),
         })?;
         write_atomic(&self.dir, &self.session_path(), &bytes, 0o600)
     }
 
     /// Forgets the saved login.
     pub fn remove_session(&self) -> Result<(), StateError> {
-        match fs::remove_file(self.session_path()) {
+        self.with_session_lock(|| match fs::remove_file(self.session_path()) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(StateError::Io {
+            Err(error) => Err(StateError::Io {
                 path: self.session_path().display().to_string(),
-                source,
+                error,
             }),
-        }
+        })
     }
 }
 
-fn write_atomic(dir: &Path, path: &Path, contents: &[u8], mode: u32) -> Result<(), StateError> {
-    let io_err = |source| StateError::Io {
-        path: path.display().to_string(),
-        source,
-    };
+/// Creates `dir` (and its parents) as 0700 when missing.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -219,7 +269,15 @@ fn write_atomic(dir: &Path, path: &Path, contents: &[u8], mode: u32) -> Result<(
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
-    builder.create(dir).map_err(io_err)?;
+    builder.create(dir)
+}
+
+fn write_atomic(dir: &Path, path: &Path, contents: &[u8], mode: u32) -> Result<(), StateError> {
+    let io_err = |error| StateError::Io {
+        path: path.display().to_string(),
+        error,
+    };
+    create_private_dir(dir).map_err(io_err)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -252,6 +310,64 @@ mod tests {
         home.save_pin("h:1", b).unwrap();
         assert_eq!(home.known_pin("h:1").unwrap(), Some(b));
         assert_eq!(home.known_pin("h:2").unwrap(), Some(b));
+    }
+
+    fn session(token: &str, last_seen: i64) -> SavedSession {
+        SavedSession {
+            server: "h:1".into(),
+            user: "alice".into(),
+            device_id: 3,
+            token: Secret::new(token),
+            last_seen,
+        }
+    }
+
+    #[test]
+    fn last_seen_only_rises_and_never_overwrites_another_login() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = ChatHome::at(dir.path());
+        let loaded = session("t", 5);
+        home.save_session(&loaded).unwrap();
+        // Another process raised it meanwhile: a lower value from this copy changes nothing.
+        assert!(home.raise_last_seen(&loaded, 40).unwrap());
+        assert!(home.raise_last_seen(&loaded, 10).unwrap());
+        assert_eq!(home.load_session().unwrap().unwrap().last_seen, 40);
+        // A new login saved meanwhile is left alone.
+        home.save_session(&session("new", 0)).unwrap();
+        assert!(!home.raise_last_seen(&loaded, 50).unwrap());
+        let now = home.load_session().unwrap().unwrap();
+        assert_eq!((now.token.expose(), now.last_seen), ("new", 0));
+        // And a logout is not undone.
+        home.remove_session().unwrap();
+        assert!(!home.raise_last_seen(&loaded, 60).unwrap());
+        assert!(home.load_session().unwrap().is_none());
+    }
+
+    #[test]
+    fn concurrent_raises_keep_the_highest() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = ChatHome::at(dir.path());
+        let loaded = session("t", 0);
+        home.save_session(&loaded).unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (home, loaded) = (home.clone(), loaded.clone());
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        // Interleaved values: every thread tries lower ones after higher.
+                        let upto = (i * 8 + t) * if i % 2 == 0 { 3 } else { 1 };
+                        home.raise_last_seen(&loaded, upto).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(
+            home.load_session().unwrap().unwrap().last_seen,
+            (24 * 8 + 7) * 3
+        );
     }
 
     #[test]

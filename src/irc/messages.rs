@@ -29,7 +29,7 @@ impl<S: Stream> Session<S> {
                 [format!("No recipient given ({})", m.command)],
             )]));
         };
-        let Some(text) = m.param(1).filter(|t| !t.is_empty()) else {
+        let Some(text) = m.param(1).filter(|t| !crate::protocol::is_blank(t)) else {
             return Ok(Reply::Now(vec![
                 self.num(ERR_NOTEXTTOSEND, ["No text to send"])
             ]));
@@ -201,7 +201,7 @@ impl<S: Stream> Session<S> {
         if batch.failed {
             return Ok(Vec::new());
         }
-        if batch.body.is_empty() {
+        if crate::protocol::is_blank(&batch.body) {
             return Ok(vec![self.num(ERR_NOTEXTTOSEND, ["No text to send"])]);
         }
         match self

@@ -38,6 +38,16 @@ pub const MAX_CONFIGURABLE_BODY_BYTES: usize = (MAX_FRAME_LEN - 4096) / 6;
 /// Largest page `history` returns, whatever `limit` asks for.
 pub const MAX_HISTORY_PAGE: u32 = 500;
 
+/// True for a message body with nothing in it to read: empty, or whitespace only (Unicode
+/// `White_Space`: spaces, tabs, newlines and the like). The one rule every front end applies
+/// before a message is stored: natively such a body is `empty_message`, over IRC `412`.
+pub fn is_blank(body: &str) -> bool {
+    body.chars().all(char::is_whitespace)
+}
+
+/// Most results `search` returns, whatever `limit` asks for.
+pub const MAX_SEARCH_RESULTS: u32 = 100;
+
 /// Page size used by `history` when the request names none.
 pub const DEFAULT_HISTORY_PAGE: u32 = 50;
 

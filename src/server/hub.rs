@@ -176,7 +176,9 @@ impl Hub {
 
     /// Fans committed messages out to subscribed connections: for a direct message the
     /// recipient's devices and the sender's other devices; for a room message every device
-    /// of every member in force at that id except the sending device. Never blocks.
+    /// of every member in force at that id except the sending device. A sent message (not a
+    /// membership event) is followed, on the sender's other devices, by the `read_marker` it
+    /// moved. Never blocks.
     pub fn deliver(&self, deliveries: Vec<Delivery>) {
         let mut slow = Vec::new();
         {
@@ -198,6 +200,7 @@ impl Hub {
                     Audience::Room { members } => members,
                 };
                 let mut push: Option<Arc<Push>> = None;
+                let mut marker: Option<Arc<Push>> = None;
                 for user in recipients {
                     let Some(subs) = inner.subscribers.get(user) else {
                         continue;
@@ -217,6 +220,28 @@ impl Hub {
                         if !s.offer(p) {
                             slow.push(s.conn_id);
                         }
+                    }
+                }
+                // The send moved the sender's read marker: the sender's other devices learn
+                // it right after the message itself.
+                if !d.marks_read {
+                    continue;
+                }
+                let Some(subs) = inner.subscribers.get(&d.sender_id) else {
+                    continue;
+                };
+                for s in subs.iter().filter(|s| s.device_id != d.sender_device_id) {
+                    let p = marker.get_or_insert_with(|| {
+                        Arc::new(Push {
+                            id: 0,
+                            frame: encode_json(&ServerFrame::ReadMarker {
+                                conversation: d.message.to.clone(),
+                                upto: d.message.id,
+                            }),
+                        })
+                    });
+                    if !s.offer(p) {
+                        slow.push(s.conn_id);
                     }
                 }
             }

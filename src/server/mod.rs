@@ -1,7 +1,8 @@
 //! The server: accept loop, per-connection sessions (`session`) and the hub (`hub`).
 //!
-//! [`Server::start`] opens the store, loads or makes the TLS identity and starts the message
-//! writer; [`Server::run`] takes a bound listener and a shutdown token (so tests bind
+//! [`Server::start`] locks the database for this process (a second server on the same file
+//! is refused, see [`crate::store::DbLock`]), loads or makes the TLS identity, opens the
+//! store and starts the message writer; [`Server::run`] takes a bound listener and a shutdown token (so tests bind
 //! `127.0.0.1:0` and never sleep), serves until the token is cancelled, then drains: it stops
 //! accepting, lets every session finish its in-flight sends and acks, closes connections
 //! cleanly, lets the writer commit what is queued, and closes the database.
@@ -25,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Auth, AuthLimits, Hasher};
 use crate::protocol::{ErrorCode, RoomName, Username, DEFAULT_MAX_BODY_BYTES};
-use crate::store::{Durability, RoomRef, Store, UserRef, Writer};
+use crate::store::{DbLock, Durability, RoomRef, Store, UserRef, Writer};
 use crate::tls::{self, Fingerprint, IdentitySource};
 
 use hub::Hub;
@@ -129,6 +130,8 @@ pub enum ServerError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    #[error(transparent)]
+    Lock(#[from] crate::store::LockError),
 }
 
 /// State shared by every session.
@@ -215,6 +218,8 @@ pub struct Server {
     tls: TlsReloader,
     fingerprint: Fingerprint,
     writer_task: tokio::task::JoinHandle<()>,
+    /// Held until the database is closed at the end of [`Server::run_with`].
+    lock: DbLock,
 }
 
 /// Swaps the server's certificate and key (SIGHUP) without touching live connections: new
@@ -243,9 +248,12 @@ impl TlsReloader {
 }
 
 impl Server {
-    /// Opens the database (migrating it), loads or creates the certificate, starts the writer.
+    /// Locks the database for this process, loads or creates the certificate, opens the
+    /// database (migrating it), starts the writer. Fails with [`ServerError::Lock`] when
+    /// another server holds the database, before creating anything.
     pub async fn start(options: &ServerOptions) -> Result<Server, ServerError> {
         tls::install_provider();
+        let lock = DbLock::acquire(&options.db)?;
         let identity = options.identity.load_or_create()?;
         let tls = tls::server_config(&identity)?;
         let store = Store::open(&options.db, options.durability).await?;
@@ -272,6 +280,7 @@ impl Server {
             },
             fingerprint: identity.fingerprint,
             writer_task,
+            lock,
         })
     }
 
@@ -295,6 +304,18 @@ impl Server {
     /// ([`crate::irc`]) on its own listeners, all on the same state, connection limits and
     /// shutdown.
     pub async fn run_with(self, listeners: Listeners, shutdown: CancellationToken) {
+        let addrs: Vec<std::net::SocketAddr> = [
+            Some(&listeners.native),
+            listeners.irc.as_ref(),
+            listeners.irc_plain.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+        if let Err(e) = self.lock.record_listening(&addrs) {
+            tracing::warn!(error = %e, "cannot record the listening addresses in the lock file");
+        }
         let tracker = TaskTracker::new();
         let slots = Slots {
             per_address: Arc::default(),
@@ -335,6 +356,8 @@ impl Server {
             tracing::warn!("message writer did not stop within 30 s");
         }
         store.close().await;
+        // Only now may another server open the database.
+        drop(self.lock);
         tracing::info!("server stopped");
     }
 }

@@ -560,9 +560,13 @@ impl Session {
         body: String,
         key: String,
     ) -> Result<(), End> {
-        if body.is_empty() {
+        if crate::protocol::is_blank(&body) {
             return self
-                .reply_error(req, ErrorCode::EmptyMessage, "the message body is empty")
+                .reply_error(
+                    req,
+                    ErrorCode::EmptyMessage,
+                    "the message body is empty (or only whitespace)",
+                )
                 .await;
         }
         let max = self.state.limits.max_body;

@@ -5,11 +5,13 @@
 //! Message inserts and cursor moves do not go through `Store` directly: they go through the
 //! single [`Writer`] task (module `writer`), which batches them into one transaction per group
 //! commit. Beside it run a WAL checkpointer (module `checkpoint`) and the search indexer
-//! (module `search`: the full-text index is a derived database file of its own). Nothing
-//! outside this module sees an sqlx type.
+//! (module `search`: the full-text index is a derived database file of its own). A serving
+//! process holds [`DbLock`] on the database (module `lock`), so no second server can write
+//! it. Nothing outside this module sees an sqlx type.
 
 mod checkpoint;
 mod irc;
+mod lock;
 mod messages;
 mod rooms;
 mod search;
@@ -26,6 +28,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use crate::protocol::{format_timestamp, Username};
 
+pub use lock::{holder as lock_holder, DbLock, Holder, LockError};
 pub use messages::HistoryScope;
 pub use rooms::RoomRef;
 pub use writer::{Audience, Committed, Delivery, NewMessage, RoomChange, Target, Writer};

@@ -121,6 +121,9 @@ pub struct Delivery {
     pub sender_id: i64,
     pub sender_device_id: i64,
     pub audience: Audience,
+    /// The message was sent (not a membership event), so it moved the sender's read marker
+    /// for the conversation up to its id; the sender's other devices are told.
+    pub marks_read: bool,
 }
 
 /// Where the writer answers a submitter.
@@ -459,6 +462,7 @@ impl State {
             sender_id: m.sender_id,
             sender_device_id: m.sender_device_id,
             audience,
+            marks_read: true,
         }
     }
 
@@ -626,6 +630,7 @@ impl State {
             });
             q.push(" ON CONFLICT (client_key, sender_id) DO NOTHING RETURNING id;");
         }
+        push_read_markers(&mut q, sends, &fresh, &rows);
         if !acks.is_empty() {
             // Highest ack per device and per user in this batch.
             let mut devices: HashMap<i64, i64> = HashMap::new();
@@ -923,9 +928,64 @@ impl State {
             sender_id: sender.0,
             sender_device_id: 0,
             audience: Audience::Room { members: audience },
+            marks_read: false,
         };
         (self.on_commit)(vec![delivery]);
         Ok((room_id, event_id))
+    }
+}
+
+/// Adds the statements by which sending marks a conversation read up to the sender's own
+/// message, as every chat client does: per sender and conversation, the marker rises to the
+/// highest id of the batch (`fresh` are the sends offered as `rows`, in order). A row the
+/// table refused as a retry has no message behind its id and moves nothing.
+fn push_read_markers(
+    q: &mut QueryBuilder<'_, Sqlite>,
+    sends: &[(NewMessage, Reply<Committed>)],
+    fresh: &[usize],
+    rows: &[(i64, i64)],
+) {
+    // (sender, is a room, target id) → (highest id, the send naming the conversation).
+    let mut highest: HashMap<(i64, bool, i64), (i64, usize)> = HashMap::new();
+    for (row, &i) in fresh.iter().enumerate() {
+        let m = &sends[i].0;
+        let target = match &m.target {
+            Target::User(id, _) => (false, *id),
+            Target::Room(id, _) => (true, *id),
+        };
+        let id = rows[row].0;
+        let entry = highest
+            .entry((m.sender_id, target.0, target.1))
+            .or_insert((id, i));
+        if id > entry.0 {
+            *entry = (id, i);
+        }
+    }
+    let markers: Vec<(i64, String, i64)> = highest
+        .into_values()
+        .map(|(id, i)| {
+            let m = &sends[i].0;
+            let conversation = match &m.target {
+                Target::User(_, name) => name.clone(),
+                Target::Room(_, name) => format!("#{name}"),
+            };
+            (m.sender_id, conversation, id)
+        })
+        .collect();
+    for chunk in markers.chunks(INSERT_CHUNK) {
+        q.push(
+            " INSERT INTO read_markers (user_id, conversation, upto) \
+             SELECT column1, column2, column3 FROM (",
+        );
+        q.push_values(chunk, |mut b, (user, conversation, upto)| {
+            b.push_bind(*user)
+                .push_bind(conversation.clone())
+                .push_bind(*upto);
+        });
+        q.push(
+            ") WHERE EXISTS (SELECT 1 FROM messages WHERE id = column3) \
+             ON CONFLICT (user_id, conversation) DO UPDATE SET upto = MAX(upto, excluded.upto);",
+        );
     }
 }
 

@@ -26,12 +26,8 @@ pub const KEY_FILE: &str = "key.pem";
 /// Errors loading or making certificates.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{0}: no certificate found in the PEM file")]
     NoCertificate(String),
     #[error("{0}: no private key found in the PEM file")]
@@ -210,7 +206,7 @@ pub fn load_pair(
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::Io {
             path: cert_path.display().to_string(),
-            source: e,
+            error: e,
         })?;
     let leaf = certs
         .first()
@@ -220,7 +216,7 @@ pub fn load_pair(
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| TlsError::Io {
             path: key_path.display().to_string(),
-            source: e,
+            error: e,
         })?
         .ok_or_else(|| TlsError::NoKey(key_path.display().to_string()))?;
     Ok(ServerIdentity {
@@ -247,9 +243,9 @@ fn check_key_permissions(path: &Path) -> Result<(), TlsError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let meta = fs::metadata(path).map_err(|source| TlsError::Io {
+        let meta = fs::metadata(path).map_err(|error| TlsError::Io {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         let mode = meta.permissions().mode();
         if mode & 0o007 != 0 {
@@ -266,9 +262,9 @@ fn check_key_permissions(path: &Path) -> Result<(), TlsError> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    fs::read(path).map_err(|source| TlsError::Io {
+    fs::read(path).map_err(|error| TlsError::Io {
         path: path.display().to_string(),
-        source,
+        error,
     })
 }
 
@@ -280,16 +276,16 @@ fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
-    builder.create(dir).map_err(|source| TlsError::Io {
+    builder.create(dir).map_err(|error| TlsError::Io {
         path: dir.display().to_string(),
-        source,
+        error,
     })
 }
 
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
-    let io_err = |source| TlsError::Io {
+    let io_err = |error| TlsError::Io {
         path: path.display().to_string(),
-        source,
+        error,
     };
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -53,7 +53,7 @@ pub async fn run(
     let mut net = Net {
         home,
         seen: login.session.last_seen,
-        device_id: login.session.device_id,
+        session: login.session.clone(),
         events,
         want_ack: 0,
     };
@@ -135,7 +135,8 @@ struct Net {
     home: ChatHome,
     /// Highest id passed to the UI (or shown by an earlier run).
     seen: i64,
-    device_id: i64,
+    /// The login this task uses; `last_seen` is raised in the file only while it is saved.
+    session: crate::client::state::SavedSession,
     events: mpsc::Sender<NetEvent>,
     /// Highest id the UI has displayed (or that was displayed before).
     want_ack: i64,
@@ -290,11 +291,13 @@ impl Net {
             return Ok(());
         }
         let home = self.home.clone();
-        let device_id = self.device_id;
-        let saved = tokio::task::spawn_blocking(move || record_seen(&home, device_id, upto))
+        let session = self.session.clone();
+        // Raised under the session lock, never lowered: a concurrent `chat recv` (or a new
+        // login) is not undone.
+        let saved = tokio::task::spawn_blocking(move || home.raise_last_seen(&session, upto))
             .await
             .map_err(|e| anyhow!("{e}"))
-            .and_then(|r| r);
+            .and_then(|r| r.map_err(anyhow::Error::from));
         if let Err(e) = saved {
             // Without the record, an ack could make a crash lose the dedupe mark.
             self.emit(NetEvent::Notice(format!("cannot save the session: {e:#}")))
@@ -315,20 +318,6 @@ impl Net {
             }
         }
     }
-}
-
-/// Raises `last_seen` in `session.json`, re-read first so a concurrent `chat recv` is not
-/// undone; leaves the file alone if it now holds another login.
-fn record_seen(home: &ChatHome, device_id: i64, upto: i64) -> Result<()> {
-    let Some(mut session) = home.load_session()? else {
-        return Ok(());
-    };
-    if session.device_id != device_id || session.last_seen >= upto {
-        return Ok(());
-    }
-    session.last_seen = upto;
-    home.save_session(&session)?;
-    Ok(())
 }
 
 /// Carries out one request and reports the outcome.

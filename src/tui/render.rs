@@ -7,7 +7,8 @@
 //! counts screen rows; the row counts go back to the state through [`ViewInfo`].
 //!
 //! Nothing received is written to the terminal as is: control characters in message text
-//! (escape sequences included) are replaced before they reach a cell. Colours are the 16
+//! (escape sequences included) and bidi controls are replaced before they reach a cell, by
+//! the same function `chat` uses ([`crate::client::terminal`]). Colours are the 16
 //! basic ones; with `NO_COLOR` (or `TERM=dumb`) only bold, dim and reverse are used.
 
 use ratatui::layout::{Alignment, Constraint, Layout, Position, Rect};
@@ -15,6 +16,8 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph};
 use ratatui::Frame;
+
+use crate::client::terminal::{is_unsafe, terminal_safe, REPLACEMENT};
 
 use super::state::{
     local_time, App, ConnStatus, Conversation, Overlay, PromptKind, SendStatus, ViewInfo,
@@ -263,7 +266,10 @@ fn draw_messages(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) -> Vie
     let total = lines.len();
     let scroll = conv.scroll.min(total.saturating_sub(height));
 
-    let mut title = vec![Span::styled(format!(" {} ", conv.name), theme.other())];
+    let mut title = vec![Span::styled(
+        format!(" {} ", sanitize(&conv.name)),
+        theme.other(),
+    )];
     if conv.left {
         title.push(Span::styled("(you are not a member) ", theme.dim()));
     }
@@ -351,7 +357,7 @@ fn message_lines(
             width,
             Span::raw(format!("{hm} ")),
             mark,
-            Span::styled(m.from.clone(), sender),
+            Span::styled(sanitize(&m.from), sender),
             &m.body,
             Style::default(),
         );
@@ -603,13 +609,15 @@ fn centered(text: &str, width: usize, style: Style) -> Line<'static> {
     )
 }
 
-/// Message text made safe for a terminal cell: tabs become spaces, other control
-/// characters (escape sequences included) a replacement character.
+/// Message text made safe for a terminal cell ([`terminal_safe`], shared with `chat`): tabs
+/// become spaces; newlines (already split off by the caller) and everything else that must
+/// not reach a terminal, a replacement character.
 fn sanitize(text: &str) -> String {
-    text.chars()
+    terminal_safe(text)
+        .chars()
         .map(|c| match c {
             '\t' => ' ',
-            c if c.is_control() => '\u{FFFD}',
+            '\n' => REPLACEMENT,
             c => c,
         })
         .collect()
@@ -624,10 +632,11 @@ fn text_width(text: &str) -> usize {
     Span::raw(text).width()
 }
 
+/// The start of `text` that fits in `width` columns, made safe like message text.
 fn truncate(text: &str, width: usize) -> String {
     let mut out = String::new();
     let mut used = 0;
-    for c in text.chars() {
+    for c in sanitize(text).chars() {
         let w = char_width(c);
         if used + w > width {
             break;
@@ -690,7 +699,11 @@ fn wrap_input(text: &str, cursor: usize, width: usize) -> (Vec<String>, (usize, 
             used = 0;
             continue;
         }
-        let c = if c.is_control() { '\u{FFFD}' } else { c };
+        let c = if c == '\t' || is_unsafe(c) {
+            REPLACEMENT
+        } else {
+            c
+        };
         let w = char_width(c);
         if used + w > limit {
             rows.push(String::new());

@@ -490,7 +490,11 @@ impl App {
                 if let Some(i) = self.outbox.iter().position(|o| o.key == key) {
                     let o = self.outbox.remove(i);
                     let me = self.me.clone();
-                    self.conversation_mut(&o.to).insert(Message {
+                    let c = self.conversation_mut(&o.to);
+                    // Sending marked the conversation read up to this message on the server
+                    // (and on this user's other devices); so here too.
+                    c.read_upto = c.read_upto.max(id);
+                    c.insert(Message {
                         id,
                         from: me,
                         to: o.to.clone(),
@@ -1002,6 +1006,24 @@ mod tests {
             Some(msg(20, "bob", "alice", "x")),
         )]));
         assert_eq!(app.conversation("bob").unwrap().unread(), 1);
+    }
+
+    #[test]
+    fn replying_marks_the_conversation_read() {
+        let mut app = online_app();
+        app.handle_net(NetEvent::Message(msg(5, "bob", "alice", "hi")));
+        assert_eq!(app.conversation("bob").unwrap().unread(), 1);
+        type_text(&mut app, "hello");
+        let cmds = app.handle_key(key(KeyCode::Enter));
+        let [Command::Send { key: k, .. }] = cmds.as_slice() else {
+            panic!("expected one send, got {cmds:?}");
+        };
+        app.handle_net(NetEvent::Sent {
+            key: k.clone(),
+            id: 8,
+            sent_at: "2026-11-24T09:00:00.000000Z".into(),
+        });
+        assert_eq!(app.conversation("bob").unwrap().unread(), 0);
     }
 
     #[test]

@@ -649,3 +649,336 @@ async fn admin_commands_succeed_while_the_server_is_writing() {
         refused.first()
     );
 }
+
+/// One server per database: a second `chatd serve` on it, on another port or on the same
+/// one, refuses at once with one line naming the database and the first server (pid and
+/// address). The first keeps working, and the admin commands work beside it.
+#[test]
+fn a_second_serve_on_the_same_database_refuses_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = Server::start(dir);
+    add_user(dir, "alice");
+    add_user(dir, "bob");
+    login(dir, &server, "alice");
+    login(dir, &server, "bob");
+    let before = send(dir, "alice", &["bob", "before"], None);
+
+    let db = dir.join("chatd.db").display().to_string();
+    for listen in ["127.0.0.1:0", server.addr.as_str()] {
+        let mut cmd = chatd(dir);
+        cmd.args(["serve", "--listen", listen]);
+        let started = Instant::now();
+        let out = run(cmd, None);
+        let line = out.assert_clean_failure("a second chatd serve", "chatd: error:");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "refused at once"
+        );
+        assert!(line.contains(&db), "names the database: {line}");
+        assert!(
+            line.contains(&format!("pid {}", server.child.0.id())),
+            "names the first server's pid: {line}"
+        );
+        assert!(line.contains(&server.addr), "and its address: {line}");
+        assert_eq!(out.stdout, "", "the second server never announced itself");
+    }
+
+    // The first server stores and delivers as before.
+    let after = send(dir, "alice", &["bob", "after"], None);
+    let mut cmd = chat(dir, "bob");
+    cmd.args(["recv", "--json"]);
+    let out = run(cmd, None).assert_ok("chat recv");
+    let got = json_lines(&out.stdout);
+    assert_eq!(got.len(), 2, "{}", out.stdout);
+    check_message(&got[0], before, "alice", "bob", "before");
+    check_message(&got[1], after, "alice", "bob", "after");
+    for args in [
+        &["user", "list"][..],
+        &["room", "list"],
+        &["user", "revoke", "alice"],
+    ] {
+        let mut cmd = chatd(dir);
+        cmd.args(args);
+        run(cmd, None).assert_ok(&format!("chatd {args:?} beside the server"));
+    }
+    assert!(
+        !server.log().contains("UNIQUE"),
+        "no id clash in the first server:\n{}",
+        server.log()
+    );
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+/// `chatd serve` on a busy port in a new directory fails before creating anything there.
+#[test]
+fn serve_on_a_busy_port_creates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let fresh = tmp.path().join("fresh");
+    let mut cmd = chatd(&fresh);
+    cmd.args(["serve", "--listen", &addr]);
+    let out = run(cmd, None);
+    let line = out.assert_clean_failure("chatd serve on a busy port", "chatd: error:");
+    assert!(line.contains(&format!("cannot listen on {addr}")), "{line}");
+    assert!(
+        !fresh.exists(),
+        "nothing created: {:?}",
+        std::fs::read_dir(&fresh).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+}
+
+/// With the server down, `chat` says so in one line: the OS error once, and a hint.
+#[test]
+fn a_server_that_is_down_is_reported_once_with_a_hint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = Server::start(dir);
+    add_user(dir, "alice");
+    login(dir, &server, "alice");
+    let addr = server.addr.clone();
+    assert_eq!(server.terminate().code(), Some(0));
+    for args in [
+        &["recv"][..],
+        &["history", "alice"],
+        &["send", "alice", "hello?"],
+    ] {
+        let mut cmd = chat(dir, "alice");
+        cmd.args(args);
+        let out = run(cmd, None);
+        let line = out.assert_clean_failure(&format!("chat {args:?}"), "chat: error:");
+        assert_eq!(
+            line.matches("os error").count(),
+            1,
+            "the OS error once: {line}"
+        );
+        assert!(
+            line.contains(&format!("cannot connect to {addr}")),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(&format!("is chatd running at {addr}?")),
+            "{line}"
+        );
+    }
+}
+
+/// A wrong `--pin` on first contact is not a changed key: the message says the pin given
+/// does not match and to check it with the operator, and never suggests trusting the key
+/// presented. `chat trust` over a different stored pin says so (not "first contact").
+#[test]
+fn a_wrong_pin_on_first_contact_says_to_check_it_with_the_operator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = Server::start(dir);
+    add_user(dir, "alice");
+    let wrong = format!("sha256:{}", "00".repeat(32));
+
+    let mut cmd = chat(dir, "alice");
+    cmd.args(["login", "--server", &server.addr, "--user", "alice"])
+        .args(["--pin", &wrong, "--password-stdin"]);
+    let out = run(cmd, Some(&format!("{PASSWORD}\n")));
+    let line = out.assert_clean_failure("chat login with a wrong --pin", "chat: error:");
+    assert!(
+        line.contains(&format!(
+            "does not present the key given with --pin {wrong}"
+        )),
+        "{line}"
+    );
+    assert!(line.contains("operator"), "{line}");
+    assert!(
+        !line.contains("chat trust") && !line.contains("is pinned"),
+        "no advice to trust the presented key, no talk of an earlier pin: {line}"
+    );
+    let known =
+        std::fs::read_to_string(dir.join("alice").join("known_servers")).unwrap_or_default();
+    assert!(!known.contains("sha256:"), "nothing pinned: {known}");
+
+    // A wrong pin stored by hand, then `chat trust` without --pin off a terminal.
+    let trust = |args: &[&str]| {
+        let mut cmd = chat(dir, "alice");
+        cmd.args(["trust", &server.addr]).args(args);
+        run(cmd, None)
+    };
+    let out = trust(&["--pin", &wrong]).assert_ok("chat trust --pin");
+    assert!(
+        out.stdout.starts_with(&format!("pinned {wrong}")),
+        "{}",
+        out.stdout
+    );
+    let out = trust(&[]);
+    let line = out.assert_clean_failure("chat trust over a different pin", "chat: error:");
+    assert!(!line.contains("first contact"), "{line}");
+    assert!(
+        line.contains(&format!("the key pinned for {} is {wrong}", server.addr)),
+        "{line}"
+    );
+    assert!(line.contains(&server.pin), "{line}");
+    let out = trust(&["--pin", &server.pin]).assert_ok("chat trust --pin (re-pin)");
+    assert!(
+        out.stdout.contains(&format!("replacing {wrong}")),
+        "{}",
+        out.stdout
+    );
+    let out = trust(&[]).assert_ok("chat trust, same key");
+    assert!(out.stdout.contains("already pinned"), "{}", out.stdout);
+    login(dir, &server, "alice");
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+/// `--limit` beyond what one page holds is refused in one line (the server would lower it
+/// silently); a blank message is refused; `chat recv` does not mark what it printed as
+/// read, replying does.
+#[test]
+fn limits_blank_messages_and_what_marks_a_conversation_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = Server::start(dir);
+    add_user(dir, "alice");
+    add_user(dir, "bob");
+    login(dir, &server, "alice");
+    login(dir, &server, "bob");
+    let hello = send(dir, "alice", &["bob", "hello"], None);
+
+    let bob = |args: &[&str]| {
+        let mut cmd = chat(dir, "bob");
+        cmd.args(args);
+        run(cmd, None)
+    };
+    for (args, what) in [
+        (&["history", "alice", "--limit", "501"][..], "--limit 501"),
+        (&["history", "alice", "--limit", "0"], "--limit 0"),
+        (&["search", "hello", "--limit", "101"], "--limit 101"),
+    ] {
+        let line = bob(args).assert_clean_failure(&format!("chat {args:?}"), "chat: error:");
+        assert!(line.contains(&format!("{what} is out of range")), "{line}");
+    }
+    let out = bob(&["history", "alice", "--limit", "500", "--json"]).assert_ok("--limit 500");
+    assert_eq!(json_lines(&out.stdout).len(), 1);
+    bob(&["search", "hello", "--limit", "100"]).assert_ok("search --limit 100");
+    let line =
+        bob(&["send", "alice", " ", "\t"]).assert_clean_failure("blank send", "chat: error:");
+    assert!(line.contains("empty"), "{line}");
+
+    let unread_from_alice = || {
+        let out = bob(&["unread", "--json"]).assert_ok("chat unread");
+        let list = json_lines(&out.stdout);
+        let alice = list
+            .iter()
+            .find(|u| u["conversation"] == "alice")
+            .unwrap_or_else(|| panic!("{}", out.stdout));
+        alice["unread"].as_u64().unwrap()
+    };
+    let out = bob(&["recv"]).assert_ok("chat recv");
+    assert!(out.stdout.contains("hello"), "{}", out.stdout);
+    assert_eq!(
+        unread_from_alice(),
+        1,
+        "recv delivers; it does not mark read"
+    );
+    let reply = send(dir, "bob", &["alice", "hi!"], None);
+    assert!(reply > hello);
+    assert_eq!(
+        unread_from_alice(),
+        0,
+        "replying marks the conversation read"
+    );
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+/// `chat recv --follow` records what it showed without undoing what others wrote to
+/// `session.json` meanwhile: a higher `last_seen` (the TUI on this device) stays, and a new
+/// login saved by another `chat login` is not overwritten with the one recv started with.
+#[test]
+fn recv_never_lowers_last_seen_nor_overwrites_a_newer_login() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = Server::start(dir);
+    add_user(dir, "alice");
+    add_user(dir, "bob");
+    login(dir, &server, "alice");
+    login(dir, &server, "bob");
+    let session_path = dir.join("bob").join("session.json");
+    let saved = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&session_path).unwrap()).unwrap()
+    };
+
+    let (follower, lines, _err) = follow(dir, "bob");
+    // Each message printed means the one before it was recorded and acknowledged.
+    let shown = |body: &str| {
+        let id = send(dir, "alice", &["bob", body], None);
+        let line = lines.next(Duration::from_secs(20), "chat recv --follow");
+        check_message(&json_lines(&line)[0], id, "alice", "bob", body);
+        id
+    };
+    shown("one");
+
+    // Another process on this device shows far newer messages and records that.
+    let mut session = saved();
+    session["last_seen"] = serde_json::json!(1_000_000);
+    std::fs::write(&session_path, session.to_string()).unwrap();
+    shown("two");
+    shown("three");
+    assert_eq!(saved()["last_seen"], 1_000_000, "last_seen never goes down");
+
+    // A new login in the same CHAT_HOME while recv still runs on the old one.
+    let mut cmd = chat(dir, "bob");
+    cmd.args(["login", "--server", &server.addr, "--user", "bob"])
+        .args(["--pin", &server.pin, "--password-stdin"]);
+    let out = run(cmd, Some(&format!("{PASSWORD}\n"))).assert_ok("second chat login");
+    let new_device: i64 = out
+        .stdout
+        .trim()
+        .rsplit_once("(device ")
+        .and_then(|(_, d)| d.trim_end_matches(')').parse().ok())
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    let new_token = saved()["token"].clone();
+    shown("four");
+    shown("five");
+    let now = saved();
+    assert_eq!(now["device_id"], new_device, "the newer login stays: {now}");
+    assert_eq!(now["token"], new_token);
+    drop(follower);
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+/// On a terminal, `chat history` shows control characters and bidi overrides of a message
+/// visibly and harmlessly; into a pipe it prints them exactly. The terminal is a real
+/// pseudo-terminal made by `script(1)` (util-linux).
+#[test]
+fn history_on_a_terminal_defuses_escape_sequences() {
+    let script = Path::new("/usr/bin/script");
+    if !script.exists() {
+        eprintln!("skipped: no /usr/bin/script to make a pseudo-terminal");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = Server::start(dir);
+    add_user(dir, "alice");
+    add_user(dir, "bob");
+    login(dir, &server, "alice");
+    login(dir, &server, "bob");
+    let hostile = "\u{1b}]0;owned\u{7}\u{1b}[2Jcleared \u{202e}txet";
+    send(dir, "alice", &["bob", hostile], None);
+
+    let mut cmd = command(script.to_str().unwrap());
+    cmd.env("CHAT_HOME", dir.join("bob"))
+        .env("TERM", "xterm")
+        .args(["-qec", &format!("'{CHAT}' history alice"), "/dev/null"]);
+    let out = run(cmd, None).assert_ok("chat history on a terminal");
+    assert!(
+        out.stdout
+            .contains("alice → bob: \u{FFFD}]0;owned\u{FFFD}\u{FFFD}[2Jcleared \u{FFFD}txet"),
+        "{:?}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains('\u{1b}'), "{:?}", out.stdout);
+
+    let mut cmd = chat(dir, "bob");
+    cmd.args(["history", "alice"]);
+    let out = run(cmd, None).assert_ok("chat history into a pipe");
+    assert!(out.stdout.contains(hostile), "{:?}", out.stdout);
+    assert_eq!(server.terminate().code(), Some(0));
+}

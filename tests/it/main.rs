@@ -11,3 +11,4 @@ mod props;
 mod rooms;
 mod store;
 mod tui;
+mod usage;

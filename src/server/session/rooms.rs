@@ -11,9 +11,9 @@ use crate::protocol::{
 };
 use crate::store::{HistoryScope, RoomChange, RoomRef, StoreError, Target};
 
-/// Default and largest number of search results.
+/// Default number of search results (the largest is [`MAX_SEARCH_RESULTS`]).
 pub const DEFAULT_SEARCH_RESULTS: u32 = 20;
-pub const MAX_SEARCH_RESULTS: u32 = 100;
+pub use crate::protocol::MAX_SEARCH_RESULTS;
 
 /// A membership change asked for by the connection's user.
 pub(super) enum RoomOp {
