@@ -41,6 +41,9 @@ enum Command {
     Logout,
     /// Send a direct message: the words given, or all of standard input.
     Send {
+        /// Send an action (emote, IRC's `/me`): shown as `* you TEXT`.
+        #[arg(long)]
+        action: bool,
         /// Recipient user name.
         peer: String,
         /// Message text (words are joined by spaces). Without it, standard input is sent.
@@ -71,7 +74,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Rooms: create, invite, join, leave, list, members, kick.
+    /// Rooms: create, invite, join, leave, del, list, members, kick.
     #[command(subcommand)]
     Room(RoomCommand),
     /// Full-text search over everything you may read, best match first.
@@ -126,8 +129,10 @@ enum RoomCommand {
     Invite { room: String, user: String },
     /// Join a public room.
     Join { room: String },
-    /// Leave a room.
+    /// Leave a room (the owner only when alone in it, which deletes it).
     Leave { room: String },
+    /// Delete a room you own, for every member; its name becomes free.
+    Del { room: String },
     /// Rooms you are in.
     List {
         /// Public rooms you are not in, too.
@@ -175,7 +180,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match command {
         Command::Login(args) => login(&home, args).await,
         Command::Logout => logout(&home).await,
-        Command::Send { peer, text } => send(&home, &peer, text).await,
+        Command::Send { peer, text, action } => send(&home, &peer, text, action).await,
         Command::Recv { follow, json } => recv(&home, follow, json).await,
         Command::History {
             peer,
@@ -310,7 +315,7 @@ async fn logout(home: &ChatHome) -> Result<()> {
     }
 }
 
-async fn send(home: &ChatHome, peer: &str, text: Vec<String>) -> Result<()> {
+async fn send(home: &ChatHome, peer: &str, text: Vec<String>, action: bool) -> Result<()> {
     let body = if text.is_empty() {
         if std::io::stdin().is_terminal() {
             bail!("no message: give the text as arguments or pipe it on standard input");
@@ -338,6 +343,9 @@ async fn send(home: &ChatHome, peer: &str, text: Vec<String>) -> Result<()> {
                     "the message is {} bytes; the server accepts at most {max} bytes",
                     body.len()
                 );
+            }
+            if action {
+                return Ok(conn.client.send_action(peer, &body, &key).await?);
             }
             Ok(conn.client.send(peer, &body, &key).await?)
         }
@@ -515,6 +523,10 @@ async fn room(home: &ChatHome, cmd: RoomCommand) -> Result<()> {
             c.room_leave(&room).await?;
             writeln!(out, "left {}", show_room(&room))?;
         }
+        RoomCommand::Del { room } => {
+            c.room_del(&room).await?;
+            writeln!(out, "deleted {}", show_room(&room))?;
+        }
         RoomCommand::Kick { room, user } => {
             c.room_kick(&room, &user).await?;
             writeln!(out, "removed {user} from {}", show_room(&room))?;
@@ -575,6 +587,7 @@ async fn search(
         } else {
             let m = &hit.message;
             let snippet = hit.snippet.replace('\n', " ⏎ ");
+            let snippet = m.shown_text(&snippet);
             writeln!(
                 out,
                 "#{:<8} {} {} → {}: {snippet}",
@@ -640,6 +653,7 @@ fn print_message(m: &Message, json: bool) -> Result<()> {
         let body = m.body.strip_suffix('\n').unwrap_or(&m.body);
         let mut lines = body.split('\n');
         let first = lines.next().unwrap_or("");
+        let first = m.shown_text(first);
         writeln!(out, "[{when}] {} → {}: {first}", m.from, m.to)?;
         for line in lines {
             writeln!(out, "    {line}")?;
