@@ -466,6 +466,11 @@ async fn irc_actions_cross_both_ways_as_actions() {
         ("#ops", "waves", true)
     );
     alice.send("PRIVMSG bob :\u{1}ACTION nods").await;
+    assert_eq!(
+        alice.privmsg().await.params,
+        ["bob", "\u{1}ACTION nods\u{1}"],
+        "the echo"
+    );
     let got = native_message(&mut bob).await;
     assert_eq!((got.body.as_str(), got.action), ("nods", true));
     // A native action → CTCP ACTION on IRC, live and in CHATHISTORY.
