@@ -43,6 +43,9 @@ enum Command {
     Logout,
     /// Send a direct message: the words given, or all of standard input.
     Send {
+        /// Send an action (emote, IRC's `/me`): shown as `* you TEXT`.
+        #[arg(long)]
+        action: bool,
         /// Recipient user name.
         peer: String,
         /// Message text (words are joined by spaces). Without it, standard input is sent.
@@ -73,7 +76,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Rooms: create, invite, join, leave, list, members, kick.
+    /// Rooms: create, invite, join, leave, del, list, members, kick.
     #[command(subcommand)]
     Room(RoomCommand),
     /// Full-text search over everything you may read, best match first.
@@ -128,8 +131,10 @@ enum RoomCommand {
     Invite { room: String, user: String },
     /// Join a public room.
     Join { room: String },
-    /// Leave a room.
+    /// Leave a room (the owner only when alone in it, which deletes it).
     Leave { room: String },
+    /// Delete a room you own, for every member; its name becomes free.
+    Del { room: String },
     /// Rooms you are in.
     List {
         /// Public rooms you are not in, too.
@@ -178,7 +183,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match command {
         Command::Login(args) => login(&home, args, show).await,
         Command::Logout => logout(&home).await,
-        Command::Send { peer, text } => send(&home, &peer, text).await,
+        Command::Send { peer, text, action } => send(&home, &peer, text, action).await,
         Command::Recv { follow, json } => recv(&home, follow, json, show).await,
         Command::History {
             peer,
@@ -364,7 +369,7 @@ async fn logout(home: &ChatHome) -> Result<()> {
     }
 }
 
-async fn send(home: &ChatHome, peer: &str, text: Vec<String>) -> Result<()> {
+async fn send(home: &ChatHome, peer: &str, text: Vec<String>, action: bool) -> Result<()> {
     let body = if text.is_empty() {
         if std::io::stdin().is_terminal() {
             bail!("no message: give the text as arguments or pipe it on standard input");
@@ -392,6 +397,9 @@ async fn send(home: &ChatHome, peer: &str, text: Vec<String>) -> Result<()> {
                     "the message is {} bytes; the server accepts at most {max} bytes",
                     body.len()
                 );
+            }
+            if action {
+                return Ok(conn.client.send_action(peer, &body, &key).await?);
             }
             Ok(conn.client.send(peer, &body, &key).await?)
         }
@@ -588,6 +596,10 @@ async fn room(home: &ChatHome, cmd: RoomCommand, show: Show) -> Result<()> {
             c.room_leave(&room).await?;
             writeln!(out, "left {}", show.text(&show_room(&room)))?;
         }
+        RoomCommand::Del { room } => {
+            c.room_del(&room).await?;
+            writeln!(out, "deleted {}", show.text(&show_room(&room)))?;
+        }
         RoomCommand::Kick { room, user } => {
             c.room_kick(&room, &user).await?;
             writeln!(
@@ -661,6 +673,7 @@ async fn search(
         } else {
             let m = &hit.message;
             let snippet = hit.snippet.replace('\n', " ⏎ ");
+            let snippet = m.shown_text(&snippet);
             let line = format!(
                 "#{:<8} {} {} → {}: {snippet}",
                 m.id,
@@ -760,6 +773,7 @@ fn message_text(m: &Message, show: Show) -> String {
     let body = m.body.strip_suffix('\n').unwrap_or(&m.body);
     let mut lines = body.split('\n');
     let first = lines.next().unwrap_or("");
+    let first = m.shown_text(first);
     let mut text = format!("[{when}] {} → {}: {first}", m.from, m.to);
     for line in lines {
         text.push_str("\n    ");
@@ -782,6 +796,7 @@ mod tests {
             sent_at: "2026-11-24T08:15:02.123456Z".into(),
             kind: crate::protocol::MessageKind::Text,
             member: None,
+            action: false,
         }
     }
 

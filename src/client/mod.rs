@@ -558,12 +558,35 @@ impl Client {
 
     /// Sends a direct message with an idempotency key; resolves when it is stored.
     pub async fn send(&self, to: &str, body: &str, key: &str) -> Result<SentInfo, ClientError> {
+        self.send_message(to, body, key, false).await
+    }
+
+    /// Sends an action (emote, IRC's `/me`), shown as `* me body`; otherwise as [`send`].
+    ///
+    /// [`send`]: Client::send
+    pub async fn send_action(
+        &self,
+        to: &str,
+        body: &str,
+        key: &str,
+    ) -> Result<SentInfo, ClientError> {
+        self.send_message(to, body, key, true).await
+    }
+
+    async fn send_message(
+        &self,
+        to: &str,
+        body: &str,
+        key: &str,
+        action: bool,
+    ) -> Result<SentInfo, ClientError> {
         match self
             .request(|req| Request::Send {
                 req,
                 to: to.to_string(),
                 body: body.to_string(),
                 key: key.to_string(),
+                action,
             })
             .await?
         {
@@ -664,6 +687,15 @@ impl Client {
     /// Leaves a room; returns the event id.
     pub async fn room_leave(&self, room: &str) -> Result<i64, ClientError> {
         self.room_request(|req| Request::RoomLeave {
+            req,
+            room: room.to_string(),
+        })
+        .await
+    }
+
+    /// Deletes a room (owner only); returns the id of its `delete` event.
+    pub async fn room_del(&self, room: &str) -> Result<i64, ClientError> {
+        self.room_request(|req| Request::RoomDel {
             req,
             room: room.to_string(),
         })

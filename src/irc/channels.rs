@@ -1,13 +1,13 @@
-//! Channels as rooms: JOIN (public rooms; a new name creates one), PART, INVITE and KICK
-//! (the owner's), NAMES, TOPIC and LIST, and the rooms shown at registration. Membership
+//! Channels as rooms: JOIN (public rooms; a new name creates one), PART, INVITE, KICK and
+//! DROP (the owner's), NAMES, TOPIC and LIST, and the rooms shown at registration. Membership
 //! changes go through the writer, whose checks are the permissions.
 
 use super::caps::Cap;
 use super::message::IrcMessage;
 use super::numerics::*;
 use super::session::{End, Session, Stream};
-use super::translate::source_of;
-use super::MAX_JOIN_TARGETS;
+use super::translate::{source_of, ROOM_DELETED};
+use super::{MAX_JOIN_TARGETS, SERVER_NAME};
 use crate::auth::AuthedUser;
 use crate::protocol::RoomName;
 use crate::store::{RoomChange, RoomRef, StoreError, Target};
@@ -127,7 +127,8 @@ impl<S: Stream> Session<S> {
         })
     }
 
-    /// PART: leave a room (the owner cannot).
+    /// PART: leave a room. The owner can only when alone in it, and the room is deleted
+    /// (a mistyped JOIN is undone by PART); with others in it the owner stays (`482`).
     async fn part(&mut self, user: &AuthedUser, channel: &str) -> Result<IrcMessage, End> {
         let room = match self.room(channel).await? {
             Ok(r) => r,
@@ -139,12 +140,44 @@ impl<S: Stream> Session<S> {
             room_id: room.id,
             by,
         };
-        match self.state.writer.change_room(leave).await {
+        match self.state.change_room(leave).await {
             Ok((_, event)) => {
                 self.echoed.insert(event);
                 Ok(IrcMessage::new("PART", [display]).from_source(source_of(user.name())))
             }
             Err(e) => self.refusal(&display, e),
+        }
+    }
+
+    /// `DROP #room` (`/quote DROP #room`): the owner deletes the room, as `chat room del`
+    /// does. Every member, the owner too, gets a KICK from the server.
+    pub(super) async fn drop_room(
+        &mut self,
+        user: &AuthedUser,
+        m: &IrcMessage,
+    ) -> Result<Vec<IrcMessage>, End> {
+        if let Err(lines) = self.need(m, 1) {
+            return Ok(lines);
+        }
+        let room = match self.room(&m.params[0]).await? {
+            Ok(r) => r,
+            Err(line) => return Ok(vec![line]),
+        };
+        let display = format!("#{}", room.name);
+        let delete = RoomChange::Delete {
+            room_id: room.id,
+            by: (user.user_id(), user.name().to_string()),
+        };
+        match self.state.change_room(delete).await {
+            Ok((_, event)) => {
+                self.echoed.insert(event);
+                Ok(vec![IrcMessage::new(
+                    "KICK",
+                    [display.as_str(), user.name(), ROOM_DELETED],
+                )
+                .from_source(SERVER_NAME)])
+            }
+            Err(e) => Ok(vec![self.refusal(&display, e)?]),
         }
     }
 

@@ -32,6 +32,7 @@ impl<S: Stream> Session<S> {
                 | "PART"
                 | "INVITE"
                 | "KICK"
+                | "DROP"
                 | "NAMES"
                 | "LIST"
                 | "WHO"
@@ -54,6 +55,7 @@ impl<S: Stream> Session<S> {
             "BATCH" => self.batch(&user, &m, label).await?,
             "JOIN" | "PART" => self.join_or_part(&user, &m).await?,
             "INVITE" | "KICK" => self.member_change(&user, &m).await?,
+            "DROP" => self.drop_room(&user, &m).await?,
             "NAMES" => match m.param(0) {
                 Some(chan) => self.names(&user, chan).await?,
                 None => vec![self.num(RPL_ENDOFNAMES, ["*", "End of /NAMES list"])],

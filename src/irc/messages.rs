@@ -40,12 +40,26 @@ impl<S: Stream> Session<S> {
                 [target, "Too many targets: one target per message"],
             )]));
         }
-        // CTCP: actions are messages; other requests have no one to answer them.
-        if text.starts_with('\u{1}') && !text.starts_with("\u{1}ACTION ") {
-            return Ok(Reply::Now(Vec::new()));
+        // CTCP: actions are messages (stored as actions, without the CTCP wrapping); other
+        // requests have no one to answer them.
+        let (text, action) = match ctcp_action(text) {
+            Some(action) => (action, true),
+            None if text.starts_with('\u{1}') => return Ok(Reply::Now(Vec::new())),
+            None => (text, false),
+        };
+        if text.is_empty() {
+            return Ok(Reply::Now(vec![
+                self.num(ERR_NOTEXTTOSEND, ["No text to send"])
+            ]));
         }
-        self.send(user, target.to_string(), text.to_string(), notice, label)
-            .await
+        self.send(
+            user,
+            target.to_string(),
+            text.to_string(),
+            (notice, action),
+            label,
+        )
+        .await
     }
 
     /// Stores a message through the writer; the echo (or the refusal) comes back later.
@@ -54,7 +68,7 @@ impl<S: Stream> Session<S> {
         user: &AuthedUser,
         target: String,
         body: String,
-        notice: bool,
+        (notice, action): (bool, bool),
         label: Option<String>,
     ) -> Result<Reply, End> {
         let command = if notice { "NOTICE" } else { "PRIVMSG" };
@@ -83,6 +97,7 @@ impl<S: Stream> Session<S> {
             target: resolved,
             body: body.clone(),
             key: format!("irc-{}", crate::protocol::new_idempotency_key()),
+            action,
         };
         let writer = self.state.writer.clone();
         let (me, caps, echo) = (
@@ -105,6 +120,7 @@ impl<S: Stream> Session<S> {
                             sent_at: format_timestamp(c.sent_at),
                             kind: MessageKind::Text,
                             member: None,
+                            action,
                         };
                         let mut lines = message_lines(&stored, &me, caps, &mut batch_seq);
                         for l in &mut lines {
@@ -205,7 +221,13 @@ impl<S: Stream> Session<S> {
             return Ok(vec![self.num(ERR_NOTEXTTOSEND, ["No text to send"])]);
         }
         match self
-            .send(user, batch.target, batch.body, batch.notice, batch.label)
+            .send(
+                user,
+                batch.target,
+                batch.body,
+                (batch.notice, false),
+                batch.label,
+            )
             .await?
         {
             Reply::Now(lines) => Ok(lines),
@@ -267,6 +289,17 @@ impl<S: Stream> Session<S> {
         }
         Vec::new()
     }
+}
+
+/// The text of a CTCP ACTION (`\x01ACTION waves\x01`, the closing `\x01` optional), or
+/// `None` for anything else.
+pub(super) fn ctcp_action(text: &str) -> Option<&str> {
+    let rest = text.strip_prefix("\u{1}ACTION")?;
+    if !(rest.is_empty() || rest.starts_with(' ') || rest == "\u{1}") {
+        return None;
+    }
+    let rest = rest.strip_prefix(' ').unwrap_or(rest);
+    Some(rest.strip_suffix('\u{1}').unwrap_or(rest))
 }
 
 /// The numeric refusing a send, from the writer's answer.

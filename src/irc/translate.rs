@@ -5,9 +5,10 @@
 //! id is the `msgid` tag, its server time the `time` tag and the sender the `account` tag
 //! (each written only where the client negotiated it). A body with several lines, or one
 //! too long for one IRC line, is one `draft/multiline` batch where negotiated, otherwise
-//! consecutive PRIVMSGs (the msgid on the first). Long lines are split on character
-//! boundaries, never inside a UTF-8 sequence. Membership events become JOIN, PART, KICK and
-//! INVITE.
+//! consecutive PRIVMSGs (the msgid on the first). An action is CTCP ACTION lines. Long lines
+//! are split at a word boundary near the limit, else on a character boundary, never inside
+//! a UTF-8 sequence. Membership events become JOIN, PART, KICK and INVITE; a deleted room is
+//! a KICK of each member by the server.
 
 use super::caps::{Cap, Caps};
 use super::message::IrcMessage;
@@ -54,7 +55,13 @@ pub fn message_lines(
     };
     let member = message.member.clone().unwrap_or_default();
     match message.kind {
+        MessageKind::Text if message.action => action_lines(message, &from, tagged),
         MessageKind::Text => text_lines(message, &from, caps, next_batch, tagged),
+        // The room is gone: the server removes every member.
+        MessageKind::Delete => vec![tagged(
+            IrcMessage::new("KICK", [target, me, ROOM_DELETED]).from_source(SERVER_NAME),
+        )
+        .tag("msgid", message.id.to_string())],
         MessageKind::Create | MessageKind::Join => event("JOIN", vec![target.to_string()]),
         MessageKind::Leave => event("PART", vec![target.to_string()]),
         MessageKind::Kick => event(
@@ -80,6 +87,38 @@ pub fn message_lines(
     }
 }
 
+/// The reason of the server's KICK when a room is deleted.
+pub const ROOM_DELETED: &str = "Room deleted";
+
+/// An action as CTCP ACTION lines (`\x01ACTION waves\x01`), one PRIVMSG per line of the
+/// body or piece of an over-long one, never a multiline batch (CTCP is one line); the
+/// msgid on the first.
+fn action_lines(
+    message: &Message,
+    from: &str,
+    tagged: impl Fn(IrcMessage) -> IrcMessage,
+) -> Vec<IrcMessage> {
+    let target = message.to.as_str();
+    // As for text, less the CTCP wrapping (`\x01ACTION ` and `\x01`).
+    let budget = LINELEN.saturating_sub(2 + from.len() + target.len() + 13 + 9);
+    let body = message.body.replace(['\r', '\0', '\u{1}'], "\u{FFFD}");
+    let body = body.strip_suffix('\n').unwrap_or(&body);
+    let mut out = Vec::new();
+    for line in body.split('\n') {
+        for piece in split_words(line, budget) {
+            let text = format!("\u{1}ACTION {piece}\u{1}");
+            let line =
+                tagged(IrcMessage::new("PRIVMSG", [target.to_string(), text]).from_source(from));
+            out.push(if out.is_empty() {
+                line.tag("msgid", message.id.to_string())
+            } else {
+                line
+            });
+        }
+    }
+    out
+}
+
 fn text_lines(
     message: &Message,
     from: &str,
@@ -93,7 +132,7 @@ fn text_lines(
     let body = message.body.replace(['\r', '\0'], "\u{FFFD}");
     let mut pieces: Vec<(String, bool)> = Vec::new();
     for line in body.split('\n') {
-        let chunks = split_utf8(line, budget);
+        let chunks = split_words(line, budget);
         for (i, chunk) in chunks.into_iter().enumerate() {
             pieces.push((chunk, i > 0));
         }
@@ -150,9 +189,12 @@ fn text_lines(
         .collect()
 }
 
-/// Splits `text` into pieces of at most `max` bytes, each ending on a character boundary.
-/// An empty text is one empty piece.
-pub fn split_utf8(text: &str, max: usize) -> Vec<String> {
+/// Splits `text` into pieces of at most `max` bytes, each ending on a character boundary
+/// (an empty text is one empty piece), and at a word boundary when there is one near the
+/// limit: a piece that would end inside a word ends
+/// after the last space in its final quarter instead (the space stays at the end of the
+/// piece, so the pieces still concatenate to the text). A word longer than that is cut.
+pub fn split_words(text: &str, max: usize) -> Vec<String> {
     let max = max.max(4);
     let mut out = Vec::new();
     let mut rest = text;
@@ -160,6 +202,14 @@ pub fn split_utf8(text: &str, max: usize) -> Vec<String> {
         let mut cut = max;
         while !rest.is_char_boundary(cut) {
             cut -= 1;
+        }
+        let bytes = rest.as_bytes();
+        let inside_word = bytes[cut] != b' ' && bytes[cut - 1] != b' ';
+        if inside_word {
+            let window = cut - cut / 4;
+            if let Some(space) = rest[..cut].rfind(' ').filter(|&i| i >= window) {
+                cut = space + 1;
+            }
         }
         out.push(rest[..cut].to_string());
         rest = &rest[cut..];
@@ -181,6 +231,7 @@ mod tests {
             sent_at: "2026-01-02T03:04:05.678901Z".into(),
             kind: MessageKind::Text,
             member: None,
+            action: false,
         }
     }
 
@@ -188,11 +239,11 @@ mod tests {
     fn splits_on_character_boundaries() {
         let s = "aé€😀".repeat(50);
         for max in [4, 5, 6, 7, 100] {
-            let parts = split_utf8(&s, max);
+            let parts = split_words(&s, max);
             assert!(parts.iter().all(|p| p.len() <= max), "{max}");
             assert_eq!(parts.concat(), s);
         }
-        assert_eq!(split_utf8("", 10), [""]);
+        assert_eq!(split_words("", 10), [""]);
     }
 
     #[test]
@@ -236,6 +287,73 @@ mod tests {
             joined.push_str(&l.params[1]);
         }
         assert_eq!(joined, body);
+    }
+
+    #[test]
+    fn long_lines_split_at_a_word_boundary_near_the_limit() {
+        // A space in the last quarter of the piece: the cut follows it.
+        let text = format!("{} {}", "a".repeat(85), "b".repeat(40));
+        let parts = split_words(&text, 100);
+        assert_eq!(parts, [format!("{} ", "a".repeat(85)), "b".repeat(40)]);
+        // The only space is too early: the word is cut at the limit.
+        let text = format!("{} {}", "a".repeat(50), "b".repeat(80));
+        let parts = split_words(&text, 100);
+        assert_eq!(parts[0].len(), 100);
+        assert_eq!(parts.concat(), text);
+        // Cutting right before a space is already a word boundary.
+        let text = format!("{} {}", "a".repeat(100), "b".repeat(10));
+        assert_eq!(split_words(&text, 100)[0], "a".repeat(100));
+        // Words of several bytes per character stay whole.
+        let text = "héllo wörld ".repeat(40);
+        for max in [4, 9, 30, 100] {
+            let parts = split_words(&text, max);
+            assert!(parts.iter().all(|p| p.len() <= max), "{max}");
+            assert_eq!(parts.concat(), text);
+        }
+        let parts = split_words(&text, 100);
+        assert!(
+            parts[..parts.len() - 1].iter().all(|p| p.ends_with(' ')),
+            "{parts:?}"
+        );
+        assert_eq!(split_words("", 10), [""]);
+    }
+
+    #[test]
+    fn actions_are_ctcp_action_lines() {
+        let mut m = text("waves\nand smiles");
+        m.action = true;
+        let mut n = 0;
+        for caps in [Caps::default(), {
+            let mut c = Caps::default();
+            c.set(Cap::Multiline, true);
+            c.set(Cap::Batch, true);
+            c
+        }] {
+            let lines = message_lines(&m, "alice", caps, &mut n);
+            let bodies: Vec<&str> = lines.iter().map(|l| l.params[1].as_str()).collect();
+            assert_eq!(
+                bodies,
+                ["\u{1}ACTION waves\u{1}", "\u{1}ACTION and smiles\u{1}"]
+            );
+            assert!(lines.iter().all(|l| l.command == "PRIVMSG"));
+            assert_eq!(lines[0].tag_value("msgid"), Some("42"));
+        }
+        let long = "word ".repeat(200);
+        m.body = long.clone();
+        let lines = message_lines(&m, "alice", Caps::default(), &mut n);
+        assert!(lines.len() > 1);
+        let mut joined = String::new();
+        for l in &lines {
+            let mut bare = l.clone();
+            bare.tags.clear();
+            assert!(bare.to_line().len() + 2 <= LINELEN, "{}", bare.to_line());
+            let inner = l.params[1]
+                .strip_prefix("\u{1}ACTION ")
+                .and_then(|t| t.strip_suffix('\u{1}'))
+                .unwrap();
+            joined.push_str(inner);
+        }
+        assert_eq!(joined, long.trim_end_matches('\n'));
     }
 
     #[test]

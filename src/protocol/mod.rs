@@ -100,12 +100,15 @@ pub enum Request {
     },
     /// Authenticates this connection with a token from an earlier `login`.
     Auth { req: u64, token: Secret },
-    /// Sends a direct message. `key` makes the send idempotent.
+    /// Sends a direct message. `key` makes the send idempotent. `action` marks an emote
+    /// (IRC's `/me`): shown as `* alice waves`.
     Send {
         req: u64,
         to: String,
         body: String,
         key: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        action: bool,
     },
     /// Starts delivery: the backlog after this device's cursor, `caught_up`, then live.
     Subscribe { req: u64 },
@@ -138,8 +141,10 @@ pub enum Request {
     },
     /// Joins a public room.
     RoomJoin { req: u64, room: String },
-    /// Leaves a room.
+    /// Leaves a room. The owner may leave only when alone in it, which deletes the room.
     RoomLeave { req: u64, room: String },
+    /// Deletes a room (owner only), as the operator's `chatd room del` does.
+    RoomDel { req: u64, room: String },
     /// Removes a member (owner only; the owner cannot be kicked).
     RoomKick {
         req: u64,
@@ -195,6 +200,7 @@ impl Request {
             | Request::RoomInvite { req, .. }
             | Request::RoomJoin { req, .. }
             | Request::RoomLeave { req, .. }
+            | Request::RoomDel { req, .. }
             | Request::RoomKick { req, .. }
             | Request::RoomList { req, .. }
             | Request::RoomMembers { req, .. }
@@ -219,6 +225,7 @@ impl Request {
         "room_invite",
         "room_join",
         "room_leave",
+        "room_del",
         "room_kick",
         "room_list",
         "room_members",
@@ -246,6 +253,14 @@ pub struct Message {
     /// For membership events: the user who joined, was invited, left or was kicked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member: Option<String>,
+    /// A text message that is an action (emote, IRC's `/me`): shown as `* from body`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub action: bool,
+}
+
+/// For `skip_serializing_if`: flags are written only when set.
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Message {
@@ -259,7 +274,18 @@ impl Message {
             MessageKind::Invite => format!("{} added {member}", self.from),
             MessageKind::Leave => format!("{} left", self.from),
             MessageKind::Kick => format!("{} removed {member}", self.from),
+            MessageKind::Delete => "the room was deleted".to_string(),
         })
+    }
+
+    /// The first line of the body as it is shown: `* alice waves` for an action, the text
+    /// itself otherwise.
+    pub fn shown_text<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.action {
+            format!("* {} {text}", self.from).into()
+        } else {
+            text.into()
+        }
     }
 }
 
@@ -279,6 +305,9 @@ pub enum MessageKind {
     Leave,
     /// `from` removed `member`.
     Kick,
+    /// The room was deleted (by its owner, `from`, or by the operator); pushed live to the
+    /// members, not kept in any history.
+    Delete,
 }
 
 impl MessageKind {
@@ -296,6 +325,7 @@ impl MessageKind {
             MessageKind::Invite => "invite",
             MessageKind::Leave => "leave",
             MessageKind::Kick => "kick",
+            MessageKind::Delete => "delete",
         }
     }
 
@@ -307,6 +337,7 @@ impl MessageKind {
             "invite" => MessageKind::Invite,
             "leave" => MessageKind::Leave,
             "kick" => MessageKind::Kick,
+            "delete" => MessageKind::Delete,
             _ => MessageKind::Text,
         }
     }
@@ -642,6 +673,7 @@ mod tests {
             to: "bob".into(),
             body: "two\nlines".into(),
             key: "k1".into(),
+            action: false,
         };
         let text = serde_json::to_string(&r).unwrap();
         assert!(text.contains(r#""type":"send""#), "{text}");
@@ -682,6 +714,7 @@ mod tests {
             r##"{"type":"room_invite","req":1,"room":"#a","user":"b"}"##,
             r##"{"type":"room_join","req":1,"room":"#a"}"##,
             r##"{"type":"room_leave","req":1,"room":"#a"}"##,
+            r##"{"type":"room_del","req":1,"room":"#a"}"##,
             r##"{"type":"room_kick","req":1,"room":"#a","user":"b"}"##,
             r#"{"type":"room_list","req":1}"#,
             r##"{"type":"room_members","req":1,"room":"#a"}"##,

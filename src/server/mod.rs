@@ -143,7 +143,7 @@ pub(crate) struct ServerState {
     pub limits: Limits,
     /// Recipients looked up recently; cleared whenever accounts change.
     users: Mutex<HashMap<String, UserRef>>,
-    /// Rooms looked up recently; cleared whenever an operator deletes a room.
+    /// Rooms looked up recently; cleared whenever a room is deleted.
     rooms: Mutex<HashMap<String, RoomRef>>,
 }
 
@@ -201,6 +201,25 @@ impl ServerState {
             cache.insert(name.as_str().to_string(), r.clone());
         }
         Ok(found)
+    }
+
+    /// Applies a membership change through the writer. A leave or a deletion may delete the
+    /// room, so it leaves the cache at once: the name is free for the very next request.
+    /// (The auth epoch the deletion bumps clears the whole cache a moment later too.)
+    pub async fn change_room(
+        &self,
+        change: crate::store::RoomChange,
+    ) -> Result<(i64, i64), crate::store::StoreError> {
+        let forget = match &change {
+            crate::store::RoomChange::Leave { room_id, .. }
+            | crate::store::RoomChange::Delete { room_id, .. } => Some(*room_id),
+            _ => None,
+        };
+        let result = self.writer.change_room(change).await;
+        if let (Some(id), Ok(_)) = (forget, &result) {
+            self.lock_rooms().retain(|_, r| r.id != id);
+        }
+        result
     }
 
     fn lock_rooms(&self) -> std::sync::MutexGuard<'_, HashMap<String, RoomRef>> {

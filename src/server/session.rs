@@ -351,6 +351,7 @@ impl Session {
                 | Request::RoomInvite { .. }
                 | Request::RoomJoin { .. }
                 | Request::RoomLeave { .. }
+                | Request::RoomDel { .. }
                 | Request::RoomKick { .. }
                 | Request::History { .. }
                 | Request::Search { .. }
@@ -372,8 +373,12 @@ impl Session {
         }
         match request {
             Request::Send {
-                req, to, body, key, ..
-            } => self.send(req, user, to, body, key).await,
+                req,
+                to,
+                body,
+                key,
+                action,
+            } => self.send(req, user, to, body, key, action).await,
             Request::Subscribe { req } => self.subscribe(req, user).await,
             Request::Ack { req, upto } => self.ack(req, user, upto).await,
             Request::History {
@@ -399,6 +404,9 @@ impl Session {
             }
             Request::RoomLeave { req, room } => {
                 self.room_change(req, user, &room, RoomOp::Leave).await
+            }
+            Request::RoomDel { req, room } => {
+                self.room_change(req, user, &room, RoomOp::Delete).await
             }
             Request::RoomKick {
                 req,
@@ -559,6 +567,7 @@ impl Session {
         to: String,
         body: String,
         key: String,
+        action: bool,
     ) -> Result<(), End> {
         if crate::protocol::is_blank(&body) {
             return self
@@ -601,6 +610,7 @@ impl Session {
             target,
             body,
             key,
+            action,
         };
         let writer = self.state.writer.clone();
         self.in_flight.push(

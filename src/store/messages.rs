@@ -10,7 +10,7 @@ use crate::protocol::{format_timestamp, Message, MessageKind, SearchHit, UnreadI
 
 /// Columns every message query selects, in the order [`message_from_row`] reads them.
 const COLUMNS: &str = "m.id, su.name, COALESCE(ru.name, '#' || r.name), m.body, m.sent_at, \
-                       m.kind, mu.name";
+                       m.kind, mu.name, m.action";
 
 /// Joins that resolve names for [`COLUMNS`]; `m` is the messages table.
 const JOINS: &str = "JOIN users su ON su.id = m.sender_id \
@@ -271,5 +271,6 @@ pub(super) fn message_from_row(r: &SqliteRow) -> Message {
         sent_at: format_timestamp(r.get(4)),
         kind: MessageKind::from_stored(&kind),
         member: r.get(6),
+        action: r.get::<i64, _>(7) != 0,
     }
 }

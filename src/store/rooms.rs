@@ -1,5 +1,6 @@
 //! Reading rooms and memberships, and the operator's room commands. Membership *changes*
-//! (create, join, invite, leave, kick) are ordered events, so they go through the writer.
+//! (create, join, invite, leave, kick, an owner's deletion) are ordered events, so they go
+//! through the writer; a deletion's rows are changed by [`mark_room_deleted`] either way.
 
 use sqlx::Row;
 
@@ -128,7 +129,8 @@ impl Store {
     }
 
     /// Deletes a room (operator command): it disappears with its history for every member;
-    /// its name becomes free. Running servers notice through the auth epoch.
+    /// its name becomes free. Running servers notice through the auth epoch: the writer
+    /// re-reads the rooms and tells the former members (see [`mark_room_deleted`]).
     pub async fn delete_room(&self, name: &RoomName) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query("SELECT id FROM rooms WHERE name = ? AND deleted = 0")
@@ -138,16 +140,31 @@ impl Store {
         let Some(id) = row.map(|r| r.get::<i64, _>(0)) else {
             return Err(StoreError::UnknownRoom(name.to_string()));
         };
-        sqlx::query("UPDATE rooms SET deleted = 1, name = name || '~deleted~' || id WHERE id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM read_markers WHERE conversation = ?")
-            .bind(name.to_string())
-            .execute(&mut *tx)
-            .await?;
-        bump_epoch(&mut tx).await?;
+        mark_room_deleted(&mut tx, id, name.as_str()).await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Marks room `id` (named `name`, without `#`) deleted inside `tx`: its history is no longer
+/// readable, its read markers go and its name is free. The one deletion both the operator's
+/// `chatd room del` and an owner's deletion (in the writer) use. It bumps the auth epoch, so
+/// a running server drops its cached rooms and the writer re-reads the rooms; the writer
+/// tells the members of every room that disappeared (a `delete` event, see
+/// `writer::State::load_rooms`).
+pub(super) async fn mark_room_deleted(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    id: i64,
+    name: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE rooms SET deleted = 1, name = name || '~deleted~' || id WHERE id = ?")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM read_markers WHERE conversation = ?")
+        .bind(format!("#{name}"))
+        .execute(&mut **tx)
+        .await?;
+    bump_epoch(tx).await?;
+    Ok(())
 }

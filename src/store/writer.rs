@@ -37,7 +37,7 @@ use crate::protocol::{format_timestamp, Message, MessageKind};
 /// Most operations stored in one transaction.
 pub const MAX_BATCH: usize = 4096;
 
-/// Rows per multi-row INSERT (9 bound parameters each, under SQLite's 32,766 limit).
+/// Rows per multi-row INSERT (10 bound parameters each, under SQLite's 32,766 limit).
 const INSERT_CHUNK: usize = 1000;
 
 /// Depth of the submission queue; senders wait (backpressure) when it is full.
@@ -65,6 +65,8 @@ pub struct NewMessage {
     pub body: String,
     /// Client-chosen idempotency key, unique per sender.
     pub key: String,
+    /// An action (emote): shown as `* sender body`.
+    pub action: bool,
 }
 
 /// A membership change. Each is stored as an event in the room's history.
@@ -84,8 +86,11 @@ pub enum RoomChange {
         by: (i64, String),
         user: (i64, String),
     },
-    /// `by` leaves.
+    /// `by` leaves. The owner may leave only when alone in the room, which deletes it (as
+    /// [`RoomChange::Delete`]).
     Leave { room_id: i64, by: (i64, String) },
+    /// `by` (the owner) deletes the room, as the operator's `chatd room del` does.
+    Delete { room_id: i64, by: (i64, String) },
     /// `by` (the owner) removes `user`.
     Kick {
         room_id: i64,
@@ -324,7 +329,7 @@ impl State {
                     Op::Reload(done) => {
                         self.process(std::mem::take(&mut sends), std::mem::take(&mut acks))
                             .await;
-                        let _ = done.send(self.load_rooms().await);
+                        let _ = done.send(self.load_rooms().await.map(|_| ()));
                     }
                 }
             }
@@ -336,7 +341,10 @@ impl State {
         tracing::debug!("message writer stopped");
     }
 
-    async fn load_rooms(&mut self) -> Result<(), StoreError> {
+    /// (Re-)reads the live rooms and their members. Rooms that were known and are gone now
+    /// were deleted (by an operator, or by [`State::delete_room`]): each gets a `delete`
+    /// event, pushed to the members it had. Returns `(room id, event id)` for those.
+    async fn load_rooms(&mut self) -> Result<Vec<(i64, i64)>, StoreError> {
         let rooms = sqlx::query("SELECT id, name, owner_id, private FROM rooms WHERE deleted = 0")
             .fetch_all(&self.pool)
             .await?;
@@ -353,7 +361,7 @@ impl State {
                 .or_default()
                 .push(s.get::<i64, _>(1));
         }
-        self.rooms = rooms
+        let fresh: HashMap<i64, RoomState> = rooms
             .into_iter()
             .map(|r| {
                 let id: i64 = r.get(0);
@@ -366,7 +374,96 @@ impl State {
                 (id, state)
             })
             .collect();
-        Ok(())
+        let previous = std::mem::replace(&mut self.rooms, fresh);
+        let mut gone: Vec<(i64, RoomState)> = previous
+            .into_iter()
+            .filter(|(id, _)| !self.rooms.contains_key(id))
+            .collect();
+        gone.sort_by_key(|(id, _)| *id);
+        let mut events = Vec::with_capacity(gone.len());
+        for (room_id, room) in gone {
+            if let Some(event_id) = self.announce_deletion(room_id, room).await? {
+                events.push((room_id, event_id));
+            }
+        }
+        Ok(events)
+    }
+
+    /// Stores the `delete` event of a room that was just deleted and pushes it to the
+    /// members the room had (the room's history is no longer readable, so only live
+    /// connections see it). `from` is the room's owner.
+    async fn announce_deletion(
+        &mut self,
+        room_id: i64,
+        room: RoomState,
+    ) -> Result<Option<i64>, StoreError> {
+        let event_id = self.next_id;
+        let now = now_micros().max(self.last_sent_at);
+        let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+        let owner = sqlx::query("SELECT name FROM users WHERE id = ?")
+            .bind(room.owner_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(owner) = owner.map(|r| r.get::<String, _>(0)) else {
+            // A room without an owner (none is made that way) has no one to name as sender.
+            return Ok(None);
+        };
+        sqlx::query(
+            "INSERT INTO messages (id, sender_id, room_id, body, sent_at, client_key, kind) \
+             VALUES (?, ?, ?, '', ?, ?, ?)",
+        )
+        .bind(event_id)
+        .bind(room.owner_id)
+        .bind(room_id)
+        .bind(now)
+        .bind(format!("\u{1}event:{event_id}"))
+        .bind(MessageKind::Delete.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.next_id += 1;
+        self.publish_committed(event_id);
+        self.last_sent_at = now;
+        let delivery = Delivery {
+            message: Message {
+                id: event_id,
+                from: owner,
+                to: format!("#{}", room.name),
+                body: String::new(),
+                sent_at: format_timestamp(now),
+                kind: MessageKind::Delete,
+                member: None,
+                action: false,
+            },
+            sender_id: room.owner_id,
+            sender_device_id: 0,
+            audience: Audience::Room {
+                members: room.members,
+            },
+            marks_read: false,
+        };
+        (self.on_commit)(vec![delivery]);
+        Ok(Some(event_id))
+    }
+
+    /// An owner's deletion: the operator's deletion ([`super::rooms::mark_room_deleted`]),
+    /// then the same re-read of the rooms that tells the members. Returns `(room id, event
+    /// id)`.
+    async fn delete_room(&mut self, room_id: i64) -> Result<(i64, i64), StoreError> {
+        let name = self
+            .rooms
+            .get(&room_id)
+            .map(|r| r.name.clone())
+            .ok_or_else(|| StoreError::UnknownRoom("that room".into()))?;
+        let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+        super::rooms::mark_room_deleted(&mut tx, room_id, &name).await?;
+        tx.commit().await?;
+        let events = self.load_rooms().await?;
+        let event_id = events
+            .iter()
+            .find(|(id, _)| *id == room_id)
+            .map_or(0, |(_, e)| *e);
+        Ok((room_id, event_id))
     }
 
     async fn process(&mut self, sends: Vec<(NewMessage, Reply<Committed>)>, acks: Vec<AckOp>) {
@@ -458,6 +555,7 @@ impl State {
                 sent_at: format_timestamp(sent_at),
                 kind: MessageKind::Text,
                 member: None,
+                action: m.action,
             },
             sender_id: m.sender_id,
             sender_device_id: m.sender_device_id,
@@ -609,7 +707,7 @@ impl State {
         for (chunk_no, chunk) in fresh.chunks(INSERT_CHUNK).enumerate() {
             q.push(
                 " INSERT INTO messages (id, sender_id, sender_device_id, recipient_id, room_id, \
-                 body, sent_at, client_key, kind) ",
+                 body, sent_at, client_key, kind, action) ",
             );
             q.push_values(chunk.iter().enumerate(), |mut b, (j, &i)| {
                 let m = &sends[i].0;
@@ -626,7 +724,8 @@ impl State {
                     .push_bind(m.body.as_str())
                     .push_bind(sent_at)
                     .push_bind(m.key.as_str())
-                    .push_bind("text");
+                    .push_bind("text")
+                    .push_bind(i64::from(m.action));
             });
             q.push(" ON CONFLICT (client_key, sender_id) DO NOTHING RETURNING id;");
         }
@@ -752,9 +851,20 @@ impl State {
                         r.name
                     )));
                 }
-                if r.owner_id == by.0 {
+                // The owner alone in the room may leave: the room is deleted (a room
+                // created by mistake can be undone). With others in it, the owner stays.
+                if r.owner_id == by.0 && r.members.len() > 1 {
                     return Err(StoreError::Forbidden(format!(
-                        "the owner cannot leave #{}; an operator can delete it with `chatd room del`",
+                        "the owner cannot leave #{} while others are members; delete the room instead",
+                        r.name
+                    )));
+                }
+            }
+            RoomChange::Delete { room_id, by } => {
+                let r = room_of(*room_id)?;
+                if r.owner_id != by.0 {
+                    return Err(StoreError::Forbidden(format!(
+                        "only the owner of #{} can delete it",
                         r.name
                     )));
                 }
@@ -780,6 +890,16 @@ impl State {
                     )));
                 }
             }
+        }
+
+        match &change {
+            RoomChange::Delete { room_id, .. } => return self.delete_room(*room_id).await,
+            RoomChange::Leave { room_id, by }
+                if self.rooms.get(room_id).is_some_and(|r| r.owner_id == by.0) =>
+            {
+                return self.delete_room(*room_id).await
+            }
+            _ => {}
         }
 
         let event_id = self.next_id;
@@ -845,6 +965,8 @@ impl State {
                 None,
                 Some(user.0),
             ),
+            // Handled above.
+            RoomChange::Delete { .. } => return Err(StoreError::UnknownRoom("that room".into())),
         };
         sqlx::query(
             "INSERT INTO messages (id, sender_id, room_id, body, sent_at, client_key, kind, member_id) \
@@ -924,6 +1046,7 @@ impl State {
                 sent_at: format_timestamp(now),
                 kind,
                 member: member.map(|m| m.1),
+                action: false,
             },
             sender_id: sender.0,
             sender_device_id: 0,

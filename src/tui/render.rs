@@ -345,6 +345,20 @@ fn message_lines(
             }
             continue;
         }
+        if m.action {
+            // An action (`/me`): `HH:MM * alice waves`, in italics.
+            let body = m.body.strip_suffix('\n').unwrap_or(&m.body);
+            let row = format!("{hm}   {}", m.shown_text(body));
+            for line in row.split('\n') {
+                for piece in wrap(line, width, width) {
+                    out.push(Line::styled(
+                        piece,
+                        Style::default().add_modifier(Modifier::ITALIC),
+                    ));
+                }
+            }
+            continue;
+        }
         let mine = m.from == app.me;
         let mark = if mine {
             Span::styled("✓ ", theme.ok())
@@ -743,6 +757,7 @@ mod tests {
             sent_at: sent_at.into(),
             kind: MessageKind::Text,
             member: None,
+            action: false,
         }
     }
 

@@ -442,10 +442,14 @@ impl App {
                     MessageKind::Kick => m.member.as_deref() == Some(me.as_str()),
                     MessageKind::Join | MessageKind::Create => m.from == me,
                     MessageKind::Invite => m.member.as_deref() == Some(me.as_str()),
+                    MessageKind::Delete => true,
                     MessageKind::Text => false,
                 };
                 if gone {
-                    c.left = matches!(m.kind, MessageKind::Leave | MessageKind::Kick);
+                    c.left = matches!(
+                        m.kind,
+                        MessageKind::Leave | MessageKind::Kick | MessageKind::Delete
+                    );
                 }
                 c.insert(m);
                 out.extend(self.open_something());
@@ -502,6 +506,7 @@ impl App {
                         sent_at,
                         kind: MessageKind::Text,
                         member: None,
+                        action: false,
                     });
                 }
             }
@@ -898,6 +903,7 @@ mod tests {
             sent_at: format!("2026-11-24T08:{:02}:00.000000Z", id % 60),
             kind: MessageKind::Text,
             member: None,
+            action: false,
         }
     }
 

@@ -575,6 +575,66 @@ fn disabling_a_user_ends_its_sessions_and_recv_fails_clearly() {
     assert_eq!(server.terminate().code(), Some(0));
 }
 
+/// `chat send --action` and how `chat` shows actions (`* alice waves`) in recv, history and
+/// search; `chat room del` by the owner, and refused (one clean line) for anyone else.
+#[test]
+fn actions_show_as_emotes_and_owners_delete_rooms_with_the_real_binaries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = Server::start(dir);
+    add_user(dir, "alice");
+    add_user(dir, "bob");
+    login(dir, &server, "alice");
+    login(dir, &server, "bob");
+
+    let id = send(dir, "alice", &["--action", "bob", "waves"], None);
+    let mut cmd = chat(dir, "bob");
+    cmd.arg("recv");
+    let out = run(cmd, None).assert_ok("chat recv");
+    assert!(
+        out.stdout.contains("alice → bob: * alice waves\n"),
+        "{}",
+        out.stdout
+    );
+    let mut cmd = chat(dir, "bob");
+    cmd.args(["history", "alice"]);
+    let out = run(cmd, None).assert_ok("chat history");
+    assert!(out.stdout.contains(": * alice waves\n"), "{}", out.stdout);
+    let mut cmd = chat(dir, "bob");
+    cmd.args(["history", "alice", "--json"]);
+    let out = run(cmd, None).assert_ok("chat history --json");
+    let got = json_lines(&out.stdout);
+    assert_eq!(got[0]["id"].as_i64(), Some(id));
+    assert_eq!(got[0]["body"].as_str(), Some("waves"));
+    assert_eq!(got[0]["action"].as_bool(), Some(true));
+    let mut cmd = chat(dir, "bob");
+    cmd.args(["search", "waves"]);
+    let out = run(cmd, None).assert_ok("chat search");
+    assert!(out.stdout.contains(": * alice [waves]"), "{}", out.stdout);
+
+    let mut cmd = chat(dir, "alice");
+    cmd.args(["room", "create", "typo-room"]);
+    run(cmd, None).assert_ok("chat room create");
+    let mut cmd = chat(dir, "bob");
+    cmd.args(["room", "join", "#typo-room"]);
+    run(cmd, None).assert_ok("chat room join");
+    let mut cmd = chat(dir, "bob");
+    cmd.args(["room", "del", "#typo-room"]);
+    let out = run(cmd, None);
+    let line = out.assert_clean_failure("chat room del by a member", "chat: error:");
+    assert!(line.contains("only the owner"), "{line}");
+    let mut cmd = chat(dir, "alice");
+    cmd.args(["room", "del", "#typo-room"]);
+    let out = run(cmd, None).assert_ok("chat room del");
+    assert_eq!(out.stdout, "deleted #typo-room\n");
+    let mut cmd = chat(dir, "bob");
+    cmd.args(["room", "list", "--all"]);
+    let out = run(cmd, None).assert_ok("chat room list");
+    assert_eq!(out.stdout, "", "the room is gone");
+
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
 /// Operators run `chatd user …` while the server is busy (SQLite in WAL mode allows that).
 /// Neither side may fail because the other was writing at the same moment: the admin command
 /// must not exit with "database is locked", and no send may be refused.

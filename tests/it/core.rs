@@ -676,6 +676,7 @@ async fn a_send_in_flight_is_answered_before_a_bad_frame_closes_the_connection()
         to: "bob".into(),
         body: "in flight".into(),
         key: "f1".into(),
+        action: false,
     };
     framed.feed(encode_json(&send)).await.unwrap();
     framed

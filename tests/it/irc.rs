@@ -333,13 +333,12 @@ async fn irc_and_native_users_exchange_direct_messages_with_ids_and_times() {
     assert_eq!((got.from.as_str(), got.to.as_str()), ("alice", "bob"));
     assert_eq!(got.body, "hi bob; tabs\tand ünïcode");
     assert_eq!(echo.tag_value("msgid"), Some(got.id.to_string().as_str()));
-    // An action is a message; other CTCP requests are not stored.
+    // An action is a message (an action natively, without the CTCP wrapping); other CTCP
+    // requests are not stored.
     alice.send("PRIVMSG bob :\u{1}VERSION\u{1}").await;
     alice.send("PRIVMSG bob :\u{1}ACTION waves\u{1}").await;
-    assert_eq!(
-        native_message(&mut bob).await.body,
-        "\u{1}ACTION waves\u{1}"
-    );
+    let action = native_message(&mut bob).await;
+    assert_eq!((action.body.as_str(), action.action), ("waves", true));
     // Unknown nicks are refused with the standard numeric.
     alice.send("PRIVMSG nobody :hello").await;
     assert_eq!(alice.expect("401").await.params[1], "nobody");
@@ -447,6 +446,129 @@ async fn irc_permissions_are_the_cores() {
     assert_eq!(kick.params[..2], ["#secret", "alice"]);
     alice.send("PRIVMSG #secret :still here?").await;
     alice.expect("404").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn irc_actions_cross_both_ways_as_actions() {
+    let server = server_with(&["alice", "bob"]).await;
+    let mut alice = Irc::login(&server, "alice").await;
+    alice.send("JOIN #ops").await;
+    alice.expect("366").await;
+    let mut bob = native(&server, "bob").await;
+    bob.client.room_join("#ops").await.unwrap();
+    // IRC /me → a native action, in a room and directly; the echo is an ACTION again.
+    alice.send("PRIVMSG #ops :\u{1}ACTION waves\u{1}").await;
+    let echo = alice.privmsg().await;
+    assert_eq!(echo.params, ["#ops", "\u{1}ACTION waves\u{1}"]);
+    let got = native_message(&mut bob).await;
+    assert_eq!(
+        (got.to.as_str(), got.body.as_str(), got.action),
+        ("#ops", "waves", true)
+    );
+    alice.send("PRIVMSG bob :\u{1}ACTION nods").await;
+    assert_eq!(
+        alice.privmsg().await.params,
+        ["bob", "\u{1}ACTION nods\u{1}"],
+        "the echo"
+    );
+    let got = native_message(&mut bob).await;
+    assert_eq!((got.body.as_str(), got.action), ("nods", true));
+    // A native action → CTCP ACTION on IRC, live and in CHATHISTORY.
+    let sent = bob
+        .client
+        .send_action("#ops", "waves back", "a1")
+        .await
+        .unwrap();
+    let m = alice.privmsg().await;
+    assert_eq!(m.source.as_deref(), Some("bob!bob@chatd"));
+    assert_eq!(m.params, ["#ops", "\u{1}ACTION waves back\u{1}"]);
+    assert_eq!(m.tag_value("msgid"), Some(sent.id.to_string().as_str()));
+    bob.client
+        .send_action("alice", "smiles", "a2")
+        .await
+        .unwrap();
+    assert_eq!(
+        alice.privmsg().await.params,
+        ["alice", "\u{1}ACTION smiles\u{1}"]
+    );
+    let page = history_lines(&mut alice, "CHATHISTORY LATEST #ops * 10").await;
+    let bodies: Vec<&str> = page
+        .iter()
+        .filter(|l| l.command == "PRIVMSG")
+        .map(|l| l.params[1].as_str())
+        .collect();
+    assert_eq!(
+        bodies,
+        ["\u{1}ACTION waves\u{1}", "\u{1}ACTION waves back\u{1}"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn irc_a_mistyped_join_is_undone_by_its_owner() {
+    let server = server_with(&["alice", "bob"]).await;
+    let mut alice = Irc::login(&server, "alice").await;
+    let mut bob = Irc::login(&server, "bob").await;
+    // The typo creates a room; someone else joins it.
+    alice.send("JOIN #Typo-Room").await;
+    alice.expect("366").await;
+    bob.send("JOIN #typo-room").await;
+    bob.expect("366").await;
+    alice.expect("JOIN").await;
+    let mut alice_native = native(&server, "alice").await;
+    // Only the owner may delete it; the owner cannot PART while bob is in it.
+    bob.send("DROP #typo-room").await;
+    let refused = bob.expect("482").await;
+    assert_eq!(refused.params[1], "#typo-room");
+    assert!(refused.params[2].contains("only the owner"), "{refused:?}");
+    alice.send("PART #typo-room").await;
+    let refused = alice.expect("482").await;
+    assert!(
+        refused.params[2].contains("while others are members"),
+        "{refused:?}"
+    );
+    bob.send("DROP").await;
+    assert_eq!(bob.expect("461").await.params[1], "DROP");
+    alice.send("DROP #nosuch").await;
+    assert_eq!(alice.expect("403").await.params[1], "#nosuch");
+
+    // The owner drops it: every member is removed by the server, the owner too.
+    alice.send("DROP #typo-room").await;
+    // (From the server: a source without `nick!user@`.)
+    let kick = alice.expect("KICK").await;
+    assert!(!kick.source.as_deref().unwrap().contains('!'), "{kick:?}");
+    assert_eq!(kick.params, ["#typo-room", "alice", "Room deleted"]);
+    let kick = bob.expect("KICK").await;
+    assert!(!kick.source.as_deref().unwrap().contains('!'), "{kick:?}");
+    assert_eq!(kick.params[..2], ["#typo-room", "bob"]);
+    // Natively (alice's other device) it is a `delete` event.
+    loop {
+        let m = take_messages(&mut alice_native.events, 1).await.remove(0);
+        if m.kind == chat_svc::protocol::MessageKind::Delete {
+            assert_eq!(m.to, "#typo-room");
+            break;
+        }
+    }
+    // The owner's own connection gets it once.
+    let lines = alice.sync().await;
+    assert!(!lines.iter().any(|m| m.command == "KICK"), "{lines:#?}");
+    bob.send("PRIVMSG #typo-room :hello?").await;
+    assert_eq!(bob.expect("403").await.params[1], "#typo-room");
+
+    // The name is free: JOIN creates it again; PART while alone deletes it again.
+    alice.send("JOIN #typo-room").await;
+    let names = alice.until(|m| m.command == "366").await;
+    let names = names.iter().find(|m| m.command == "353").unwrap();
+    assert_eq!(names.params[3], "@alice");
+    alice.send("PART #typo-room").await;
+    let part = alice.expect("PART").await;
+    assert_eq!(part.params, ["#typo-room"]);
+    alice.send("LIST").await;
+    let list = alice.until(|m| m.command == "323").await;
+    assert!(!list.iter().any(|m| m.command == "322"), "{list:#?}");
+    bob.send("JOIN #typo-room").await;
+    let names = bob.until(|m| m.command == "366").await;
+    let names = names.iter().find(|m| m.command == "353").unwrap();
+    assert_eq!(names.params[3], "@bob", "bob created it afresh");
 }
 
 /// Sends `n` numbered messages from `conn` to `to`; returns their ids.

@@ -237,11 +237,14 @@ fn any_request() -> impl Strategy<Value = Request> {
             req,
             token: Secret::new(token),
         }),
-        (req(), text(), text(), text()).prop_map(|(req, to, body, key)| Request::Send {
-            req,
-            to,
-            body,
-            key
+        (req(), text(), text(), text(), any::<bool>()).prop_map(|(req, to, body, key, action)| {
+            Request::Send {
+                req,
+                to,
+                body,
+                key,
+                action,
+            }
         }),
         req().prop_map(|req| Request::Subscribe { req }),
         (req(), any::<i64>()).prop_map(|(req, upto)| Request::Ack { req, upto }),
@@ -271,6 +274,7 @@ fn any_request() -> impl Strategy<Value = Request> {
         }),
         (req(), text()).prop_map(|(req, room)| Request::RoomJoin { req, room }),
         (req(), text()).prop_map(|(req, room)| Request::RoomLeave { req, room }),
+        (req(), text()).prop_map(|(req, room)| Request::RoomDel { req, room }),
         (req(), text(), text()).prop_map(|(req, room, user)| Request::RoomKick { req, room, user }),
         (req(), any::<bool>()).prop_map(|(req, all)| Request::RoomList { req, all }),
         (req(), text()).prop_map(|(req, room)| Request::RoomMembers { req, room }),
@@ -303,7 +307,7 @@ fn shape(request: &Request) -> (&'static str, &'static [&'static str]) {
         Request::Hello { .. } => ("hello", &["client"]),
         Request::Login { .. } => ("login", &["device"]),
         Request::Auth { .. } => ("auth", &[]),
-        Request::Send { .. } => ("send", &[]),
+        Request::Send { .. } => ("send", &["action"]),
         Request::Subscribe { .. } => ("subscribe", &[]),
         Request::Ack { .. } => ("ack", &[]),
         Request::History { .. } => ("history", &["before", "after", "limit"]),
@@ -311,6 +315,7 @@ fn shape(request: &Request) -> (&'static str, &'static [&'static str]) {
         Request::RoomInvite { .. } => ("room_invite", &[]),
         Request::RoomJoin { .. } => ("room_join", &[]),
         Request::RoomLeave { .. } => ("room_leave", &[]),
+        Request::RoomDel { .. } => ("room_del", &[]),
         Request::RoomKick { .. } => ("room_kick", &[]),
         Request::RoomList { .. } => ("room_list", &["all"]),
         Request::RoomMembers { .. } => ("room_members", &[]),

@@ -513,3 +513,160 @@ async fn room_names_and_errors_are_clear_and_operators_can_delete_rooms() {
     let (page, _) = alice.client.history("#ops", None, None).await.unwrap();
     assert_eq!(page.len(), 1, "only the new room's creation event");
 }
+
+/// The next room event of `kind` a connection receives (other messages skipped).
+async fn next_event_of(conn: &mut Connection, kind: MessageKind) -> Message {
+    loop {
+        match next_event(&mut conn.events).await {
+            Event::Message(m) if m.kind == kind => return m,
+            Event::Closed(r) => panic!("closed: {r:?}"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_delete_their_rooms_and_live_members_are_told() {
+    let server = TestServer::start().await;
+    server.add_users(&["alice", "bob"]).await;
+    let (mut alice, _) = server.login("alice").await;
+    drain_backlog(&mut alice).await;
+    alice.client.room_create("#typo-room", false).await.unwrap();
+    let (mut bob, _) = server.login("bob").await;
+    drain_backlog(&mut bob).await;
+    bob.client.room_join("#typo-room").await.unwrap();
+    bob.client.send("#typo-room", "hello", "b1").await.unwrap();
+
+    // Only the owner may delete, and the server says so with a typed error.
+    let err = bob.client.room_del("#typo-room").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Forbidden));
+    assert_eq!(alice.client.room_list(false).await.unwrap().len(), 1);
+    let err = alice.client.room_del("#nowhere").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UnknownRoom));
+
+    let event_id = alice.client.room_del("Typo-Room").await.unwrap();
+    // Every live member is told, the owner's own device too.
+    for conn in [&mut bob, &mut alice] {
+        let gone = next_event_of(conn, MessageKind::Delete).await;
+        assert_eq!(
+            (gone.id, gone.to.as_str(), gone.from.as_str()),
+            (event_id, "#typo-room", "alice")
+        );
+    }
+    // The room is gone for everyone at once, and its name is free.
+    let err = bob
+        .client
+        .send("#typo-room", "still here?", "b2")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UnknownRoom));
+    let err = bob
+        .client
+        .history("#typo-room", None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UnknownRoom));
+    assert!(bob.client.room_list(true).await.unwrap().is_empty());
+    bob.client.room_create("#typo-room", false).await.unwrap();
+    let (page, _) = bob.client.history("#typo-room", None, None).await.unwrap();
+    assert_eq!(
+        page.len(),
+        1,
+        "only the new room's creation event: {page:?}"
+    );
+    assert!(bob
+        .client
+        .search("hello", None, None)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_alone_leaving_deletes_the_room_and_with_members_cannot_leave() {
+    let server = TestServer::start().await;
+    server.add_users(&["alice", "bob"]).await;
+    let (alice, _) = server.login("alice").await;
+    let (mut bob, _) = server.login("bob").await;
+    drain_backlog(&mut bob).await;
+
+    // Alone in it: leaving deletes the room; the name is free again at once.
+    alice.client.room_create("#solo", false).await.unwrap();
+    alice.client.room_leave("#solo").await.unwrap();
+    assert!(alice.client.room_list(true).await.unwrap().is_empty());
+    let err = bob.client.room_join("#solo").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UnknownRoom));
+    bob.client.room_create("#solo", false).await.unwrap();
+    let list = bob.client.room_list(false).await.unwrap();
+    assert_eq!(
+        (list[0].name.as_str(), list[0].owner.as_str()),
+        ("#solo", "bob")
+    );
+
+    // With others in it, the owner cannot leave (today's rule): `forbidden`, nothing
+    // changes; once the others are gone, the owner can.
+    alice.client.room_join("#solo").await.unwrap();
+    let err = bob.client.room_leave("#solo").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Forbidden));
+    let members = bob.client.room_members("#solo").await.unwrap();
+    assert_eq!(members.len(), 2);
+    bob.client
+        .send("#solo", "still the owner", "s1")
+        .await
+        .unwrap();
+    alice.client.room_leave("#solo").await.unwrap();
+    bob.client.room_leave("#solo").await.unwrap();
+    let gone = next_event_of(&mut bob, MessageKind::Delete).await;
+    assert_eq!(gone.to, "#solo");
+    assert!(bob.client.room_list(true).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_deletion_tells_live_members_the_same_way() {
+    let server = TestServer::start().await;
+    server.add_users(&["alice", "bob"]).await;
+    let (alice, _) = server.login("alice").await;
+    alice.client.room_create("#ops", false).await.unwrap();
+    let (mut bob, _) = server.login("bob").await;
+    drain_backlog(&mut bob).await;
+    bob.client.room_join("#ops").await.unwrap();
+    server
+        .admin()
+        .await
+        .delete_room(&RoomName::parse("#ops").unwrap())
+        .await
+        .unwrap();
+    let gone = next_event_of(&mut bob, MessageKind::Delete).await;
+    assert_eq!((gone.to.as_str(), gone.from.as_str()), ("#ops", "alice"));
+    let err = bob.client.send("#ops", "anyone?", "k").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UnknownRoom));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_are_stored_and_delivered_as_actions() {
+    let server = TestServer::start().await;
+    server.add_users(&["alice", "bob"]).await;
+    let (alice, _) = server.login("alice").await;
+    let (mut bob, _) = server.login("bob").await;
+    drain_backlog(&mut bob).await;
+    let sent = alice
+        .client
+        .send_action("bob", "waves", "a1")
+        .await
+        .unwrap();
+    alice.client.send("bob", "plain", "a2").await.unwrap();
+    let got = take_messages(&mut bob.events, 2).await;
+    assert_eq!(
+        (got[0].id, got[0].body.as_str(), got[0].action),
+        (sent.id, "waves", true)
+    );
+    assert!(!got[1].action);
+    let (page, _) = bob.client.history("alice", None, None).await.unwrap();
+    assert_eq!(
+        page.iter().map(|m| m.action).collect::<Vec<_>>(),
+        [true, false]
+    );
+    let hits = bob.client.search("waves", None, None).await.unwrap();
+    assert!(hits[0].message.action);
+    assert_eq!(page[0].shown_text(&page[0].body), "* alice waves");
+}

@@ -11,6 +11,7 @@ fn message(sender_id: i64, to: (i64, &str), key: &str, body: &str) -> NewMessage
         target: Target::User(to.0, to.1.into()),
         body: body.into(),
         key: key.into(),
+        action: false,
     }
 }
 

@@ -19,6 +19,7 @@ pub use crate::protocol::MAX_SEARCH_RESULTS;
 pub(super) enum RoomOp {
     Join,
     Leave,
+    Delete,
     Invite(String),
     Kick(String),
 }
@@ -211,6 +212,7 @@ impl Session {
         let change = match op {
             RoomOp::Join => RoomChange::Join { room_id, by },
             RoomOp::Leave => RoomChange::Leave { room_id, by },
+            RoomOp::Delete => RoomChange::Delete { room_id, by },
             RoomOp::Invite(who) => {
                 let Some(who) = self.find_user(req, &who).await? else {
                     return Ok(());
@@ -232,7 +234,7 @@ impl Session {
                 }
             }
         };
-        match self.state.writer.change_room(change).await {
+        match self.state.change_room(change).await {
             Ok((_, event_id)) => {
                 self.write(&ServerFrame::RoomOk {
                     req,
