@@ -11,6 +11,7 @@
 mod checkpoint;
 mod irc;
 mod messages;
+mod proofs;
 mod rooms;
 mod search;
 mod writer;
