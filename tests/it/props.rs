@@ -302,7 +302,7 @@ fn any_request() -> impl Strategy<Value = Request> {
 fn shape(request: &Request) -> (&'static str, &'static [&'static str]) {
     match request {
         Request::Hello { .. } => ("hello", &["client"]),
-        Request::Login { .. } => ("login", &["device"]),
+        Request::Login { .. } => ("login", &["device", "proof"]),
         Request::Auth { .. } => ("auth", &[]),
         Request::Send { .. } => ("send", &[]),
         Request::Subscribe { .. } => ("subscribe", &[]),
