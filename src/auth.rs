@@ -7,8 +7,13 @@
 //! [`Hasher`]'s own threads (one per core, `SCHED_IDLE`) behind a semaphore, so a flood of
 //! logins queues, and whatever argon2 does run yields the CPU to message delivery. Failed
 //! logins are throttled per account, per address and server-wide (a budget of failed
-//! password checks, taken before hashing and given back on success). Unknown users are verified against a dummy hash so that "no such user"
-//! and "wrong password" cost the same and answer the same.
+//! password checks, taken before hashing and given back on success). A login that presents
+//! a valid [`proof`] for its account is exempt from those budgets and has a small failure
+//! budget of its own, so a flood of wrong guesses cannot lock the account's owner out.
+//! Unknown users are verified against a dummy hash so that "no such user" and "wrong
+//! password" cost the same and answer the same.
+
+pub mod proof;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,7 +29,8 @@ use tokio::sync::Semaphore;
 
 use crate::protocol::{Secret, Username};
 use crate::server::bucket::TokenBucket;
-use crate::store::{Store, StoreError};
+use crate::store::{Credentials, Store, StoreError};
+use proof::{ProofKey, ProofNonce, ValidProof, PROOF_FAILURE_BUDGET};
 
 /// argon2id memory cost in KiB (OWASP minimum: 19 MiB).
 pub const ARGON2_M_KIB: u32 = 19 * 1024;
@@ -285,6 +291,32 @@ pub struct Auth {
     /// success. Bounds the argon2 work that failed logins from everywhere (loopback and
     /// many addresses included) can cost, so they cannot starve message delivery.
     failures: Arc<Mutex<TokenBucket>>,
+    /// Signs and checks login proofs.
+    proof_key: ProofKey,
+    /// Proofs with password checks in flight or failures on record, by nonce. The store
+    /// keeps the failure counts across restarts; this map makes the budget exact under
+    /// concurrent attempts with one proof (a check is counted before it hashes).
+    proof_uses: Arc<Mutex<HashMap<ProofNonce, ProofUse>>>,
+}
+
+/// Most proofs with failures kept in memory; expired ones are dropped beyond this.
+const PROOF_USES_MAX: usize = 10_000;
+
+/// What one proof has used of its failure budget.
+#[derive(Debug, Clone, Copy)]
+struct ProofUse {
+    failures: u32,
+    in_flight: u32,
+    expires_at: i64,
+}
+
+/// A successful password login: the device, its token, and a fresh login proof for the
+/// client to present next time.
+#[derive(Debug)]
+pub struct LoginGrant {
+    pub user: AuthedUser,
+    pub token: Secret,
+    pub proof: Secret,
 }
 
 /// Server-wide login limits.
@@ -309,8 +341,8 @@ impl Default for AuthLimits {
 }
 
 impl Auth {
-    /// Builds the authenticator.
-    pub fn new(store: Store, hasher: Hasher, limits: AuthLimits) -> Auth {
+    /// Builds the authenticator; `proof_key` signs login proofs (the store keeps it).
+    pub fn new(store: Store, hasher: Hasher, limits: AuthLimits, proof_key: ProofKey) -> Auth {
         Auth {
             store,
             hasher,
@@ -320,19 +352,26 @@ impl Auth {
                 limits.failed_logins_per_sec,
                 limits.failed_login_burst,
             ))),
+            proof_key,
+            proof_uses: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
-    /// Password login from `peer`. On success a new device is registered and its token
-    /// returned (the token is shown once; only its hash is stored).
+    /// Password login from `peer`, trusted when `proof` is a valid login proof for the
+    /// account. On success a new device is registered and its token returned (the token is
+    /// shown once; only its hash is stored), with a fresh proof.
     pub async fn login(
         &self,
         user: &str,
         password: &Secret,
+        proof: Option<&Secret>,
         device_name: &str,
         peer: IpAddr,
-    ) -> Result<(AuthedUser, Secret), AuthError> {
-        let creds = self.check_password(user, password, peer).await?;
+    ) -> Result<LoginGrant, AuthError> {
+        let creds = self.check_password(user, password, proof, peer).await?;
+        let proof = self
+            .proof_key
+            .issue(creds.user_id, &creds.name, proof::unix_now());
         let (token, hash) = new_token();
         let device_name: String = device_name.chars().take(64).collect();
         let max = self.limits.max_devices_per_account;
@@ -341,20 +380,21 @@ impl Auth {
             .create_device_capped(creds.user_id, &hash, &device_name, max)
             .await?
             .ok_or(AuthError::TooManyDevices { max })?;
-        Ok((
-            AuthedUser {
+        Ok(LoginGrant {
+            user: AuthedUser {
                 user_id: creds.user_id,
                 name: creds.name,
                 device_id,
             },
             token,
-        ))
+            proof,
+        })
     }
 
     /// Password login for the IRC gateway: the same check, throttling and errors as
     /// [`Auth::login`], but the connection is the account's IRC device named `device`
     /// (created on first use within the same device limit, then kept with its cursor), and
-    /// no token is issued.
+    /// no token or proof is issued (IRC clients could not keep a proof).
     pub async fn login_irc(
         &self,
         user: &str,
@@ -362,7 +402,7 @@ impl Auth {
         device: &str,
         peer: IpAddr,
     ) -> Result<AuthedUser, AuthError> {
-        let creds = self.check_password(user, password, peer).await?;
+        let creds = self.check_password(user, password, None, peer).await?;
         // The device cannot be resumed by token: it is reached only by password.
         let (_, unused_token_hash) = new_token();
         let max = self.limits.max_devices_per_account;
@@ -379,14 +419,28 @@ impl Auth {
     }
 
     /// Checks a password with throttling; the account's credentials when it is right and the
-    /// account enabled.
+    /// account enabled. A valid, not yet void proof for the account takes the trusted path;
+    /// any other proof is ignored and the attempt is untrusted.
     async fn check_password(
         &self,
         user: &str,
         password: &Secret,
+        proof: Option<&Secret>,
         peer: IpAddr,
-    ) -> Result<crate::store::Credentials, AuthError> {
+    ) -> Result<Credentials, AuthError> {
         let name = Username::parse(user).ok();
+        if let (Some(name), Some(proof)) = (&name, proof) {
+            // The MAC check touches no table, so a proof that is not valid for this name
+            // costs the same whether or not the account exists.
+            if let Some(valid) =
+                self.proof_key
+                    .check(proof.expose(), name.as_str(), proof::unix_now())
+            {
+                if let Some(outcome) = self.check_trusted(name, password, valid).await? {
+                    return outcome;
+                }
+            }
+        }
         // A name that cannot exist has no account to protect: it is throttled by address only,
         // and never grows the table with attacker-chosen keys.
         let account_key = match &name {
@@ -429,6 +483,88 @@ impl Auth {
         Ok(creds)
     }
 
+    /// The trusted path: a password check that takes none of the untrusted budgets, only one
+    /// of the proof's own failures. `None` when the proof does not apply (the account was
+    /// deleted and its name reused, or the proof is void): the caller goes on untrusted.
+    async fn check_trusted(
+        &self,
+        name: &Username,
+        password: &Secret,
+        proof: ValidProof,
+    ) -> Result<Option<Result<Credentials, AuthError>>, AuthError> {
+        let Some(creds) = self.store.credentials(name).await? else {
+            return Ok(None);
+        };
+        if creds.user_id != proof.user_id {
+            return Ok(None);
+        }
+        // Loaded before the lock (a store read cannot wait under a std mutex); an entry
+        // already in memory is newer and wins.
+        let known = self.lock_proof_uses().contains_key(&proof.nonce);
+        let stored = if known {
+            0
+        } else {
+            self.store.proof_failures(&proof.nonce).await?
+        };
+        {
+            let mut uses = self.lock_proof_uses();
+            if uses.len() >= PROOF_USES_MAX && !uses.contains_key(&proof.nonce) {
+                let now = proof::unix_now();
+                uses.retain(|_, u| u.in_flight > 0 || u.expires_at > now);
+            }
+            let u = uses.entry(proof.nonce).or_insert(ProofUse {
+                failures: stored,
+                in_flight: 0,
+                expires_at: proof.expires_at,
+            });
+            if u.failures + u.in_flight >= PROOF_FAILURE_BUDGET {
+                return Ok(None);
+            }
+            u.in_flight += 1;
+        }
+        let verified = if password.expose().len() > MAX_PASSWORD_BYTES {
+            Ok(false)
+        } else {
+            self.hasher
+                .verify(Some(creds.password_hash.as_str()), password)
+                .await
+        };
+        let failures = {
+            let mut uses = self.lock_proof_uses();
+            let Some(u) = uses.get_mut(&proof.nonce) else {
+                // Only this function removes entries, and not while one is in flight.
+                return Err(AuthError::Hashing);
+            };
+            u.in_flight -= 1;
+            match verified {
+                Ok(true) => {
+                    if u.failures == 0 && u.in_flight == 0 {
+                        uses.remove(&proof.nonce);
+                    }
+                    None
+                }
+                Ok(false) => {
+                    u.failures += 1;
+                    Some(u.failures)
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        match failures {
+            None if creds.disabled => Ok(Some(Err(AuthError::AccountDisabled))),
+            None => Ok(Some(Ok(creds))),
+            Some(failures) => {
+                if failures >= PROOF_FAILURE_BUDGET {
+                    tracing::info!(user = %creds.name, "login proof void after failed passwords");
+                }
+                self.store
+                    .set_proof_failures(&proof.nonce, failures, proof.expires_at, proof::unix_now())
+                    .await?;
+                Ok(Some(Err(AuthError::InvalidCredentials)))
+            }
+        }
+    }
+
     /// Authenticates with a session token.
     pub async fn resume(&self, token: &Secret) -> Result<AuthedUser, AuthError> {
         let record = self
@@ -450,6 +586,10 @@ impl Auth {
     pub async fn logout(&self, user: &AuthedUser) -> Result<(), AuthError> {
         self.store.delete_device(user.device_id).await?;
         Ok(())
+    }
+
+    fn lock_proof_uses(&self) -> std::sync::MutexGuard<'_, HashMap<ProofNonce, ProofUse>> {
+        self.proof_uses.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_failures(&self) -> std::sync::MutexGuard<'_, TokenBucket> {

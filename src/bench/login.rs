@@ -5,7 +5,12 @@
 //! 2. Unloaded: connected users exchange messages at a modest fixed rate (open loop);
 //!    their latency is the baseline.
 //! 3. Flooded: the same message load on fresh pairs while `--flood` connections send wrong
-//!    passwords for existing accounts as fast as they are answered.
+//!    passwords for existing accounts as fast as they are answered. Meanwhile a real user
+//!    (an account of its own, not flooded) logs in by password over and over, alternately
+//!    with the login proof from its previous login and without one, retrying each
+//!    `rate_limited` at once: the tries and time each login needed (`proof_login_*`,
+//!    `plain_login_*`). Without a proof that is how every password login fared before
+//!    proofs existed; against a server that issues none the proof figures are absent.
 //! 4. Guessing: the same again while the flood tries a new user name every time.
 //!
 //! The server throttles failed logins per account (after 5), per source address (after
@@ -49,6 +54,7 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
         .flat_map(|i| [format!("{prefix}-s{i}"), format!("{prefix}-r{i}")])
         .collect();
     let flood_names: Vec<String> = (0..o.flood).map(|i| format!("{prefix}-f{i}")).collect();
+    let probe_name = format!("{prefix}-p0");
     let login_accounts = target
         .create_accounts(&login_names, &ctx.password_hash, false)
         .await?;
@@ -57,6 +63,9 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
         .await?;
     target
         .create_accounts(&flood_names, &ctx.password_hash, false)
+        .await?;
+    target
+        .create_accounts(std::slice::from_ref(&probe_name), &ctx.password_hash, false)
         .await?;
 
     // Phase 1: successful logins.
@@ -91,13 +100,35 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
     };
     let unloaded = chat_phase(ctx, &target, first, &bar, "2/4 unloaded").await?;
     let names: Vec<FloodNames> = flood_names.into_iter().map(FloodNames::Fixed).collect();
-    let (flooded, tally, flood_secs) =
-        flood_phase(ctx, &target, second, &bar, "3/4 flooded", names).await?;
+    // The real user's first proof, from a login before the flood.
+    let first_proof = {
+        let conn = target.connect().await?;
+        let info = conn
+            .client
+            .login(&probe_name, &Secret::new(load::PASSWORD), "bench probe")
+            .await?;
+        conn.client.logout().await?;
+        info.proof
+    };
+    let probe = Probe {
+        name: probe_name,
+        proof: first_proof,
+    };
+    let (flooded, tally, flood_secs, probes) = flood_phase(
+        ctx,
+        &target,
+        second,
+        &bar,
+        "3/4 flooded",
+        names,
+        Some(probe),
+    )
+    .await?;
     let names = (0..o.flood)
         .map(|i| FloodNames::Fresh(format!("{prefix}-g{i}-")))
         .collect();
-    let (guessed, guess_tally, guess_secs) =
-        flood_phase(ctx, &target, third, &bar, "4/4 guessing", names).await?;
+    let (guessed, guess_tally, guess_secs, _) =
+        flood_phase(ctx, &target, third, &bar, "4/4 guessing", names, None).await?;
     bar.finish_and_clear();
     let server = target.describe();
     target.stop().await;
@@ -138,6 +169,7 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
     if other > 0 {
         report.figure("flood_other", other);
     }
+    probes.report(&mut report);
     let attempts = guess_tally.attempts.load(Ordering::Relaxed);
     report.figure("guess_attempts", attempts);
     report.figure("guess_per_sec", round(attempts as f64 / guess_secs, 1));
@@ -163,7 +195,9 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
     let mut note = "p50/p99/p99.9/max: connected users' message latency while 127.0.0.1 \
                     floods wrong passwords for existing accounts (flood_*); guess_*: the same \
                     while the flood tries a new name each time; invalid_credentials answers \
-                    cost an argon2 verify, rate_limited ones did not"
+                    cost an argon2 verify, rate_limited ones did not; proof_login_* and \
+                    plain_login_*: a real user's correct password during the wrong-password \
+                    flood, with and without its login proof (tries until logged in, time)"
         .to_string();
     if matches!(o.target, TargetSpec::External { .. }) {
         note.push_str(
@@ -280,8 +314,8 @@ impl FloodNames {
 }
 
 /// Runs the connected users' load on `accounts` while one flood connection per entry of
-/// `names` sends wrong passwords; returns the users' latency, the flood's answers and how
-/// long it ran.
+/// `names` sends wrong passwords, and `probe` logs in meanwhile; returns the users'
+/// latency, the flood's answers, how long it ran and the probe's logins.
 async fn flood_phase(
     ctx: &Ctx<'_>,
     target: &Target,
@@ -289,7 +323,8 @@ async fn flood_phase(
     bar: &indicatif::ProgressBar,
     label: &str,
     names: Vec<FloodNames>,
-) -> Result<(Histogram<u64>, Arc<FloodTally>, f64)> {
+    probe: Option<Probe>,
+) -> Result<(Histogram<u64>, Arc<FloodTally>, f64, Probes)> {
     let stop = CancellationToken::new();
     let tally = Arc::new(FloodTally::default());
     let mut flooders = Vec::new();
@@ -302,12 +337,143 @@ async fn flood_phase(
         )));
     }
     let start = Instant::now();
+    // The probe starts once the flood has spent the budgets, and stops with the phase.
+    let probing = probe.map(|p| {
+        let from = start + (ctx.options.duration / 5).min(Duration::from_secs(1));
+        let until = start + ctx.options.duration;
+        tokio::spawn(probe_loop(target.connect_spec(), p, from, until))
+    });
     let measured = chat_phase(ctx, target, accounts, bar, label).await;
+    let probes = match probing {
+        Some(p) => p.await.context("the login probe failed")??,
+        None => Probes::default(),
+    };
     stop.cancel();
     for f in flooders {
         let _ = f.await;
     }
-    Ok((measured?, tally, start.elapsed().as_secs_f64()))
+    Ok((measured?, tally, start.elapsed().as_secs_f64(), probes))
+}
+
+/// The real user of the flooded phase: an account of its own, and the proof from its last
+/// password login (none from a server that issues none).
+struct Probe {
+    name: String,
+    proof: Option<Secret>,
+}
+
+/// The probe's password logins: tries and time of each, with the proof and without.
+#[derive(Default)]
+struct Probes {
+    proof: Vec<ProbeLogin>,
+    plain: Vec<ProbeLogin>,
+}
+
+/// One login: how many `login` requests it took, how long, and whether it got in before the
+/// phase ended.
+struct ProbeLogin {
+    tries: u64,
+    elapsed: Duration,
+    ok: bool,
+}
+
+impl Probes {
+    fn report(&self, report: &mut Report) {
+        for (prefix, logins) in [("proof_login", &self.proof), ("plain_login", &self.plain)] {
+            if logins.is_empty() {
+                continue;
+            }
+            let mut tries: Vec<u64> = logins.iter().map(|l| l.tries).collect();
+            let mut ms: Vec<f64> = logins
+                .iter()
+                .map(|l| l.elapsed.as_secs_f64() * 1000.0)
+                .collect();
+            tries.sort_unstable();
+            ms.sort_by(f64::total_cmp);
+            report.figure(&format!("{prefix}s"), logins.len());
+            report.figure(
+                &format!("{prefix}s_in"),
+                logins.iter().filter(|l| l.ok).count(),
+            );
+            report.figure(&format!("{prefix}_tries_min"), tries[0]);
+            report.figure(&format!("{prefix}_tries_median"), tries[tries.len() / 2]);
+            report.figure(&format!("{prefix}_tries_max"), tries[tries.len() - 1]);
+            report.figure(&format!("{prefix}_ms_median"), round(ms[ms.len() / 2], 1));
+            report.figure(&format!("{prefix}_ms_max"), round(ms[ms.len() - 1], 1));
+        }
+    }
+}
+
+/// From `from` until `until`: logs in as the probe with its proof (keeping the fresh one),
+/// then without, retrying `rate_limited` at once, and logs each device out again.
+async fn probe_loop(
+    spec: (crate::client::ServerAddr, crate::tls::Fingerprint),
+    mut probe: Probe,
+    from: Instant,
+    until: Instant,
+) -> Result<Probes> {
+    tokio::time::sleep_until(from.into()).await;
+    let mut probes = Probes::default();
+    while Instant::now() < until {
+        if let Some(proof) = probe.proof.take() {
+            let (login, fresh) = probe_login(&spec, &probe.name, Some(&proof), until).await?;
+            probes.proof.push(login);
+            probe.proof = fresh.or(Some(proof));
+        }
+        let (login, _) = probe_login(&spec, &probe.name, None, until).await?;
+        probes.plain.push(login);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(probes)
+}
+
+/// One password login of the probe, retried while it is `rate_limited` until `until`;
+/// the fresh proof when it got in.
+async fn probe_login(
+    spec: &(crate::client::ServerAddr, crate::tls::Fingerprint),
+    user: &str,
+    proof: Option<&Secret>,
+    until: Instant,
+) -> Result<(ProbeLogin, Option<Secret>)> {
+    let password = Secret::new(load::PASSWORD);
+    let start = Instant::now();
+    let mut tries = 0;
+    let mut conn = crate::client::Connection::connect(&spec.0, spec.1).await?;
+    loop {
+        tries += 1;
+        match conn
+            .client
+            .login_with_proof(user, &password, proof, "bench probe")
+            .await
+        {
+            Ok(info) => {
+                let elapsed = start.elapsed();
+                conn.client.logout().await?;
+                let login = ProbeLogin {
+                    tries,
+                    elapsed,
+                    ok: true,
+                };
+                return Ok((login, info.proof));
+            }
+            Err(ClientError::Server {
+                code: ErrorCode::RateLimited,
+                ..
+            }) => {}
+            Err(e @ ClientError::Server { .. }) => {
+                return Err(e).context("the probe's correct password was refused")
+            }
+            Err(_) => conn = crate::client::Connection::connect(&spec.0, spec.1).await?,
+        }
+        if Instant::now() >= until {
+            let login = ProbeLogin {
+                tries,
+                elapsed: start.elapsed(),
+                ok: false,
+            };
+            return Ok((login, None));
+        }
+    }
 }
 
 /// Runs the connected users' load on `accounts` (sender, recipient, …) for the duration;

@@ -10,6 +10,7 @@ use std::io::{IsTerminal, Read, Write};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use crate::client::proof::ProofFile;
 use crate::client::state::{ChatHome, SavedLogin, SavedSession};
 use crate::client::terminal::terminal_safe;
 use crate::client::{new_send_key, probe_fingerprint, ClientError, Connection, Event, ServerAddr};
@@ -248,7 +249,17 @@ async fn login(home: &ChatHome, args: LoginArgs, show: Show) -> Result<()> {
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         format!("chat on {host}")
     });
-    let info = conn.client.login(&args.user, &password, &device).await?;
+    // The login proof from the last password login here exempts this one from the server's
+    // failed-login throttling; a missing or unreadable one only means an ordinary login.
+    let proofs = ProofFile::new(home);
+    let proof = proofs.load(&key, &args.user).unwrap_or_else(|e| {
+        eprintln!("chat: warning: {e}; logging in without a login proof");
+        None
+    });
+    let info = conn
+        .client
+        .login_with_proof(&args.user, &password, proof.as_ref(), &device)
+        .await?;
     home.save_session(&SavedSession {
         server: key.clone(),
         user: info.user.clone(),
@@ -256,6 +267,9 @@ async fn login(home: &ChatHome, args: LoginArgs, show: Show) -> Result<()> {
         token: info.token,
         last_seen: 0,
     })?;
+    if let Some(Err(e)) = info.proof.map(|p| proofs.save(&key, &info.user, &p)) {
+        eprintln!("chat: warning: cannot keep the login proof: {e}");
+    }
     println!(
         "logged in to {key} as {} (device {})",
         show.text(&info.user),

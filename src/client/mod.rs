@@ -7,6 +7,7 @@
 //! errors without a `req`) to an [`Event`] channel; requests can be pipelined from any number
 //! of tasks through cloned [`Client`] handles.
 
+pub mod proof;
 pub mod state;
 pub mod terminal;
 
@@ -211,6 +212,9 @@ pub struct LoginInfo {
     pub user: String,
     pub device_id: i64,
     pub token: Secret,
+    /// The login proof to present at the next password login (a server older than proofs
+    /// sends none).
+    pub proof: Option<Secret>,
 }
 
 /// Result of a send.
@@ -510,11 +514,23 @@ impl Client {
         )
     }
 
-    /// Password login; the connection is authenticated afterwards.
+    /// Password login without a login proof; the connection is authenticated afterwards.
     pub async fn login(
         &self,
         user: &str,
         password: &Secret,
+        device: &str,
+    ) -> Result<LoginInfo, ClientError> {
+        self.login_with_proof(user, password, None, device).await
+    }
+
+    /// Password login presenting `proof` (from an earlier [`LoginInfo::proof`] for this
+    /// account), which exempts it from the server's failed-login budgets when valid.
+    pub async fn login_with_proof(
+        &self,
+        user: &str,
+        password: &Secret,
+        proof: Option<&Secret>,
         device: &str,
     ) -> Result<LoginInfo, ClientError> {
         match self
@@ -523,6 +539,7 @@ impl Client {
                 user: user.to_string(),
                 password: password.clone(),
                 device: Some(device.to_string()),
+                proof: proof.cloned(),
             })
             .await?
         {
@@ -530,11 +547,13 @@ impl Client {
                 user,
                 device_id,
                 token,
+                proof,
                 ..
             } => Ok(LoginInfo {
                 user,
                 device_id,
                 token,
+                proof,
             }),
             other => Err(unexpected(other)),
         }

@@ -91,12 +91,16 @@ pub enum Request {
         client: Option<String>,
     },
     /// Password login: creates a new device (session) and authenticates this connection.
+    /// `proof` is the login proof from an earlier `login_ok` for this account, if the client
+    /// kept one: with a valid one the attempt is exempt from the failed-login budgets.
     Login {
         req: u64,
         user: String,
         password: Secret,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         device: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proof: Option<Secret>,
     },
     /// Authenticates this connection with a token from an earlier `login`.
     Auth { req: u64, token: Secret },
@@ -397,6 +401,9 @@ pub enum ServerFrame {
         user: String,
         device_id: i64,
         token: Secret,
+        /// A fresh login proof for this account, to present at the next password login.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proof: Option<Secret>,
     },
     AuthOk {
         req: u64,
@@ -687,8 +694,10 @@ mod tests {
             user: "alice".into(),
             password: Secret::new("hunter2-hunter2"),
             device: None,
+            proof: Some(Secret::new("proof-proof")),
         };
         assert!(!format!("{r:?}").contains("hunter2"));
+        assert!(!format!("{r:?}").contains("proof-proof"));
     }
 
     #[test]

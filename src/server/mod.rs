@@ -24,6 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::proof::ProofKey;
 use crate::auth::{Auth, AuthLimits, Hasher};
 use crate::protocol::{ErrorCode, RoomName, Username, DEFAULT_MAX_BODY_BYTES};
 use crate::store::{DbLock, Durability, RoomRef, Store, UserRef, Writer};
@@ -277,13 +278,14 @@ impl Server {
         let tls = tls::server_config(&identity)?;
         let store = Store::open(&options.db, options.durability).await?;
         let hasher = Hasher::new(options.hash_parallelism).await?;
+        let proof_key = ProofKey::new(store.login_proof_key().await?);
         let hub = Arc::new(Hub::default());
         let fanout = Arc::clone(&hub);
         let (writer, writer_task) = store
             .start_writer(Box::new(move |batch| fanout.deliver(batch)))
             .await?;
         let state = Arc::new(ServerState {
-            auth: Auth::new(store.clone(), hasher, options.limits.login),
+            auth: Auth::new(store.clone(), hasher, options.limits.login, proof_key),
             store,
             writer,
             hub,

@@ -328,8 +328,12 @@ impl Session {
                 user,
                 password,
                 device,
+                proof,
                 ..
-            } => self.login(req, &user, &password, device).await,
+            } => {
+                self.login(req, &user, &password, proof.as_ref(), device)
+                    .await
+            }
             Request::Auth { token, .. } => self.resume(req, &token).await,
             other => match self.user.clone() {
                 Some(user) => self.handle_authed(other, &user).await,
@@ -450,6 +454,7 @@ impl Session {
         req: u64,
         user: &str,
         password: &Secret,
+        proof: Option<&Secret>,
         device: Option<String>,
     ) -> Result<(), End> {
         if self.user.is_some() {
@@ -459,17 +464,19 @@ impl Session {
         match self
             .state
             .auth
-            .login(user, password, &device, self.peer.ip())
+            .login(user, password, proof, &device, self.peer.ip())
             .await
         {
-            Ok((authed, token)) => {
+            Ok(grant) => {
+                let authed = grant.user;
                 tracing::info!(user = authed.name(), device = authed.device_id(), peer = %self.peer, "login");
                 self.authenticated(req, authed.clone()).await?;
                 self.write(&ServerFrame::LoginOk {
                     req,
                     user: authed.name().to_string(),
                     device_id: authed.device_id(),
-                    token,
+                    token: grant.token,
+                    proof: Some(grant.proof),
                 })
                 .await
             }

@@ -13,6 +13,7 @@ mod checkpoint;
 mod irc;
 mod lock;
 mod messages;
+mod proofs;
 mod rooms;
 mod search;
 mod writer;

@@ -665,6 +665,7 @@ async fn a_send_in_flight_is_answered_before_a_bad_frame_closes_the_connection()
             user: "alice".into(),
             password: Secret::new(PASSWORD),
             device: None,
+            proof: None,
         },
     ];
     for r in &requests {

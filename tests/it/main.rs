@@ -7,6 +7,7 @@ mod common;
 mod core;
 mod crash;
 mod irc;
+mod proofs;
 mod props;
 mod rooms;
 mod store;

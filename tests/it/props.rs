@@ -225,14 +225,15 @@ fn any_request() -> impl Strategy<Value = Request> {
             version,
             client,
         }),
-        (req(), text(), text(), opt_text()).prop_map(|(req, user, password, device)| {
-            Request::Login {
+        (req(), text(), text(), opt_text(), opt_text()).prop_map(
+            |(req, user, password, device, proof)| Request::Login {
                 req,
                 user,
                 password: Secret::new(password),
                 device,
+                proof: proof.map(Secret::new),
             }
-        }),
+        ),
         (req(), text()).prop_map(|(req, token)| Request::Auth {
             req,
             token: Secret::new(token),
@@ -305,7 +306,7 @@ fn any_request() -> impl Strategy<Value = Request> {
 fn shape(request: &Request) -> (&'static str, &'static [&'static str]) {
     match request {
         Request::Hello { .. } => ("hello", &["client"]),
-        Request::Login { .. } => ("login", &["device"]),
+        Request::Login { .. } => ("login", &["device", "proof"]),
         Request::Auth { .. } => ("auth", &[]),
         Request::Send { .. } => ("send", &["action"]),
         Request::Subscribe { .. } => ("subscribe", &[]),
