@@ -85,9 +85,7 @@ impl TestServer {
         addr: Option<SocketAddr>,
         irc: bool,
     ) -> TestServer {
-        let server = Server::start(&options(dir.path(), limits.clone()))
-            .await
-            .unwrap();
+        let server = start_server(&options(dir.path(), limits.clone())).await;
         let listener = TcpListener::bind(addr.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap()))
             .await
             .unwrap();
@@ -234,5 +232,25 @@ pub async fn take_messages(events: &mut mpsc::Receiver<Event>, n: usize) -> Vec<
 pub async fn assert_quiet(events: &mut mpsc::Receiver<Event>, wait: Duration) {
     if let Ok(Some(Event::Message(m))) = tokio::time::timeout(wait, events.recv()).await {
         panic!("unexpected message {m:?}");
+    }
+}
+
+/// Starts a server. A restart in this process may find the database lock still held for a
+/// moment by a child that another test is spawning: a fork shares the lock's open file until
+/// the child's exec closes it. Only that case (a holder with this process's pid) is retried.
+async fn start_server(options: &chat_svc::server::ServerOptions) -> Server {
+    let mut tries = 0;
+    loop {
+        match Server::start(options).await {
+            Ok(server) => return server,
+            Err(chat_svc::server::ServerError::Lock(chat_svc::store::LockError::InUse {
+                holder,
+                ..
+            })) if holder.pid == Some(std::process::id()) && tries < 40 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot start the server: {e}"),
+        }
     }
 }
