@@ -11,12 +11,12 @@
 
 use super::caps::{Cap, Caps};
 use super::message::IrcMessage;
-use super::{LINELEN, SERVER_NAME};
+use super::{LINELEN, USER_HOST};
 use crate::protocol::{Message, MessageKind};
 
 /// `nick!nick@chatd`: every user's IRC source.
 pub fn source_of(nick: &str) -> String {
-    format!("{nick}!{nick}@{SERVER_NAME}")
+    format!("{nick}!{nick}@{USER_HOST}")
 }
 
 /// The server time of a message as IRC writes it: RFC 3339 with milliseconds.
