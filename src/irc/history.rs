@@ -151,9 +151,9 @@ impl<S: Stream> Session<S> {
         if !target.is_empty() {
             start.push(target.to_string());
         }
-        let mut out = vec![self.from_server("BATCH", start)];
+        let mut out = vec![self.server_line("BATCH", start)];
         out.extend(in_batch(lines, &reference));
-        out.push(self.from_server("BATCH", vec![format!("-{reference}")]));
+        out.push(self.server_line("BATCH", vec![format!("-{reference}")]));
         out
     }
 
@@ -204,7 +204,7 @@ impl<S: Stream> Session<S> {
         let lines = found
             .into_iter()
             .map(|(_, _, conversation, time)| {
-                self.from_server(
+                self.server_line(
                     "CHATHISTORY",
                     vec!["TARGETS".to_string(), conversation, time],
                 )
@@ -318,7 +318,7 @@ impl<S: Stream> Session<S> {
             // `*`, the same answer either way, so nothing is disclosed.
             let line = match readable {
                 Some((conversation, _)) => self.markread_line(&conversation, None).await,
-                None => self.from_server("MARKREAD", vec![target, "*".to_string()]),
+                None => self.server_line("MARKREAD", vec![target, "*".to_string()]),
             };
             return Ok(vec![line]);
         };
@@ -379,7 +379,7 @@ impl<S: Stream> Session<S> {
             Some(micros) => format!("timestamp={}", irc_time(&format_timestamp(micros))),
             None => "*".to_string(),
         };
-        self.from_server("MARKREAD", vec![conversation.to_string(), value])
+        self.server_line("MARKREAD", vec![conversation.to_string(), value])
     }
 }
 

@@ -396,7 +396,7 @@ impl<S: Stream> Session<S> {
     /// The PONG answering a PING, or `461` when it has no token.
     pub(super) fn pong(&self, m: &IrcMessage) -> IrcMessage {
         match m.param(0) {
-            Some(token) => self.from_server(
+            Some(token) => self.server_line(
                 "PONG",
                 vec![self.server_name().to_string(), token.to_string()],
             ),

@@ -278,7 +278,7 @@ impl<S: Stream> Session<S> {
     }
 
     /// A line from the server itself.
-    pub fn from_server(&self, command: &str, params: Vec<String>) -> IrcMessage {
+    pub fn server_line(&self, command: &str, params: Vec<String>) -> IrcMessage {
         IrcMessage::new(command, params).from_source(self.server_name())
     }
 
@@ -298,7 +298,7 @@ impl<S: Stream> Session<S> {
         let mut params = vec![command.to_string(), code.to_string()];
         params.extend(context.iter().map(|s| s.to_string()));
         params.push(text.to_string());
-        self.from_server("FAIL", params)
+        self.server_line("FAIL", params)
     }
 
     /// Answers a command: written now when no earlier command's answer is still pending,
@@ -397,7 +397,7 @@ impl<S: Stream> Session<S> {
     ) -> Vec<IrcMessage> {
         let Some(label) = label else { return lines };
         match lines.len() {
-            0 => vec![self.from_server("ACK", Vec::new()).tag("label", label)],
+            0 => vec![self.server_line("ACK", Vec::new()).tag("label", label)],
             1 => {
                 lines[0].tags.insert(0, ("label".into(), Some(label)));
                 lines
@@ -405,12 +405,12 @@ impl<S: Stream> Session<S> {
             _ if self.caps.has(Cap::Batch) => {
                 let reference = self.next_batch();
                 let start = self
-                    .from_server(
+                    .server_line(
                         "BATCH",
                         vec![format!("+{reference}"), "labeled-response".into()],
                     )
                     .tag("label", label);
-                let end = self.from_server("BATCH", vec![format!("-{reference}")]);
+                let end = self.server_line("BATCH", vec![format!("-{reference}")]);
                 let mut out = vec![start];
                 out.extend(in_batch(lines, &reference));
                 out.push(end);
