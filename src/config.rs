@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::irc::IrcServerName;
 use crate::protocol::MAX_CONFIGURABLE_BODY_BYTES;
 use crate::server::{Limits, ServerOptions};
 use crate::store::Durability;
@@ -43,6 +44,8 @@ pub enum ConfigError {
     MaxBody(usize),
     #[error("{0} = {1} is out of range")]
     Range(&'static str, u64),
+    #[error(transparent)]
+    IrcServerName(#[from] crate::irc::BadServerName),
 }
 
 /// The config file: every key optional.
@@ -54,6 +57,8 @@ pub struct FileConfig {
     pub irc_listen: Option<String>,
     /// Plaintext IRC, loopback addresses only (off unless set).
     pub irc_plain_listen: Option<String>,
+    /// The IRC gateway's server name (default: the first TLS name, else the host name).
+    pub irc_server_name: Option<String>,
     pub db: Option<PathBuf>,
     pub cert_dir: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
@@ -103,6 +108,7 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub irc_listen: Option<String>,
     pub irc_plain_listen: Option<String>,
+    pub irc_server_name: Option<String>,
     pub db: Option<PathBuf>,
     pub cert_dir: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
@@ -235,6 +241,14 @@ pub fn resolve(flags: &Overrides, file: &FileConfig) -> Result<Resolved, ConfigE
     }
     let mut extra_names = file.tls_names.clone().unwrap_or_default();
     extra_names.extend(flags.tls_names.iter().cloned());
+    let irc_server_name = match flags
+        .irc_server_name
+        .as_ref()
+        .or(file.irc_server_name.as_ref())
+    {
+        Some(name) => IrcServerName::parse(name)?,
+        None => IrcServerName::default_for(&extra_names),
+    };
     let options = ServerOptions {
         db: flags
             .db
@@ -256,6 +270,7 @@ pub fn resolve(flags: &Overrides, file: &FileConfig) -> Result<Resolved, ConfigE
         hash_parallelism: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2),
+        irc_server_name,
     };
     Ok(Resolved {
         listen,
@@ -311,6 +326,29 @@ mod tests {
         let e = resolve(&flags, &file).unwrap_err();
         assert!(matches!(e, ConfigError::PlainIrcNotLoopback(_)), "{e}");
         assert!(e.to_string().contains("not a loopback address"), "{e}");
+    }
+
+    #[test]
+    fn irc_server_name_is_configurable_and_defaults_to_the_first_tls_name() {
+        let flags = Overrides {
+            tls_names: vec!["chat.example.org".into(), "backup.example.org".into()],
+            ..Overrides::default()
+        };
+        let r = resolve(&flags, &FileConfig::default()).unwrap();
+        assert_eq!(r.options.irc_server_name.as_str(), "chat.example.org");
+        let file = FileConfig::parse("irc_server_name = \"irc.example.org\"\n").unwrap();
+        let r = resolve(&flags, &file).unwrap();
+        assert_eq!(r.options.irc_server_name.as_str(), "irc.example.org");
+        let flags = Overrides {
+            irc_server_name: Some("flag.example.org".into()),
+            ..flags
+        };
+        let r = resolve(&flags, &file).unwrap();
+        assert_eq!(r.options.irc_server_name.as_str(), "flag.example.org");
+        let file = FileConfig::parse("irc_server_name = \"no spaces\"\n").unwrap();
+        let e = resolve(&Overrides::default(), &file).unwrap_err();
+        assert!(matches!(e, ConfigError::IrcServerName(_)), "{e}");
+        assert!(e.to_string().contains("\"no spaces\""), "{e}");
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub struct Cli {
 /// Options every subcommand takes.
 #[derive(Debug, Args)]
 struct Common {
-    /// TOML config file (keys: listen, irc_listen, irc_plain_listen, db, cert_dir, tls_cert, tls_key, tls_names,
+    /// TOML config file (keys: listen, irc_listen, irc_plain_listen, irc_server_name, db, cert_dir, tls_cert, tls_key, tls_names,
     /// durability, max_body_bytes, max_connections, idle_timeout_secs, auth_timeout_secs).
     #[arg(long, global = true, env = "CHATD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -70,6 +70,9 @@ struct ServeArgs {
     /// unless the address is loopback).
     #[arg(long, env = "CHATD_IRC_PLAIN_LISTEN", value_name = "ADDR")]
     irc_plain_listen: Option<String>,
+    /// The IRC gateway's server name [default: the first --tls-name, else the host name].
+    #[arg(long, env = "CHATD_IRC_SERVER_NAME", value_name = "NAME")]
+    irc_server_name: Option<String>,
     /// Durability of each commit: full (default) or normal ("may lose the last moments on
     /// power loss").
     #[arg(long, env = "CHATD_DURABILITY", value_name = "MODE")]
@@ -146,6 +149,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             flags.listen = args.listen;
             flags.irc_listen = args.irc_listen;
             flags.irc_plain_listen = args.irc_plain_listen;
+            flags.irc_server_name = args.irc_server_name;
             flags.durability = args.durability;
             apply_tls(&mut flags, args.tls);
             serve(config::resolve(&flags, &file)?).await
@@ -214,6 +218,13 @@ async fn serve(resolved: config::Resolved) -> Result<()> {
         if let Some(addr) = listener.as_ref().and_then(|l| l.local_addr().ok()) {
             writeln!(out, "{what} on {addr}")?;
         }
+    }
+    if irc_tls.is_some() {
+        // IRC clients pin the certificate's SHA-256, not the key's (the line above): WeeChat
+        // takes the hex digits, irssi the colon form.
+        let sha = server.certificate_sha256();
+        writeln!(out, "IRC certificate sha256 {sha}")?;
+        writeln!(out, "IRC certificate sha256 {}", sha.colons())?;
     }
     out.flush()?;
     drop(out);

@@ -7,7 +7,7 @@ use super::message::IrcMessage;
 use super::numerics::*;
 use super::session::{End, Session, Stream};
 use super::translate::{source_of, ROOM_DELETED};
-use super::{MAX_JOIN_TARGETS, SERVER_NAME};
+use super::MAX_JOIN_TARGETS;
 use crate::auth::AuthedUser;
 use crate::protocol::RoomName;
 use crate::store::{RoomChange, RoomRef, StoreError, Target};
@@ -61,7 +61,9 @@ impl<S: Stream> Session<S> {
     }
 
     /// JOIN: a room joins (public), is created (new name), or is refused (private, not
-    /// invited). The client sees its JOIN, the member list and its read marker.
+    /// invited). The client sees its JOIN, its read marker and the member list; a room it is
+    /// already in answers nothing (clients rejoin their channels after every reconnect, and
+    /// the connection showed them at registration).
     async fn join(&mut self, user: &AuthedUser, channel: &str) -> Result<Vec<IrcMessage>, End> {
         let name = match RoomName::parse(channel) {
             Ok(n) if channel.starts_with('#') => n,
@@ -94,14 +96,12 @@ impl<S: Stream> Session<S> {
             self.echoed.insert(event);
         }
         match result {
-            Ok(_) | Err(StoreError::AlreadyMember(_)) => {
-                let mut out =
-                    vec![IrcMessage::new("JOIN", [display.as_str()])
-                        .from_source(source_of(user.name()))];
-                out.extend(self.names(user, &display).await?);
-                out.extend(self.channel_marker(&display).await);
-                Ok(out)
+            Ok(_) => {
+                let join =
+                    IrcMessage::new("JOIN", [display.as_str()]).from_source(source_of(user.name()));
+                self.joined(user, join, &display).await
             }
+            Err(StoreError::AlreadyMember(_)) => Ok(Vec::new()),
             Err(StoreError::Forbidden(text)) => Ok(vec![self.num(
                 ERR_INVITEONLYCHAN,
                 [
@@ -175,7 +175,7 @@ impl<S: Stream> Session<S> {
                     "KICK",
                     [display.as_str(), user.name(), ROOM_DELETED],
                 )
-                .from_source(SERVER_NAME)])
+                .from_source(self.server_name())])
             }
             Err(e) => Ok(vec![self.refusal(&display, e)?]),
         }
@@ -200,6 +200,19 @@ impl<S: Stream> Session<S> {
             Ok(r) => r,
             Err(line) => return Ok(vec![line]),
         };
+        let member = self
+            .state
+            .store
+            .is_member(room.id, user.user_id())
+            .await
+            .map_err(|e| self.internal(&e))?;
+        if !member {
+            let display = format!("#{}", room.name);
+            return Ok(vec![self.num(
+                ERR_NOTONCHANNEL,
+                [display.as_str(), "You're not on that channel"],
+            )]);
+        }
         let who = match self.resolve(nick).await? {
             Ok(Target::User(id, name)) => (id, name),
             Ok(Target::Room(..)) | Err(_) => {
@@ -236,6 +249,10 @@ impl<S: Stream> Session<S> {
             .from_source(source_of(user.name()))]),
             Err(StoreError::NotMember(text)) if !invite => Ok(vec![self.num(
                 ERR_USERNOTINCHANNEL,
+                [who.1.as_str(), display.as_str(), text.as_str()],
+            )]),
+            Err(StoreError::AlreadyMember(text)) => Ok(vec![self.num(
+                ERR_USERONCHANNEL,
                 [who.1.as_str(), display.as_str(), text.as_str()],
             )]),
             Err(e) => Ok(vec![self.refusal(&display, e)?]),
@@ -288,18 +305,25 @@ impl<S: Stream> Session<S> {
         Ok(out)
     }
 
-    /// Rooms have no topic: the query says so; setting one is refused.
-    pub(super) fn topic(&self, m: &IrcMessage) -> Vec<IrcMessage> {
+    /// Rooms have no topic: the query says so; setting one is refused. A channel that is
+    /// not a room is `403`.
+    pub(super) async fn topic(&mut self, m: &IrcMessage) -> Result<Vec<IrcMessage>, End> {
         if let Err(lines) = self.need(m, 1) {
-            return lines;
+            return Ok(lines);
+        }
+        if let Err(line) = self.room(&m.params[0]).await? {
+            return Ok(vec![line]);
         }
         if m.params.len() > 1 {
-            return vec![self.num(
+            return Ok(vec![self.num(
                 ERR_NOCHANMODES,
                 [m.params[0].as_str(), "Rooms have no topic on this server"],
-            )];
+            )]);
         }
-        vec![self.num(RPL_NOTOPIC, [m.params[0].as_str(), "No topic is set"])]
+        Ok(vec![self.num(
+            RPL_NOTOPIC,
+            [m.params[0].as_str(), "No topic is set"],
+        )])
     }
 
     /// LIST: every public room and the user's private ones.
@@ -326,12 +350,24 @@ impl<S: Stream> Session<S> {
         Ok(out)
     }
 
-    /// The read marker of a channel just joined, for clients with draft/read-marker.
-    pub(super) async fn channel_marker(&mut self, channel: &str) -> Option<IrcMessage> {
-        if !self.caps.has(Cap::ReadMarker) {
-            return None;
+    /// What follows a JOIN of `channel` to this client: the JOIN, then (with
+    /// draft/read-marker) its read marker, then the member list. The specification wants the
+    /// marker before the `366` ending the list.
+    async fn joined(
+        &mut self,
+        user: &AuthedUser,
+        join: IrcMessage,
+        channel: &str,
+    ) -> Result<Vec<IrcMessage>, End> {
+        let mut names = self.names(user, channel).await?;
+        let end = names.pop();
+        let mut out = vec![join];
+        out.extend(names);
+        if self.caps.has(Cap::ReadMarker) {
+            out.push(self.markread_line(channel, None).await);
         }
-        Some(self.markread_line(channel, None).await)
+        out.extend(end);
+        Ok(out)
     }
 
     /// JOIN lines and member lists for every room the user is in (at registration).
@@ -347,11 +383,9 @@ impl<S: Stream> Session<S> {
             .map_err(|e| self.internal(&e))?;
         let mut out = Vec::new();
         for r in rooms.into_iter().filter(|r| r.member) {
-            out.push(
-                IrcMessage::new("JOIN", [r.name.as_str()]).from_source(source_of(user.name())),
-            );
-            out.extend(self.names(user, &r.name).await?);
-            out.extend(self.channel_marker(&r.name).await);
+            let join =
+                IrcMessage::new("JOIN", [r.name.as_str()]).from_source(source_of(user.name()));
+            out.extend(self.joined(user, join, &r.name).await?);
         }
         Ok(out)
     }

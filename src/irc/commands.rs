@@ -8,9 +8,8 @@
 
 use super::message::IrcMessage;
 use super::numerics::*;
-use super::register::pong;
 use super::session::{End, Reply, Session, Stream};
-use super::SERVER_NAME;
+use super::USER_HOST;
 use crate::auth::AuthedUser;
 use crate::store::Target;
 
@@ -41,6 +40,10 @@ impl<S: Stream> Session<S> {
                 | "MARKREAD"
         );
         if charged && self.bucket.take().is_err() {
+            if m.command == "NOTICE" {
+                // NOTICE never causes an automatic reply, not even this one.
+                return Ok(Reply::Now(Vec::new()));
+            }
             return Ok(Reply::Now(vec![self.num(
                 RPL_TRYAGAIN,
                 [
@@ -52,7 +55,7 @@ impl<S: Stream> Session<S> {
         let lines = match m.command.as_str() {
             "PRIVMSG" | "NOTICE" => return self.privmsg(&user, &m, label).await,
             "TAGMSG" => Vec::new(),
-            "BATCH" => self.batch(&user, &m, label).await?,
+            "BATCH" => return self.batch(&user, &m, label).await,
             "JOIN" | "PART" => self.join_or_part(&user, &m).await?,
             "INVITE" | "KICK" => self.member_change(&user, &m).await?,
             "DROP" => self.drop_room(&user, &m).await?,
@@ -60,17 +63,17 @@ impl<S: Stream> Session<S> {
                 Some(chan) => self.names(&user, chan).await?,
                 None => vec![self.num(RPL_ENDOFNAMES, ["*", "End of /NAMES list"])],
             },
-            "TOPIC" => self.topic(&m),
+            "TOPIC" => self.topic(&m).await?,
             "LIST" => self.list(&user).await?,
             "WHO" => self.who(&user, &m).await?,
             "WHOIS" => self.whois(&m).await?,
-            "MODE" => self.mode(&user, &m),
+            "MODE" => self.mode(&user, &m).await?,
             "AWAY" => match m.param(0).filter(|t| !t.is_empty()) {
                 Some(_) => vec![self.num(RPL_NOWAWAY, ["You have been marked as being away"])],
                 None => vec![self.num(RPL_UNAWAY, ["You are no longer marked as being away"])],
             },
             "MOTD" => self.motd(),
-            "PING" => vec![pong(&m)],
+            "PING" => vec![self.pong(&m)],
             "PONG" => {
                 if let Some(token) = m.params.last() {
                     self.on_pong(token).await?;
@@ -128,8 +131,8 @@ impl<S: Stream> Session<S> {
                 [
                     channel,
                     nick,
-                    SERVER_NAME,
-                    SERVER_NAME,
+                    USER_HOST,
+                    s.server_name(),
                     nick,
                     flags,
                     &format!("0 {nick}"),
@@ -177,15 +180,12 @@ impl<S: Stream> Session<S> {
             Ok(Target::User(_, name)) => Ok(vec![
                 self.num(
                     RPL_WHOISUSER,
-                    [
-                        name.as_str(),
-                        name.as_str(),
-                        SERVER_NAME,
-                        "*",
-                        name.as_str(),
-                    ],
+                    [name.as_str(), name.as_str(), USER_HOST, "*", name.as_str()],
                 ),
-                self.num(RPL_WHOISSERVER, [name.as_str(), SERVER_NAME, "chatd"]),
+                self.num(
+                    RPL_WHOISSERVER,
+                    [name.as_str(), self.server_name(), "chatd"],
+                ),
                 self.num(
                     RPL_WHOISACCOUNT,
                     [name.as_str(), name.as_str(), "is logged in as"],
@@ -200,27 +200,32 @@ impl<S: Stream> Session<S> {
     }
 
     /// MODE: channel modes are fixed (`+i` for private rooms), user modes are `+i`.
-    fn mode(&self, user: &AuthedUser, m: &IrcMessage) -> Vec<IrcMessage> {
+    async fn mode(&mut self, user: &AuthedUser, m: &IrcMessage) -> Result<Vec<IrcMessage>, End> {
         if let Err(lines) = self.need(m, 1) {
-            return lines;
+            return Ok(lines);
         }
         let target = m.params[0].as_str();
         if target.starts_with('#') {
-            return match m.param(1) {
+            if let Err(line) = self.room(target).await? {
+                return Ok(vec![line]);
+            }
+            return Ok(match m.param(1) {
                 None => vec![self.num(RPL_CHANNELMODEIS, [target, "+nt"])],
                 Some("b") => vec![self.num("368", [target, "End of channel ban list"])],
                 Some(_) => vec![self.num(
                     ERR_CHANOPRIVSNEEDED,
                     [target, "Channel modes cannot be changed on this server"],
                 )],
-            };
+            });
         }
         if !target.eq_ignore_ascii_case(user.name()) {
-            return vec![self.num(ERR_USERSDONTMATCH, ["Cannot change mode for other users"])];
+            return Ok(vec![
+                self.num(ERR_USERSDONTMATCH, ["Cannot change mode for other users"])
+            ]);
         }
-        match m.param(1) {
+        Ok(match m.param(1) {
             None | Some("+i") => vec![self.num(RPL_UMODEIS, ["+i"])],
             Some(_) => vec![self.num(ERR_UMODEUNKNOWNFLAG, ["Unknown MODE flag"])],
-        }
+        })
     }
 }

@@ -8,7 +8,6 @@
 use super::message::IrcMessage;
 use super::session::{in_batch, End, Session, Stream};
 use super::translate::{irc_time, message_lines, parse_time};
-use super::SERVER_NAME;
 use crate::auth::AuthedUser;
 use crate::protocol::codec::encode_json;
 use crate::protocol::{
@@ -61,7 +60,7 @@ impl<S: Stream> Session<S> {
                 .await;
         }
         let target = m.params[1].clone();
-        let Some((conversation, scope)) = self.readable(user, &target).await? else {
+        let Some((_, scope)) = self.readable(user, &target).await? else {
             return Ok(vec![self.fail(
                 "CHATHISTORY",
                 "INVALID_TARGET",
@@ -131,9 +130,16 @@ impl<S: Stream> Session<S> {
         let me = user.name().to_string();
         let mut lines = Vec::new();
         for msg in page.iter().filter(|msg| msg.kind == MessageKind::Text) {
-            lines.extend(message_lines(msg, &me, self.caps, &mut self.batch_seq));
+            lines.extend(message_lines(
+                msg,
+                &me,
+                self.state.irc_server_name.as_str(),
+                self.caps,
+                &mut self.batch_seq,
+            ));
         }
-        Ok(self.history_batch("chathistory", &conversation, lines))
+        // The batch names the target as the client wrote it, so the client can match it.
+        Ok(self.history_batch("chathistory", &target, lines))
     }
 
     /// Wraps history lines in a batch of `kind` when the client has `batch`.
@@ -151,13 +157,15 @@ impl<S: Stream> Session<S> {
         if !target.is_empty() {
             start.push(target.to_string());
         }
-        let mut out = vec![IrcMessage::new("BATCH", start).from_source(SERVER_NAME)];
+        let mut out = vec![self.server_line("BATCH", start)];
         out.extend(in_batch(lines, &reference));
-        out.push(IrcMessage::new("BATCH", [format!("-{reference}")]).from_source(SERVER_NAME));
+        out.push(self.server_line("BATCH", vec![format!("-{reference}")]));
         out
     }
 
-    /// CHATHISTORY TARGETS: conversations with a message between two times, most recent first.
+    /// CHATHISTORY TARGETS: conversations whose latest message is between two times, in
+    /// ascending order of that message (as the specification says). With more than `limit`,
+    /// the ones nearest the first timestamp are kept, as BETWEEN pages from its first point.
     async fn history_targets(
         &mut self,
         user: &AuthedUser,
@@ -180,26 +188,34 @@ impl<S: Stream> Session<S> {
             .unread(user.user_id())
             .await
             .map_err(|e| self.internal(&e))?;
-        let mut lines = Vec::new();
+        let mut found: Vec<(i64, i64, String, String)> = Vec::new();
         for c in conversations {
             let Some(last) = c.last else { continue };
             let Some(at) = parse_time(&last.sent_at) else {
                 continue;
             };
-            if at > low && at <= high && lines.len() < limit as usize {
-                lines.push(
-                    IrcMessage::new(
-                        "CHATHISTORY",
-                        [
-                            "TARGETS".to_string(),
-                            c.conversation,
-                            irc_time(&last.sent_at),
-                        ],
-                    )
-                    .from_source(SERVER_NAME),
-                );
+            if at > low && at <= high {
+                found.push((at, last.id, c.conversation, irc_time(&last.sent_at)));
             }
         }
+        found.sort_by_key(|(at, id, _, _)| (*at, *id));
+        let limit = limit as usize;
+        if found.len() > limit {
+            if a <= b {
+                found.truncate(limit);
+            } else {
+                found.drain(..found.len() - limit);
+            }
+        }
+        let lines = found
+            .into_iter()
+            .map(|(_, _, conversation, time)| {
+                self.server_line(
+                    "CHATHISTORY",
+                    vec!["TARGETS".to_string(), conversation, time],
+                )
+            })
+            .collect();
         Ok(self.history_batch("draft/chathistory-targets", "", lines))
     }
 
@@ -302,17 +318,23 @@ impl<S: Stream> Session<S> {
                 "Missing target",
             )]);
         };
-        let Some((conversation, scope)) = self.readable(user, &target).await? else {
+        let readable = self.readable(user, &target).await?;
+        let Some(stamp) = m.param(1) else {
+            // A conversation the user cannot read (or that does not exist) has no marker:
+            // `*`, the same answer either way, so nothing is disclosed.
+            let line = match readable {
+                Some((conversation, _)) => self.markread_line(&conversation, None).await,
+                None => self.server_line("MARKREAD", vec![target, "*".to_string()]),
+            };
+            return Ok(vec![line]);
+        };
+        let Some((conversation, scope)) = readable else {
             return Ok(vec![self.fail(
                 "MARKREAD",
                 "INVALID_PARAMS",
                 &[target.as_str()],
                 "No such conversation, or you may not read it",
             )]);
-        };
-        let Some(stamp) = m.param(1) else {
-            let line = self.markread_line(&conversation, None).await;
-            return Ok(vec![line]);
         };
         let Some(Point::Time(t)) = parse_point(stamp) else {
             return Ok(vec![self.fail(
@@ -363,7 +385,7 @@ impl<S: Stream> Session<S> {
             Some(micros) => format!("timestamp={}", irc_time(&format_timestamp(micros))),
             None => "*".to_string(),
         };
-        IrcMessage::new("MARKREAD", [conversation.to_string(), value]).from_source(SERVER_NAME)
+        self.server_line("MARKREAD", vec![conversation.to_string(), value])
     }
 }
 

@@ -10,7 +10,7 @@ use super::message::IrcMessage;
 use super::numerics::*;
 use super::session::{Done, End, Incoming, Reply, Session, Stream};
 use super::translate::message_lines;
-use super::{MULTILINE_MAX_LINES, SERVER_NAME};
+use super::MULTILINE_MAX_LINES;
 use crate::auth::AuthedUser;
 use crate::protocol::{format_timestamp, Message, MessageKind, Username};
 use crate::store::{NewMessage, StoreError, Target};
@@ -23,6 +23,21 @@ impl<S: Stream> Session<S> {
         label: Option<String>,
     ) -> Result<Reply, End> {
         let notice = m.command == "NOTICE";
+        let reply = self.privmsg_or_refusal(user, m, notice, label).await?;
+        // NOTICE never causes an automatic reply: its refusals are not sent (its echo is).
+        Ok(match reply {
+            Reply::Now(_) if notice => Reply::Now(Vec::new()),
+            other => other,
+        })
+    }
+
+    async fn privmsg_or_refusal(
+        &mut self,
+        user: &AuthedUser,
+        m: &IrcMessage,
+        notice: bool,
+        label: Option<String>,
+    ) -> Result<Reply, End> {
         let Some(target) = m.param(0).filter(|t| !t.is_empty()) else {
             return Ok(Reply::Now(vec![self.num(
                 ERR_NORECIPIENT,
@@ -105,10 +120,11 @@ impl<S: Stream> Session<S> {
             self.caps,
             self.caps.has(Cap::EchoMessage),
         );
+        let server = self.server_name().to_string();
         // The echo's multiline batch (if any) opens and closes within one write, so its
         // reference only has to be unique among the batches open at that moment.
         let mut batch_seq = 0;
-        self.in_flight.push(
+        self.answer_later(
             async move {
                 let lines = match writer.send(message).await {
                     Ok(c) if echo => {
@@ -122,7 +138,7 @@ impl<S: Stream> Session<S> {
                             member: None,
                             action,
                         };
-                        let mut lines = message_lines(&stored, &me, caps, &mut batch_seq);
+                        let mut lines = message_lines(&stored, &me, &server, caps, &mut batch_seq);
                         for l in &mut lines {
                             if l.command == "PRIVMSG" {
                                 l.command = command.to_string();
@@ -131,7 +147,12 @@ impl<S: Stream> Session<S> {
                         lines
                     }
                     Ok(_) => Vec::new(),
-                    Err(e) => vec![send_refusal(&me, &to, &e)],
+                    // NOTICE never causes an automatic reply.
+                    Err(e) if notice => {
+                        log_unexpected(&e);
+                        Vec::new()
+                    }
+                    Err(e) => vec![send_refusal(&server, &me, &to, &e)],
                 };
                 Done::Reply { label, lines }
             }
@@ -165,27 +186,29 @@ impl<S: Stream> Session<S> {
         })
     }
 
-    /// BATCH from the client: `draft/multiline` batches become one message.
+    /// BATCH from the client: `draft/multiline` batches become one message. A label on the
+    /// opening `BATCH` labels the answer to the whole batch (the echo, or the refusal), which
+    /// comes at its end; the opening itself is not answered.
     pub(super) async fn batch(
         &mut self,
         user: &AuthedUser,
         m: &IrcMessage,
         label: Option<String>,
-    ) -> Result<Vec<IrcMessage>, End> {
+    ) -> Result<Reply, End> {
         let Some(reference) = m.param(0) else {
-            return Ok(self.need(m, 1).err().unwrap_or_default());
+            return Ok(Reply::Now(self.need(m, 1).err().unwrap_or_default()));
         };
         if let Some(reference) = reference.strip_prefix('+') {
             if m.param(1) != Some("draft/multiline") || !self.caps.has(Cap::Multiline) {
-                return Ok(vec![self.fail(
+                return Ok(Reply::Now(vec![self.fail(
                     "BATCH",
                     "UNKNOWN_TYPE",
                     &[],
                     "Only draft/multiline batches are accepted",
-                )]);
+                )]));
             }
             let Some(target) = m.param(2) else {
-                return Ok(self.need(m, 3).err().unwrap_or_default());
+                return Ok(Reply::Now(self.need(m, 3).err().unwrap_or_default()));
             };
             self.incoming = Some(Incoming {
                 reference: reference.to_string(),
@@ -196,29 +219,32 @@ impl<S: Stream> Session<S> {
                 notice: false,
                 failed: false,
             });
-            return Ok(Vec::new());
+            return Ok(Reply::Nothing);
         }
         let Some(batch) = self.incoming.take() else {
-            return Ok(vec![self.fail(
+            return Ok(Reply::Now(vec![self.fail(
                 "BATCH",
                 "INVALID_REFTAG",
                 &[],
                 "No batch is open",
-            )]);
+            )]));
         };
         if reference.strip_prefix('-') != Some(batch.reference.as_str()) {
-            return Ok(vec![self.fail(
+            return Ok(Reply::Now(vec![self.fail(
                 "BATCH",
                 "INVALID_REFTAG",
                 &[],
                 "That batch is not open",
-            )]);
+            )]));
         }
         if batch.failed {
-            return Ok(Vec::new());
+            // Answered (with its label) when it failed.
+            return Ok(Reply::Nothing);
         }
         if crate::protocol::is_blank(&batch.body) {
-            return Ok(vec![self.num(ERR_NOTEXTTOSEND, ["No text to send"])]);
+            let line = self.num(ERR_NOTEXTTOSEND, ["No text to send"]);
+            self.answer(batch.label, vec![line]).await?;
+            return Ok(Reply::Nothing);
         }
         match self
             .send(
@@ -226,24 +252,43 @@ impl<S: Stream> Session<S> {
                 batch.target,
                 batch.body,
                 (batch.notice, false),
-                batch.label,
+                batch.label.clone(),
             )
             .await?
         {
-            Reply::Now(lines) => Ok(lines),
-            Reply::Later => Ok(Vec::new()),
+            Reply::Now(lines) => {
+                let lines = if batch.notice { Vec::new() } else { lines };
+                self.answer(batch.label, lines).await?;
+                Ok(Reply::Nothing)
+            }
+            _ => Ok(Reply::Nothing),
         }
     }
 
-    /// A line inside an open multiline batch.
-    pub(super) fn multiline_line(&mut self, reference: String, m: &IrcMessage) -> Vec<IrcMessage> {
+    /// A line inside an open multiline batch: nothing, or the `FAIL` ending the batch (with
+    /// the batch's label, as the answer to it).
+    pub(super) fn multiline_line(
+        &mut self,
+        reference: String,
+        m: &IrcMessage,
+    ) -> (Option<String>, Vec<IrcMessage>) {
         let max_bytes = self.state.limits.max_body;
+        let server = self.server_name().to_string();
+        let fail = |code: &str, context: &[&str], text: &str| {
+            let mut params = vec!["BATCH".to_string(), code.to_string()];
+            params.extend(context.iter().map(|s| s.to_string()));
+            params.push(text.to_string());
+            IrcMessage::new("FAIL", params).from_source(server.as_str())
+        };
         let Some(batch) = self.incoming.as_mut().filter(|b| b.reference == reference) else {
-            return vec![self.fail(&m.command, "INVALID_REFTAG", &[], "That batch is not open")];
+            let line = self.fail(&m.command, "INVALID_REFTAG", &[], "That batch is not open");
+            return (None, vec![line]);
         };
         if batch.failed {
-            return Vec::new();
+            return (None, Vec::new());
         }
+        let text = m.param(1).unwrap_or("");
+        let concat = m.tag_value("draft/multiline-concat").is_some();
         let problem = if !matches!(m.command.as_str(), "PRIVMSG" | "NOTICE") {
             Some((
                 "MULTILINE_INVALID",
@@ -254,15 +299,18 @@ impl<S: Stream> Session<S> {
                 "MULTILINE_INVALID_TARGET",
                 "Every line must have the batch's target",
             ))
+        } else if concat && text.is_empty() {
+            Some((
+                "MULTILINE_INVALID",
+                "A blank line cannot be concatenated (draft/multiline-concat)",
+            ))
         } else {
             None
         };
         if let Some((code, text)) = problem {
             batch.failed = true;
-            return vec![self.fail("BATCH", code, &[], text)];
+            return (batch.label.take(), vec![fail(code, &[], text)]);
         }
-        let text = m.param(1).unwrap_or("");
-        let concat = m.tag_value("draft/multiline-concat").is_some();
         if batch.lines > 0 && !concat {
             batch.body.push('\n');
         }
@@ -271,23 +319,33 @@ impl<S: Stream> Session<S> {
         batch.notice = m.command == "NOTICE";
         if batch.lines > MULTILINE_MAX_LINES {
             batch.failed = true;
-            return vec![self.fail(
-                "BATCH",
+            let line = fail(
                 "MULTILINE_MAX_LINES",
                 &[&MULTILINE_MAX_LINES.to_string()],
                 "Too many lines in the batch",
-            )];
+            );
+            return (batch.label.take(), vec![line]);
         }
         if batch.body.len() > max_bytes {
             batch.failed = true;
-            return vec![self.fail(
-                "BATCH",
+            let line = fail(
                 "MULTILINE_MAX_BYTES",
                 &[&max_bytes.to_string()],
                 "The batch is too long",
-            )];
+            );
+            return (batch.label.take(), vec![line]);
         }
-        Vec::new()
+        (None, Vec::new())
+    }
+}
+
+/// Logs a writer failure that is not a refusal (a refused NOTICE is not answered).
+fn log_unexpected(e: &StoreError) {
+    if !matches!(
+        e,
+        StoreError::NotMember(_) | StoreError::UnknownRoom(_) | StoreError::Forbidden(_)
+    ) {
+        tracing::error!(error = %e, "IRC send failed");
     }
 }
 
@@ -303,7 +361,7 @@ pub(super) fn ctcp_action(text: &str) -> Option<&str> {
 }
 
 /// The numeric refusing a send, from the writer's answer.
-fn send_refusal(me: &str, to: &str, e: &StoreError) -> IrcMessage {
+fn send_refusal(server: &str, me: &str, to: &str, e: &StoreError) -> IrcMessage {
     let (code, text) = match e {
         StoreError::NotMember(text) => (ERR_CANNOTSENDTOCHAN, text.clone()),
         StoreError::UnknownRoom(_) => (ERR_NOSUCHCHANNEL, "No such channel".to_string()),
@@ -316,5 +374,5 @@ fn send_refusal(me: &str, to: &str, e: &StoreError) -> IrcMessage {
             )
         }
     };
-    IrcMessage::new(code, [me, to, text.as_str()]).from_source(SERVER_NAME)
+    IrcMessage::new(code, [me, to, text.as_str()]).from_source(server)
 }

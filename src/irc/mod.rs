@@ -46,8 +46,73 @@ use tokio_util::sync::CancellationToken;
 
 use crate::server::{AddressSlot, ServerState};
 
-/// The name the gateway uses as its own source and as every user's host.
-pub const SERVER_NAME: &str = "chatd";
+/// Every user's host in their IRC source (`alice!alice@chatd`), and the server name when
+/// none is configured or found ([`default_server_name`]).
+pub const USER_HOST: &str = "chatd";
+
+/// Longest configurable IRC server name (a DNS name's limit).
+pub const MAX_SERVER_NAME_LEN: usize = 253;
+
+/// The gateway's IRC server name: the source of its own lines (`:chat.example.org 001 …`),
+/// in `002`, `004`, `312`, `352` and the MOTD. Built only by [`IrcServerName::parse`]:
+/// 1 to [`MAX_SERVER_NAME_LEN`] characters from `A-Z a-z 0-9 . - _`, not starting with `-`
+/// or `.` (a host name, or an IPv4 address, as IRC clients expect).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IrcServerName(String);
+
+/// Why a server name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "irc_server_name {0:?} is not a server name: 1 to 253 characters from A-Z, a-z, 0-9,      '.', '-', '_', not starting with '-' or '.'"
+)]
+pub struct BadServerName(pub String);
+
+impl IrcServerName {
+    /// Parses a server name.
+    pub fn parse(name: &str) -> Result<IrcServerName, BadServerName> {
+        let valid = !name.is_empty()
+            && name.len() <= MAX_SERVER_NAME_LEN
+            && !name.starts_with(['-', '.'])
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+        if valid {
+            Ok(IrcServerName(name.to_string()))
+        } else {
+            Err(BadServerName(name.to_string()))
+        }
+    }
+
+    /// The server name when none is configured: the first of `tls_names` that is one (the
+    /// name clients connect to), else this host's name, else [`USER_HOST`].
+    pub fn default_for(tls_names: &[String]) -> IrcServerName {
+        let host = gethostname::gethostname().into_string().ok();
+        tls_names
+            .iter()
+            .map(String::as_str)
+            .chain(host.as_deref())
+            .find_map(|n| IrcServerName::parse(n).ok())
+            .unwrap_or_default()
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for IrcServerName {
+    /// [`USER_HOST`]: `chatd`.
+    fn default() -> Self {
+        IrcServerName(USER_HOST.to_string())
+    }
+}
+
+impl std::fmt::Display for IrcServerName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// The device an IRC login uses when the user name names none (`account` rather than
 /// `account@device`).
@@ -120,4 +185,26 @@ pub(crate) async fn serve_plain(
 ) {
     let _ = tcp.set_nodelay(true);
     session::run(state, tcp, peer, shutdown).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_are_host_names_and_default_to_the_first_tls_name() {
+        for good in ["chat.example.org", "chatd", "192.0.2.7", "irc_1-a"] {
+            assert_eq!(IrcServerName::parse(good).unwrap().as_str(), good);
+        }
+        for bad in ["", "a b", "-x", ".x", "::1", "a!b", "a@b", &"x".repeat(254)] {
+            assert!(IrcServerName::parse(bad).is_err(), "{bad:?}");
+        }
+        let names = ["::1".to_string(), "chat.example.org".to_string()];
+        assert_eq!(
+            IrcServerName::default_for(&names).as_str(),
+            "chat.example.org"
+        );
+        let host = IrcServerName::default_for(&[]);
+        assert!(IrcServerName::parse(host.as_str()).is_ok());
+    }
 }

@@ -10,13 +10,16 @@ use base64::Engine;
 use super::caps::{self, Cap};
 use super::message::IrcMessage;
 use super::numerics::*;
-use super::session::{End, Session, Stream};
-use super::{DEFAULT_DEVICE, SERVER_NAME};
+use super::session::{End, Sasl, Session, Stream};
+use super::{DEFAULT_DEVICE, USER_HOST};
 use crate::auth::{AuthError, AuthedUser};
 use crate::protocol::{Secret, MAX_ROOM_NAME_LEN, MAX_USERNAME_LEN};
 
 /// Longest SASL response accepted (base64 of `authzid\0authcid\0password`).
 const MAX_SASL_BYTES: usize = 2048;
+
+/// Length of a full `AUTHENTICATE` chunk: a shorter one (or `+`) is the last.
+const SASL_CHUNK: usize = 400;
 
 /// Longest IRC device name.
 const MAX_DEVICE_LEN: usize = 32;
@@ -48,13 +51,14 @@ impl<S: Stream> Session<S> {
                 None => Ok(vec![self.num("431", ["No nickname given"])]),
             },
             "USER" => {
-                if m.params.len() < 4 {
-                    return Ok(vec![self.num(ERR_NEEDMOREPARAMS, ["USER", "Not enough parameters"])]);
+                // Four parameters, none empty (an empty realname too is refused).
+                if let Err(lines) = self.need(&m, 4) {
+                    return Ok(lines);
                 }
                 self.got_user = true;
                 self.try_register().await
             }
-            "PING" => Ok(vec![pong(&m)]),
+            "PING" => Ok(vec![self.pong(&m)]),
             "PONG" => Ok(Vec::new()),
             "QUIT" => Err(End::Close("Closing link (quit)".into())),
             _ => Ok(vec![self.num(
@@ -67,10 +71,11 @@ impl<S: Stream> Session<S> {
     /// CAP LS / LIST / REQ / END, before and after registration.
     pub(super) fn cap(&mut self, m: &IrcMessage) -> Result<Vec<IrcMessage>, End> {
         let nick = self.nick();
+        let server = self.server_name().to_string();
         let reply = |params: Vec<String>| {
             let mut all = vec![nick.clone()];
             all.extend(params);
-            IrcMessage::new("CAP", all).from_source(SERVER_NAME)
+            IrcMessage::new("CAP", all).from_source(server.as_str())
         };
         let sub = m.param(0).unwrap_or("").to_ascii_uppercase();
         match sub.as_str() {
@@ -137,15 +142,26 @@ impl<S: Stream> Session<S> {
                 ["AUTHENTICATE", "Not enough parameters"],
             )]);
         };
+        if matches!(self.sasl, Sasl::Discarding) {
+            if arg.eq_ignore_ascii_case("PLAIN") {
+                // A new exchange, not a chunk of the old one.
+                self.sasl = Sasl::Idle;
+            } else {
+                if arg.len() < SASL_CHUNK {
+                    self.sasl = Sasl::Idle;
+                }
+                return Ok(Vec::new());
+            }
+        }
         if arg == "*" {
-            self.sasl = None;
+            self.sasl = Sasl::Idle;
             return Ok(vec![
                 self.num(ERR_SASLABORTED, ["SASL authentication aborted"])
             ]);
         }
-        let Some(buffer) = self.sasl.as_mut() else {
+        let Sasl::Plain(buffer) = &mut self.sasl else {
             if arg.eq_ignore_ascii_case("PLAIN") {
-                self.sasl = Some(String::new());
+                self.sasl = Sasl::Plain(String::new());
                 return Ok(vec![IrcMessage::new("AUTHENTICATE", ["+"])]);
             }
             return Ok(vec![
@@ -153,18 +169,24 @@ impl<S: Stream> Session<S> {
                 self.num(ERR_SASLFAIL, ["SASL authentication failed"]),
             ]);
         };
+        if arg.len() > SASL_CHUNK {
+            // Chunks are at most 400 bytes: this one is not part of a valid exchange.
+            self.sasl = Sasl::Idle;
+            return Ok(vec![self.num(ERR_SASLTOOLONG, ["SASL message too long"])]);
+        }
         if arg != "+" {
             buffer.push_str(arg);
         }
+        let more = arg.len() == SASL_CHUNK;
         if buffer.len() > MAX_SASL_BYTES {
-            self.sasl = None;
+            // One answer ends the exchange; the rest of the client's chunks are dropped.
+            self.sasl = if more { Sasl::Discarding } else { Sasl::Idle };
             return Ok(vec![self.num(ERR_SASLTOOLONG, ["SASL message too long"])]);
         }
-        if arg.len() == 400 {
-            // More chunks follow.
+        if more {
             return Ok(Vec::new());
         }
-        let Some(data) = self.sasl.take() else {
+        let Sasl::Plain(data) = std::mem::replace(&mut self.sasl, Sasl::Idle) else {
             return Ok(Vec::new());
         };
         let Some((authzid, authcid, password)) = decode_plain(&data) else {
@@ -188,7 +210,7 @@ impl<S: Stream> Session<S> {
                     self.num(
                         RPL_LOGGEDIN,
                         [
-                            format!("{nick}!{name}@{SERVER_NAME}"),
+                            format!("{nick}!{name}@{USER_HOST}"),
                             name.clone(),
                             format!("You are now logged in as {name}"),
                         ],
@@ -314,20 +336,26 @@ impl<S: Stream> Session<S> {
         {
             lines.push(
                 IrcMessage::new("NICK", [nick.clone()])
-                    .from_source(format!("{asked}!{nick}@{SERVER_NAME}")),
+                    .from_source(format!("{asked}!{nick}@{USER_HOST}")),
             );
         }
         let version = format!("chatd-{}", env!("CARGO_PKG_VERSION"));
         lines.push(self.num(RPL_WELCOME, [format!("Welcome to chatd, {nick}")]));
         lines.push(self.num(
             RPL_YOURHOST,
-            [format!("Your host is {SERVER_NAME}, running {version}")],
+            [format!(
+                "Your host is {}, running {version}",
+                self.server_name()
+            )],
         ));
         lines.push(self.num(
             RPL_CREATED,
             ["This server speaks IRC as a gateway to chatd"],
         ));
-        lines.push(self.num(RPL_MYINFO, [SERVER_NAME, version.as_str(), "i", "inot"]));
+        lines.push(self.num(
+            RPL_MYINFO,
+            [self.server_name(), version.as_str(), "i", "inot"],
+        ));
         for tokens in self.isupport().chunks(12) {
             let mut params: Vec<String> = tokens.to_vec();
             params.push("are supported by this server".into());
@@ -365,27 +393,26 @@ impl<S: Stream> Session<S> {
         ]
     }
 
+    /// The PONG answering a PING, or `461` when it has no token.
+    pub(super) fn pong(&self, m: &IrcMessage) -> IrcMessage {
+        match m.param(0) {
+            Some(token) => self.server_line(
+                "PONG",
+                vec![self.server_name().to_string(), token.to_string()],
+            ),
+            None => self.num(ERR_NEEDMOREPARAMS, ["PING", "Not enough parameters"]),
+        }
+    }
+
     /// The message of the day.
     pub(super) fn motd(&self) -> Vec<IrcMessage> {
         vec![
-            self.num(RPL_MOTDSTART, [format!("- {SERVER_NAME} message of the day -")]),
+            self.num(RPL_MOTDSTART, [format!("- {} message of the day -", self.server_name())]),
             self.num(RPL_MOTD, ["- This is the IRC gateway of a chatd server: your account, your history and your offline messages, on the same core as the chat client."]),
             self.num(RPL_MOTD, ["- Rooms are channels; direct messages are queries. CHATHISTORY and read markers are supported."]),
             self.num(RPL_ENDOFMOTD, ["End of /MOTD command"]),
         ]
     }
-}
-
-/// The PONG answering a PING.
-pub(super) fn pong(m: &IrcMessage) -> IrcMessage {
-    IrcMessage::new(
-        "PONG",
-        [
-            SERVER_NAME.to_string(),
-            m.param(0).unwrap_or("").to_string(),
-        ],
-    )
-    .from_source(SERVER_NAME)
 }
 
 /// Decodes a SASL PLAIN response into (authzid, authcid, password).

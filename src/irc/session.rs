@@ -1,6 +1,11 @@
 //! One IRC connection: reads lines, registers, then translates commands into core requests
 //! and core deliveries into lines, in full duplex from one task with `select!`.
 //!
+//! Answers leave in the order their commands came: an answer that waits for the writer (an
+//! echo, a refusal) holds back the answers to later commands, which queue behind it in
+//! `replies`, while the session goes on reading and handing sends to the writer. Deliveries
+//! (messages from others) are not answers and are written as they come.
+//!
 //! Delivery is the native backlog → live hand-off (`server::session::stream_backlog`) after
 //! this device's cursor. The cursor moves only when the client answers a `PING` sent after
 //! the messages (its `PONG` proves it read everything written before): at most one such PING
@@ -12,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
-use futures::{SinkExt, StreamExt};
+use futures::stream::{FuturesOrdered, FuturesUnordered};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
@@ -25,7 +30,7 @@ use super::codec::{IrcCodec, Line, MAX_CLIENT_LINE};
 use super::message::IrcMessage;
 use super::numerics::*;
 use super::translate::message_lines;
-use super::{MAX_UNREGISTERED_LINES, SERVER_NAME};
+use super::MAX_UNREGISTERED_LINES;
 use crate::auth::AuthedUser;
 use crate::protocol::codec::parse_server_frame;
 use crate::protocol::{ErrorCode, ServerFrame};
@@ -61,10 +66,24 @@ pub(super) enum Done {
 
 /// What a command handler produced.
 pub(super) enum Reply {
-    /// Lines to write now (labelled as the command was).
+    /// The answer, complete (labelled as the command was; none is an `ACK` when labelled).
     Now(Vec<IrcMessage>),
-    /// The answer comes later, from `in_flight`.
+    /// The answer comes later: the handler queued it in `replies`.
     Later,
+    /// No answer at all, not even an `ACK`: the command is part of a larger one (the opening
+    /// `BATCH` of a multiline message, answered at its end).
+    Nothing,
+}
+
+/// Where a SASL exchange is.
+pub(super) enum Sasl {
+    /// No exchange: the next `AUTHENTICATE` names a mechanism.
+    Idle,
+    /// PLAIN was chosen: the response received so far.
+    Plain(String),
+    /// The exchange ended with an error while the client was still sending chunks: they
+    /// are dropped, unanswered, up to its last one (shorter than 400 bytes, or `+`).
+    Discarding,
 }
 
 /// A `draft/multiline` batch being received.
@@ -90,13 +109,17 @@ pub(super) struct Session<S> {
     pub requested_nick: Option<String>,
     pub got_user: bool,
     pub pass: Option<crate::protocol::Secret>,
-    /// SASL PLAIN data received so far, once a mechanism was chosen.
-    pub sasl: Option<String>,
+    /// Where the SASL exchange is.
+    pub sasl: Sasl,
     pub user: Option<AuthedUser>,
     pub registered: bool,
     unregistered_lines: usize,
     pub guard: Option<SessionGuard>,
     pub kicked: Option<mpsc::Receiver<ErrorCode>>,
+    /// Answers to commands, in command order: each is written once it and every answer
+    /// before it are complete.
+    pub replies: FuturesOrdered<BoxFuture<'static, Done>>,
+    /// Acknowledgements (cursor moves) in flight; they answer nothing.
     pub in_flight: FuturesUnordered<BoxFuture<'static, Done>>,
     pub backlog: Option<mpsc::Receiver<BacklogEvent>>,
     live: Option<LiveQueue>,
@@ -134,12 +157,13 @@ pub(super) async fn run<S: Stream>(
         requested_nick: None,
         got_user: false,
         pass: None,
-        sasl: None,
+        sasl: Sasl::Idle,
         user: None,
         registered: false,
         unregistered_lines: 0,
         guard: None,
         kicked: None,
+        replies: FuturesOrdered::new(),
         in_flight: FuturesUnordered::new(),
         backlog: None,
         live: None,
@@ -196,6 +220,9 @@ impl<S: Stream> Session<S> {
                         _ => "Closed by the server".into(),
                     });
                 }
+                Some(done) = self.replies.next(), if !self.replies.is_empty() => {
+                    self.on_done(done).await
+                }
                 Some(done) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     self.on_done(done).await
                 }
@@ -209,7 +236,7 @@ impl<S: Stream> Session<S> {
                     }
                 }
                 // Like the native session: stop reading while too many sends are in flight.
-                line = self.framed.next(), if self.in_flight.len() < limits.max_in_flight => {
+                line = self.framed.next(), if self.in_flight.len() + self.replies.len() < limits.max_in_flight => {
                     match line {
                         None | Some(Err(_)) => return End::Gone,
                         Some(Ok(line)) => {
@@ -227,7 +254,8 @@ impl<S: Stream> Session<S> {
                         return End::Close(format!("Ping timeout: {} seconds", limits.idle_timeout.as_secs()));
                     }
                     self.keepalive_sent = true;
-                    self.write(vec![IrcMessage::new("PING", [SERVER_NAME])]).await
+                    let ping = IrcMessage::new("PING", [self.server_name().to_string()]);
+                    self.write(vec![ping]).await
                 }
             };
             if let Err(end) = result {
@@ -244,13 +272,23 @@ impl<S: Stream> Session<S> {
         }
     }
 
+    /// The gateway's server name: the source of its own lines.
+    pub fn server_name(&self) -> &str {
+        self.state.irc_server_name.as_str()
+    }
+
+    /// A line from the server itself.
+    pub fn server_line(&self, command: &str, params: Vec<String>) -> IrcMessage {
+        IrcMessage::new(command, params).from_source(self.server_name())
+    }
+
     /// A numeric reply to this client.
     pub fn num<I, P>(&self, code: &str, params: I) -> IrcMessage
     where
         I: IntoIterator<Item = P>,
         P: Into<String>,
     {
-        let mut m = IrcMessage::new(code, [self.nick()]).from_source(SERVER_NAME);
+        let mut m = IrcMessage::new(code, [self.nick()]).from_source(self.server_name());
         m.params.extend(params.into_iter().map(Into::into));
         m
     }
@@ -260,7 +298,28 @@ impl<S: Stream> Session<S> {
         let mut params = vec![command.to_string(), code.to_string()];
         params.extend(context.iter().map(|s| s.to_string()));
         params.push(text.to_string());
-        IrcMessage::new("FAIL", params).from_source(SERVER_NAME)
+        self.server_line("FAIL", params)
+    }
+
+    /// Answers a command: written now when no earlier command's answer is still pending,
+    /// otherwise queued behind those.
+    pub async fn answer(
+        &mut self,
+        label: Option<String>,
+        lines: Vec<IrcMessage>,
+    ) -> Result<(), End> {
+        if self.replies.is_empty() {
+            let lines = self.labeled(label, lines);
+            return self.write(lines).await;
+        }
+        self.replies
+            .push_back(futures::future::ready(Done::Reply { label, lines }).boxed());
+        Ok(())
+    }
+
+    /// Queues an answer that `future` will produce, behind every earlier command's answer.
+    pub fn answer_later(&mut self, future: BoxFuture<'static, Done>) {
+        self.replies.push_back(future);
     }
 
     async fn on_line(&mut self, line: Line) -> Result<(), End> {
@@ -273,7 +332,7 @@ impl<S: Stream> Session<S> {
         let message = match line {
             Line::TooLong => {
                 let m = self.num(ERR_INPUTTOOLONG, ["Input line was too long"]);
-                return self.write(vec![m]).await;
+                return self.answer(None, vec![m]).await;
             }
             Line::NotUtf8(lossy) => {
                 let command = IrcMessage::parse(&lossy).map_or("*".to_string(), |m| m.command);
@@ -283,7 +342,11 @@ impl<S: Stream> Session<S> {
                     &[],
                     "Message rejected: lines must be UTF-8 without NUL bytes",
                 );
-                return self.write(vec![m]).await;
+                return self.answer(None, vec![m]).await;
+            }
+            Line::Text(text) if tag_bytes(&text) > MAX_CLIENT_TAG_BYTES => {
+                let m = self.num(ERR_INPUTTOOLONG, ["Input line was too long (tags)"]);
+                return self.answer(None, vec![m]).await;
             }
             Line::Text(text) => match IrcMessage::parse(&text) {
                 Some(m) => m,
@@ -297,8 +360,8 @@ impl<S: Stream> Session<S> {
         };
         if self.incoming.is_some() && message.command != "BATCH" {
             if let Some(reference) = message.tag_value("batch") {
-                let lines = self.multiline_line(reference.to_string(), &message);
-                return self.write(lines).await;
+                let (label, lines) = self.multiline_line(reference.to_string(), &message);
+                return self.answer(label, lines).await;
             }
         }
         let reply = if self.registered {
@@ -307,11 +370,8 @@ impl<S: Stream> Session<S> {
             Reply::Now(self.register_command(message).await?)
         };
         match reply {
-            Reply::Now(lines) => {
-                let lines = self.labeled(label, lines);
-                self.write(lines).await
-            }
-            Reply::Later => Ok(()),
+            Reply::Now(lines) => self.answer(label, lines).await,
+            Reply::Later | Reply::Nothing => Ok(()),
         }
     }
 
@@ -337,23 +397,20 @@ impl<S: Stream> Session<S> {
     ) -> Vec<IrcMessage> {
         let Some(label) = label else { return lines };
         match lines.len() {
-            0 => vec![IrcMessage::new("ACK", Vec::<String>::new())
-                .from_source(SERVER_NAME)
-                .tag("label", label)],
+            0 => vec![self.server_line("ACK", Vec::new()).tag("label", label)],
             1 => {
                 lines[0].tags.insert(0, ("label".into(), Some(label)));
                 lines
             }
             _ if self.caps.has(Cap::Batch) => {
                 let reference = self.next_batch();
-                let start = IrcMessage::new(
-                    "BATCH",
-                    [format!("+{reference}"), "labeled-response".into()],
-                )
-                .from_source(SERVER_NAME)
-                .tag("label", label);
-                let end =
-                    IrcMessage::new("BATCH", [format!("-{reference}")]).from_source(SERVER_NAME);
+                let start = self
+                    .server_line(
+                        "BATCH",
+                        vec![format!("+{reference}"), "labeled-response".into()],
+                    )
+                    .tag("label", label);
+                let end = self.server_line("BATCH", vec![format!("-{reference}")]);
                 let mut out = vec![start];
                 out.extend(in_batch(lines, &reference));
                 out.push(end);
@@ -430,7 +487,13 @@ impl<S: Stream> Session<S> {
                 let mut lines = Vec::new();
                 for m in &page {
                     if !self.echoed.remove(&m.id) {
-                        lines.extend(message_lines(m, &me, self.caps, &mut self.batch_seq));
+                        lines.extend(message_lines(
+                            m,
+                            &me,
+                            self.state.irc_server_name.as_str(),
+                            self.caps,
+                            &mut self.batch_seq,
+                        ));
                     }
                 }
                 self.write(lines).await?;
@@ -458,7 +521,13 @@ impl<S: Stream> Session<S> {
                     self.max_pushed = self.max_pushed.max(message.id);
                     return self.request_ack().await;
                 }
-                let lines = message_lines(&message, &self.nick(), self.caps, &mut self.batch_seq);
+                let lines = message_lines(
+                    &message,
+                    &self.nick(),
+                    self.state.irc_server_name.as_str(),
+                    self.caps,
+                    &mut self.batch_seq,
+                );
                 self.write(lines).await?;
                 self.max_pushed = self.max_pushed.max(message.id);
                 self.request_ack().await
@@ -526,6 +595,7 @@ impl<S: Stream> Session<S> {
                 // A PONG already proved what the client read: its acknowledgement still
                 // counts, and so does a message it sent.
                 let _ = timeout(grace, async {
+                    while self.replies.next().await.is_some() {}
                     while self.in_flight.next().await.is_some() {}
                 })
                 .await;
@@ -535,6 +605,11 @@ impl<S: Stream> Session<S> {
             End::Shutdown => "Server shutting down; reconnect later".to_string(),
         };
         let drain = async {
+            while let Some(done) = self.replies.next().await {
+                if self.on_done(done).await.is_err() {
+                    break;
+                }
+            }
             while let Some(done) = self.in_flight.next().await {
                 if self.on_done(done).await.is_err() {
                     break;
@@ -555,6 +630,18 @@ impl<S: Stream> Session<S> {
             }
         })
         .await;
+    }
+}
+
+/// Most bytes of tags a client may send (IRCv3 message-tags: 4094, without the leading `@`
+/// and the space after the tags); more is `417`.
+const MAX_CLIENT_TAG_BYTES: usize = 4094;
+
+/// The length of a client line's tag data (between the leading `@` and the first space).
+fn tag_bytes(line: &str) -> usize {
+    match line.trim_start_matches(' ').strip_prefix('@') {
+        Some(after) => after.find(' ').unwrap_or(after.len()),
+        None => 0,
     }
 }
 

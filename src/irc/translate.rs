@@ -12,12 +12,12 @@
 
 use super::caps::{Cap, Caps};
 use super::message::IrcMessage;
-use super::{LINELEN, SERVER_NAME};
+use super::{LINELEN, USER_HOST};
 use crate::protocol::{Message, MessageKind};
 
 /// `nick!nick@chatd`: every user's IRC source.
 pub fn source_of(nick: &str) -> String {
-    format!("{nick}!{nick}@{SERVER_NAME}")
+    format!("{nick}!{nick}@{USER_HOST}")
 }
 
 /// The server time of a message as IRC writes it: RFC 3339 with milliseconds.
@@ -40,6 +40,7 @@ pub fn parse_time(text: &str) -> Option<i64> {
 pub fn message_lines(
     message: &Message,
     me: &str,
+    server: &str,
     caps: Caps,
     next_batch: &mut u64,
 ) -> Vec<IrcMessage> {
@@ -58,10 +59,12 @@ pub fn message_lines(
         MessageKind::Text if message.action => action_lines(message, &from, tagged),
         MessageKind::Text => text_lines(message, &from, caps, next_batch, tagged),
         // The room is gone: the server removes every member.
-        MessageKind::Delete => vec![tagged(
-            IrcMessage::new("KICK", [target, me, ROOM_DELETED]).from_source(SERVER_NAME),
-        )
-        .tag("msgid", message.id.to_string())],
+        MessageKind::Delete => {
+            vec![
+                tagged(IrcMessage::new("KICK", [target, me, ROOM_DELETED]).from_source(server))
+                    .tag("msgid", message.id.to_string()),
+            ]
+        }
         MessageKind::Create | MessageKind::Join => event("JOIN", vec![target.to_string()]),
         MessageKind::Leave => event("PART", vec![target.to_string()]),
         MessageKind::Kick => event(
@@ -256,13 +259,19 @@ mod tests {
             c
         };
         let mut n = 0;
-        let lines = message_lines(&text("one\n\nthree"), "alice", all, &mut n);
+        let lines = message_lines(&text("one\n\nthree"), "alice", "chatd", all, &mut n);
         let rendered: Vec<String> = lines.iter().map(IrcMessage::to_line).collect();
         assert_eq!(rendered.len(), 5, "{rendered:#?}");
         assert!(rendered[0].starts_with("@time=2026-01-02T03:04:05.678Z;account=bob;msgid=42 :bob!bob@chatd BATCH +ml1 draft/multiline #ops"));
         assert!(rendered[2].ends_with("PRIVMSG #ops :"), "{}", rendered[2]);
 
-        let plain = message_lines(&text("one\n\nthree"), "alice", Caps::default(), &mut n);
+        let plain = message_lines(
+            &text("one\n\nthree"),
+            "alice",
+            "chatd",
+            Caps::default(),
+            &mut n,
+        );
         let bodies: Vec<&str> = plain.iter().map(|m| m.params[1].as_str()).collect();
         assert_eq!(bodies, ["one", " ", "three"]);
         assert_eq!(plain[0].tag_value("msgid"), Some("42"));
@@ -273,7 +282,7 @@ mod tests {
     fn long_lines_fit_the_line_length() {
         let body = "ü".repeat(1000);
         let mut n = 0;
-        let lines = message_lines(&text(&body), "alice", Caps::default(), &mut n);
+        let lines = message_lines(&text(&body), "alice", "chatd", Caps::default(), &mut n);
         assert!(lines.len() > 1);
         let mut joined = String::new();
         for l in &lines {
@@ -329,7 +338,7 @@ mod tests {
             c.set(Cap::Batch, true);
             c
         }] {
-            let lines = message_lines(&m, "alice", caps, &mut n);
+            let lines = message_lines(&m, "alice", "chatd", caps, &mut n);
             let bodies: Vec<&str> = lines.iter().map(|l| l.params[1].as_str()).collect();
             assert_eq!(
                 bodies,
@@ -340,7 +349,7 @@ mod tests {
         }
         let long = "word ".repeat(200);
         m.body = long.clone();
-        let lines = message_lines(&m, "alice", Caps::default(), &mut n);
+        let lines = message_lines(&m, "alice", "chatd", Caps::default(), &mut n);
         assert!(lines.len() > 1);
         let mut joined = String::new();
         for l in &lines {

@@ -101,6 +101,8 @@ pub struct ServerOptions {
     pub limits: Limits,
     /// Concurrent argon2 jobs (default: number of CPUs).
     pub hash_parallelism: usize,
+    /// The IRC gateway's server name.
+    pub irc_server_name: crate::irc::IrcServerName,
 }
 
 impl ServerOptions {
@@ -118,6 +120,7 @@ impl ServerOptions {
             durability,
             limits,
             hash_parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            irc_server_name: crate::irc::IrcServerName::default(),
         }
     }
 }
@@ -142,6 +145,8 @@ pub(crate) struct ServerState {
     pub writer: Writer,
     pub hub: Arc<Hub>,
     pub limits: Limits,
+    /// The IRC gateway's server name.
+    pub irc_server_name: crate::irc::IrcServerName,
     /// Recipients looked up recently; cleared whenever accounts change.
     users: Mutex<HashMap<String, UserRef>>,
     /// Rooms looked up recently; cleared whenever a room is deleted.
@@ -237,6 +242,7 @@ pub struct Server {
     state: Arc<ServerState>,
     tls: TlsReloader,
     fingerprint: Fingerprint,
+    certificate_sha256: tls::CertificateSha256,
     writer_task: tokio::task::JoinHandle<()>,
     /// Held until the database is closed at the end of [`Server::run_with`].
     lock: DbLock,
@@ -290,6 +296,7 @@ impl Server {
             writer,
             hub,
             limits: options.limits.clone(),
+            irc_server_name: options.irc_server_name.clone(),
             users: Mutex::new(HashMap::new()),
             rooms: Mutex::new(HashMap::new()),
         });
@@ -300,6 +307,7 @@ impl Server {
                 current: Arc::new(std::sync::RwLock::new(tls)),
             },
             fingerprint: identity.fingerprint,
+            certificate_sha256: identity.certificate_sha256,
             writer_task,
             lock,
         })
@@ -308,6 +316,12 @@ impl Server {
     /// The pin clients should use.
     pub fn fingerprint(&self) -> Fingerprint {
         self.fingerprint
+    }
+
+    /// The SHA-256 of the leaf certificate served at start: what IRC clients pin (WeeChat's
+    /// `tls_fingerprint`, irssi's `tls_pinned_cert`), unlike [`Server::fingerprint`].
+    pub fn certificate_sha256(&self) -> tls::CertificateSha256 {
+        self.certificate_sha256
     }
 
     /// A handle that reloads the certificate and key (for SIGHUP).

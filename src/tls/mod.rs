@@ -79,6 +79,39 @@ impl fmt::Debug for Fingerprint {
     }
 }
 
+/// SHA-256 of a whole DER certificate: what IRC clients pin (WeeChat's `tls_fingerprint`,
+/// irssi's `tls_pinned_cert`). It changes when the certificate is renewed, unlike
+/// [`Fingerprint`], which `chat` pins.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CertificateSha256([u8; 32]);
+
+impl CertificateSha256 {
+    /// The digest of a DER certificate.
+    pub fn of(cert: &CertificateDer<'_>) -> CertificateSha256 {
+        CertificateSha256(Sha256::digest(cert.as_ref()).into())
+    }
+
+    /// Upper-case hex pairs joined by colons (`AB:CD:…`), as `openssl x509 -fingerprint`
+    /// and irssi write it.
+    pub fn colons(&self) -> String {
+        let pairs: Vec<String> = self.0.iter().map(|b| format!("{b:02X}")).collect();
+        pairs.join(":")
+    }
+}
+
+impl fmt::Display for CertificateSha256 {
+    /// 64 lower-case hex digits, as WeeChat takes it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for CertificateSha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 /// Why a pin string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("a pin looks like sha256:<64 hex digits> (as printed by `chatd fingerprint`)")]
@@ -99,6 +132,8 @@ pub struct ServerIdentity {
     pub certs: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
     pub fingerprint: Fingerprint,
+    /// SHA-256 of the leaf certificate (what IRC clients pin).
+    pub certificate_sha256: CertificateSha256,
     /// True when this call generated a new key.
     pub generated_key: bool,
     pub cert_path: PathBuf,
@@ -212,6 +247,7 @@ pub fn load_pair(
         .first()
         .ok_or_else(|| TlsError::NoCertificate(cert_path.display().to_string()))?;
     let fingerprint = Fingerprint::of_cert(leaf)?;
+    let certificate_sha256 = CertificateSha256::of(leaf);
     let key_pem = read(key_path)?;
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| TlsError::Io {
@@ -223,6 +259,7 @@ pub fn load_pair(
         certs,
         key,
         fingerprint,
+        certificate_sha256,
         generated_key,
         cert_path: cert_path.to_path_buf(),
         key_path: key_path.to_path_buf(),

@@ -356,7 +356,7 @@ async fn irc_channels_are_rooms_both_ways() {
         .any(|m| m.command == "JOIN" && m.params == ["#ops"]));
     let names = lines.iter().find(|m| m.command == "353").unwrap();
     assert_eq!(names.params[3], "@alice");
-    let marker = alice.expect("MARKREAD").await;
+    let marker = lines.iter().find(|m| m.command == "MARKREAD").unwrap();
     assert_eq!(marker.params, ["#ops", "*"], "no read marker yet");
 
     let mut bob = native(&server, "bob").await;
@@ -988,6 +988,449 @@ fn plaintext_irc_is_refused_off_loopback_with_one_clear_line() {
     assert!(err.contains("not a loopback address"), "{err}");
 }
 
+// ----- issue 12: ordering, numerics, SASL, multiline, read markers, rejoin, server name ----
+
+/// The conversations a `CHATHISTORY TARGETS` command lists, in order.
+async fn targets(irc: &mut Irc, command: &str) -> Vec<String> {
+    irc.send(command).await;
+    let lines = irc
+        .until(|m| m.command == "BATCH" && m.params[0].starts_with('-'))
+        .await;
+    lines
+        .iter()
+        .filter(|m| m.command == "CHATHISTORY")
+        .map(|m| m.params[1].clone())
+        .collect()
+}
+
+/// The labels on the lines up to and including the first line labelled `last`.
+async fn labels_until(irc: &mut Irc, last: &str) -> Vec<String> {
+    let lines = irc.until(|m| m.tag_value("label") == Some(last)).await;
+    lines
+        .iter()
+        .filter_map(|m| m.tag_value("label").map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn irc_replies_leave_in_the_order_of_their_commands() {
+    let server = server_with(&["alice", "bob"]).await;
+    let _bob = native(&server, "bob").await;
+    let mut alice = Irc::login(&server, "alice").await;
+    alice.sync().await;
+    // A send's echo waits for the writer's commit; the PONG after it must still follow it.
+    for i in 0..30 {
+        alice
+            .send_raw(format!("PRIVMSG bob :m{i}\r\nPING t{i}\r\n").as_bytes())
+            .await;
+        let lines = alice
+            .until(|m| m.command == "PONG" && m.params.last() == Some(&format!("t{i}")))
+            .await;
+        let echoed = lines
+            .iter()
+            .any(|m| m.command == "PRIVMSG" && m.params == ["bob", &format!("m{i}")]);
+        assert!(
+            echoed,
+            "trial {i}: the echo must come before the PONG: {lines:#?}"
+        );
+    }
+    // Labelled answers, quick and slow, refusals included, in command order.
+    alice
+        .send_raw(
+            b"@label=a PRIVMSG bob :one\r\n@label=b PING :p\r\n@label=c PRIVMSG bob :two\r\n\
+              @label=d WHOIS bob\r\n@label=e PRIVMSG #nosuch :three\r\n\
+              @label=f PRIVMSG bob :four\r\n@label=g NAMES #nosuch\r\n",
+        )
+        .await;
+    assert_eq!(
+        labels_until(&mut alice, "g").await,
+        ["a", "b", "c", "d", "e", "f", "g"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn irc_numerics_name_what_they_should_and_notice_is_never_answered() {
+    let server = server_with(&["alice", "bob", "carol"]).await;
+    let mut bob = native(&server, "bob").await;
+    bob.client.room_create("#bobs", false).await.unwrap();
+    let mut alice = Irc::login(&server, "alice").await;
+    alice.sync().await;
+    // 443 names the nick that is already on the channel.
+    alice.send("JOIN #club").await;
+    alice.expect("366").await;
+    alice.send("JOIN #bobs").await;
+    alice.expect("366").await;
+    bob.client.room_join("#club").await.unwrap();
+    alice.expect("JOIN").await;
+    alice.send("INVITE bob #club").await;
+    let already = alice.expect("443").await;
+    assert_eq!(
+        already.params[..3],
+        ["alice", "bob", "#club"],
+        "{already:?}"
+    );
+    // INVITE and KICK by a non-member: 442, not 482.
+    alice.send("PART #bobs").await;
+    alice.expect("PART").await;
+    alice.send("INVITE carol #bobs").await;
+    assert_eq!(alice.expect("442").await.params[1], "#bobs");
+    alice.send("KICK #bobs carol").await;
+    assert_eq!(alice.expect("442").await.params[1], "#bobs");
+    // TOPIC and MODE of a channel that is not a room: 403.
+    for command in [
+        "TOPIC #nosuch",
+        "TOPIC #nosuch :new topic",
+        "MODE #nosuch",
+        "MODE #nosuch +i",
+    ] {
+        alice.send(command).await;
+        let reply = alice
+            .until(|m| m.command.len() == 3 && m.command.chars().all(|c| c.is_ascii_digit()))
+            .await
+            .pop()
+            .unwrap();
+        assert_eq!(
+            (reply.command.as_str(), reply.params[1].as_str()),
+            ("403", "#nosuch"),
+            "{command}"
+        );
+    }
+    // NOTICE never causes an automatic reply.
+    for command in [
+        "NOTICE #nosuch :hi",
+        "NOTICE nobody :hi",
+        "NOTICE #bobs :not a member",
+        "NOTICE bob,carol :two targets",
+        "NOTICE bob",
+    ] {
+        alice.send(command).await;
+    }
+    let lines = alice.sync().await;
+    assert_eq!(lines.len(), 1, "only the PONG: {lines:#?}");
+    // PING without a token: 461.
+    alice.send("PING").await;
+    assert_eq!(alice.expect("461").await.params[1], "PING");
+    // More than 4094 bytes of tags: 417, and nothing is sent; 4094 are fine.
+    let tags = |n: usize| format!("@+x={}", "a".repeat(n - 3));
+    alice
+        .send(&format!("{} PRIVMSG bob :too many tags", tags(4095)))
+        .await;
+    alice.expect("417").await;
+    alice
+        .send(&format!("{} PRIVMSG bob :tags at the limit", tags(4094)))
+        .await;
+    assert_eq!(native_message(&mut bob).await.body, "tags at the limit");
+    // USER with an empty realname: 461.
+    let mut fresh = Irc::plain(&server).await;
+    fresh.send("USER u * * :").await;
+    assert_eq!(fresh.expect("461").await.params[1], "USER");
+    fresh.send("PING").await;
+    assert_eq!(fresh.expect("461").await.params[1], "PING");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn irc_sasl_ends_a_bad_exchange_with_one_answer() {
+    let server = server_with(&["alice"]).await;
+    let mut irc = Irc::plain(&server).await;
+    irc.send("CAP REQ :sasl").await;
+    irc.expect("CAP").await;
+    // A chunk over 400 bytes is not data: 905.
+    irc.send("AUTHENTICATE PLAIN").await;
+    irc.expect("AUTHENTICATE").await;
+    irc.send(&format!("AUTHENTICATE {}", "A".repeat(500))).await;
+    irc.expect("905").await;
+    // An over-long response in full chunks: one 905, the rest of its chunks unanswered.
+    irc.send("AUTHENTICATE PLAIN").await;
+    irc.expect("AUTHENTICATE").await;
+    for _ in 0..8 {
+        irc.send(&format!("AUTHENTICATE {}", "A".repeat(400))).await;
+    }
+    irc.send("AUTHENTICATE AAAA").await;
+    let lines = irc.sync().await;
+    let numerics: Vec<&str> = lines
+        .iter()
+        .map(|m| m.command.as_str())
+        .filter(|c| *c != "PONG")
+        .collect();
+    assert_eq!(numerics, ["905"], "{lines:#?}");
+    // The next exchange starts afresh and succeeds.
+    irc.send("AUTHENTICATE PLAIN").await;
+    irc.expect("AUTHENTICATE").await;
+    irc.send(&format!("AUTHENTICATE {}", plain("alice", PASSWORD)))
+        .await;
+    let done = irc
+        .until(|m| m.command == "903" || m.command == "904")
+        .await;
+    assert_eq!(done.last().unwrap().command, "903", "{done:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn irc_multiline_batches_are_answered_once_and_blank_concat_lines_refused() {
+    let server = server_with(&["alice", "bob"]).await;
+    let mut bob = native(&server, "bob").await;
+    let mut alice = Irc::login(&server, "alice").await;
+    alice.sync().await;
+    // The label of the opening BATCH labels the one answer: the echo at the end.
+    alice.send("@label=ml BATCH +m draft/multiline bob").await;
+    alice.send("@batch=m PRIVMSG bob :first").await;
+    alice.send("@batch=m PRIVMSG bob :second").await;
+    alice.send("BATCH -m").await;
+    let lines = alice.sync().await;
+    let labelled: Vec<&IrcMessage> = lines
+        .iter()
+        .filter(|m| m.tag_value("label") == Some("ml"))
+        .collect();
+    assert_eq!(labelled.len(), 1, "{lines:#?}");
+    assert_eq!(labelled[0].command, "BATCH", "{lines:#?}");
+    assert!(!lines.iter().any(|m| m.command == "ACK"), "{lines:#?}");
+    assert_eq!(native_message(&mut bob).await.body, "first\nsecond");
+    // A blank line cannot be concatenated.
+    alice.send("@label=bl BATCH +c draft/multiline bob").await;
+    alice.send("@batch=c PRIVMSG bob :one").await;
+    alice
+        .send("@batch=c;draft/multiline-concat PRIVMSG bob :")
+        .await;
+    alice.send("@batch=c PRIVMSG bob :two").await;
+    alice.send("BATCH -c").await;
+    let lines = alice.sync().await;
+    let fail = lines.iter().find(|m| m.command == "FAIL").unwrap();
+    assert_eq!(fail.params[..2], ["BATCH", "MULTILINE_INVALID"]);
+    assert_eq!(fail.tag_value("label"), Some("bl"));
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|m| m.tag_value("label").is_some())
+            .count(),
+        1,
+        "{lines:#?}"
+    );
+    assert_quiet(&mut bob.events, Duration::from_millis(200)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn irc_read_markers_and_chathistory_targets_follow_the_specifications() {
+    let server = server_with(&["alice", "bob", "carol"]).await;
+    let (bob, _) = server.login("bob").await;
+    let (carol, _) = server.login("carol").await;
+    bob.client.room_create("#early", false).await.unwrap();
+    let mut alice = Irc::login(&server, "alice").await;
+    alice.sync().await;
+    // MARKREAD for a joined channel comes before the end of its member list.
+    alice.send("JOIN #early").await;
+    let lines = alice.until(|m| m.command == "366").await;
+    let marker = lines.iter().position(|m| m.command == "MARKREAD");
+    assert!(marker.is_some(), "MARKREAD before 366: {lines:#?}");
+    // A conversation that does not exist has no marker.
+    alice.send("MARKREAD #nosuch").await;
+    assert_eq!(alice.expect("MARKREAD").await.params, ["#nosuch", "*"]);
+    // Latest messages: #early first, then carol, then bob.
+    bob.client.send("#early", "early", "t1").await.unwrap();
+    carol
+        .client
+        .send("alice", "from carol", "t2")
+        .await
+        .unwrap();
+    bob.client.send("alice", "from bob", "t3").await.unwrap();
+    while alice.privmsg().await.params[1] != "from bob" {}
+    let all = "CHATHISTORY TARGETS timestamp=2000-01-01T00:00:00.000Z \
+               timestamp=2999-01-01T00:00:00.000Z 10";
+    assert_eq!(targets(&mut alice, all).await, ["#early", "carol", "bob"]);
+    let first_two = "CHATHISTORY TARGETS timestamp=2000-01-01T00:00:00.000Z \
+                     timestamp=2999-01-01T00:00:00.000Z 2";
+    assert_eq!(targets(&mut alice, first_two).await, ["#early", "carol"]);
+    let last_two = "CHATHISTORY TARGETS timestamp=2999-01-01T00:00:00.000Z \
+                    timestamp=2000-01-01T00:00:00.000Z 2";
+    assert_eq!(targets(&mut alice, last_two).await, ["carol", "bob"]);
+    // The history batch names the target as the client wrote it.
+    alice.send("CHATHISTORY LATEST Bob * 10").await;
+    let start = alice.expect("BATCH").await;
+    assert_eq!(start.params[1..], ["chathistory", "Bob"]);
+    alice
+        .until(|m| m.command == "BATCH" && m.params[0].starts_with('-'))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn irc_join_of_a_channel_already_joined_answers_nothing() {
+    let server = server_with(&["alice"]).await;
+    let mut alice = Irc::login(&server, "alice").await;
+    alice.send("JOIN #ops").await;
+    alice.until(|m| m.command == "366").await;
+    alice.send("JOIN #ops").await;
+    let lines = alice.sync().await;
+    assert_eq!(lines.len(), 1, "only the PONG: {lines:#?}");
+    // As WeeChat does after a reconnect: the registration shows the channel; the client's
+    // own JOIN changes nothing.
+    drop(alice);
+    let mut again = Irc::plain(&server).await;
+    again.sasl("alice", PASSWORD, ALL_CAPS).await;
+    again.until(|m| m.command == "366").await;
+    again.send("@label=j JOIN #ops").await;
+    let lines = again.sync().await;
+    assert_eq!(
+        lines.iter().map(|m| m.command.as_str()).collect::<Vec<_>>(),
+        ["ACK", "PONG"],
+        "{lines:#?}"
+    );
+}
+
+/// A TLS ClientHello (enough of one for the server to parse) naming `name` as SNI.
+fn client_hello_with_sni(name: &str) -> Vec<u8> {
+    let host = name.as_bytes();
+    let mut sni = Vec::new();
+    sni.extend(((host.len() + 3) as u16).to_be_bytes());
+    sni.push(0); // host_name
+    sni.extend((host.len() as u16).to_be_bytes());
+    sni.extend(host);
+    let mut extensions = Vec::new();
+    extensions.extend(0u16.to_be_bytes()); // server_name
+    extensions.extend((sni.len() as u16).to_be_bytes());
+    extensions.extend(sni);
+    extensions.extend(0x002bu16.to_be_bytes()); // supported_versions: TLS 1.3
+    extensions.extend([0, 3, 2, 3, 4]);
+    let mut hello = vec![3, 3];
+    hello.extend([7u8; 32]); // random
+    hello.push(0); // no session id
+    hello.extend([0, 2, 0x13, 0x01]); // TLS_AES_128_GCM_SHA256
+    hello.extend([1, 0]); // no compression
+    hello.extend((extensions.len() as u16).to_be_bytes());
+    hello.extend(extensions);
+    let mut handshake = vec![1]; // client_hello
+    handshake.extend(&(hello.len() as u32).to_be_bytes()[1..]);
+    handshake.extend(hello);
+    let mut record = vec![0x16, 3, 1];
+    record.extend((handshake.len() as u16).to_be_bytes());
+    record.extend(handshake);
+    record
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chatd_serve_names_the_irc_server_prints_the_certificate_pin_and_takes_ip_sni_quietly() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chatd.db");
+    let certs = dir.path().join("certs");
+    {
+        let store = chat_svc::store::Store::open(&db, chat_svc::store::Durability::Full)
+            .await
+            .unwrap();
+        let hasher = chat_svc::auth::Hasher::new(1).await.unwrap();
+        let hash = hasher
+            .hash(&chat_svc::protocol::Secret::new(PASSWORD))
+            .await
+            .unwrap();
+        store
+            .create_user(
+                &chat_svc::protocol::Username::parse("alice").unwrap(),
+                &hash,
+            )
+            .await
+            .unwrap();
+        store.close().await;
+    }
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .env_remove("RUST_LOG")
+        .env_remove("CHATD_CONFIG")
+        .env_remove("CHATD_IRC_SERVER_NAME")
+        .arg("--db")
+        .arg(&db)
+        .arg("--cert-dir")
+        .arg(&certs)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "--irc-listen",
+            "127.0.0.1:0",
+            "--irc-plain-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--irc-server-name", "irc.example.org"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    while printed.len() < 6 {
+        let line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+            .await
+            .expect("chatd serve printed too little")
+            .unwrap()
+            .unwrap_or_else(|| panic!("chatd serve exited; it printed {printed:#?}"));
+        printed.push(line);
+    }
+    let after = |prefix: &str| {
+        printed
+            .iter()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .map(str::to_string)
+            .collect::<Vec<String>>()
+    };
+    let tls: SocketAddr = after("IRC over TLS on ")[0].parse().unwrap();
+    let plain_addr: SocketAddr = after("plaintext IRC on ")[0].parse().unwrap();
+    // The certificate's SHA-256, in WeeChat's form and in irssi's.
+    let sha = certificate_sha256_in(&certs);
+    let colons = sha
+        .to_ascii_uppercase()
+        .as_bytes()
+        .chunks(2)
+        .map(|p| String::from_utf8(p.to_vec()).unwrap())
+        .collect::<Vec<_>>()
+        .join(":");
+    assert_eq!(
+        after("IRC certificate sha256 "),
+        [sha, colons],
+        "{printed:#?}"
+    );
+
+    // The configured server name is the source of the server's lines.
+    let mut irc = Irc::over(tokio::net::TcpStream::connect(plain_addr).await.unwrap());
+    irc.send(&format!("PASS alice:{PASSWORD}")).await;
+    irc.send("NICK alice").await;
+    irc.send("USER a 0 * :a").await;
+    let lines = irc.until(|m| m.command == "376").await;
+    let welcome = lines.iter().find(|m| m.command == "001").unwrap();
+    assert_eq!(welcome.source.as_deref(), Some("irc.example.org"));
+    irc.send("PING :x").await;
+    let pong = irc.expect("PONG").await;
+    assert_eq!(pong.source.as_deref(), Some("irc.example.org"));
+    assert_eq!(pong.params, ["irc.example.org", "x"]);
+
+    // A client naming an IP address as SNI (irssi and WeeChat do) is no warning.
+    for _ in 0..3 {
+        let mut tcp = tokio::net::TcpStream::connect(tls).await.unwrap();
+        tcp.write_all(&client_hello_with_sni("127.0.0.1"))
+            .await
+            .unwrap();
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut sink)).await;
+    }
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    assert!(stderr.contains("chatd started"), "{stderr}");
+    assert!(!stderr.contains("WARN"), "{stderr}");
+}
+
+/// The SHA-256 of the certificate in `certs` (what IRC clients pin).
+fn certificate_sha256_in(certs: &std::path::Path) -> String {
+    use sha2::Digest;
+    let pem = std::fs::read(certs.join("cert.pem")).unwrap();
+    let der = rustls_pemfile::certs(&mut pem.as_slice())
+        .next()
+        .unwrap()
+        .unwrap();
+    hex::encode(sha2::Sha256::digest(der.as_ref()))
+}
+
 // ----- properties of the line codec and the message syntax -------------------------------
 
 fn prop_config() -> proptest::test_runner::Config {
@@ -1076,13 +1519,7 @@ fn weechat_binary() -> Option<std::path::PathBuf> {
 
 /// The SHA-256 of the server's certificate (what WeeChat pins; our own pin is the key's).
 fn certificate_sha256(server: &TestServer) -> String {
-    use sha2::Digest;
-    let pem = std::fs::read(server.dir.path().join("certs").join("cert.pem")).unwrap();
-    let der = rustls_pemfile::certs(&mut pem.as_slice())
-        .next()
-        .unwrap()
-        .unwrap();
-    hex::encode(sha2::Sha256::digest(der.as_ref()))
+    certificate_sha256_in(&server.dir.path().join("certs"))
 }
 
 /// Writes commands to WeeChat's FIFO (one per line).
