@@ -257,7 +257,8 @@ mod tests {
     /// parent uses them all), and the submodules' uses of each other form no cycle.
     #[test]
     fn submodules_import_one_way() {
-        let declared: BTreeSet<&str> = code(include_str!("mod.rs"))
+        let parent = code(include_str!("mod.rs"));
+        let declared: BTreeSet<&str> = parent
             .lines()
             .filter_map(|l| l.trim().strip_prefix("mod ")?.strip_suffix(';'))
             .collect();
