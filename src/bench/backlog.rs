@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::load::{self, thousands, Counters};
-use super::report::round;
-use super::{Ctx, Report};
+use super::ctx::Ctx;
+use super::load::{self, Counters};
+use super::report::{round, thousands, Report};
 use crate::client::Event;
 
 /// Sender connections filling the queue, and sends in flight on each.

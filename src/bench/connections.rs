@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use futures::stream::{self, StreamExt};
 
-use super::load::{self, thousands};
-use super::report::round;
-use super::target::Target;
-use super::{Ctx, Report, TargetSpec};
+use super::ctx::Ctx;
+use super::load;
+use super::options::TargetSpec;
+use super::report::{round, thousands, Report};
+use super::target::{capacity_limits, Target};
 use crate::client::Connection;
 use crate::protocol::Secret;
 use crate::server::Limits;
@@ -57,7 +58,7 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
         (TargetSpec::InProcess { .. }, None) => {
             let limits = Limits {
                 max_connections: n + 16,
-                ..super::target::capacity_limits()
+                ..capacity_limits()
             };
             Target::in_process(o.durability, Some(limits)).await?
         }

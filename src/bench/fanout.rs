@@ -11,8 +11,9 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use tokio_util::sync::CancellationToken;
 
-use super::load::{self, thousands, Counters};
-use super::{Ctx, Report};
+use super::ctx::Ctx;
+use super::load::{self, Counters, Sender};
+use super::report::{thousands, Report};
 
 /// Members that send as well as receive (fewer if the room is smaller).
 const SENDERS: usize = 4;
@@ -66,7 +67,13 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
     let start = Instant::now();
     let deadline = start + o.duration;
     let tasks = load::spawn_closed_loop(
-        sending.into_iter().map(|c| (c, room.clone())).collect(),
+        sending
+            .into_iter()
+            .map(|client| Sender {
+                client,
+                to: room.clone(),
+            })
+            .collect(),
         o.body_bytes,
         o.window,
         epoch,

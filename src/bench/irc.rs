@@ -24,12 +24,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use futures::{SinkExt, StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Mutex, Notify};
+use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
@@ -39,10 +39,11 @@ use crate::irc::message::IrcMessage;
 use crate::server::{Listeners, Server, ServerOptions};
 use crate::store::Durability;
 
-use super::load::{self, thousands, Counters};
-use super::report::round;
-use super::target::{capacity_limits, ChildServer, Target};
-use super::{Ctx, Report, TargetSpec};
+use super::ctx::Ctx;
+use super::load::{self, Counters, Timing};
+use super::options::TargetSpec;
+use super::report::{round, thousands, Report};
+use super::target::{capacity_limits, pair_names, ChildServer, Target};
 
 /// Largest `--body` the scenario sends: a relayed line (`:nick!user@host PRIVMSG nick :` and
 /// the body) must fit IRC's 512 bytes, or servers split or cut it.
@@ -54,61 +55,6 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
 /// chatd logins (argon2 checks) in flight at once: below its failed-login burst (20), which
 /// every check takes from until it succeeds.
 const LOGINS_AT_ONCE: usize = 16;
-
-/// Sends queued by the pacer per sender before the pacer itself waits.
-const PACER_QUEUE: usize = 4096;
-
-/// Which IRC server the `irc` scenario drives.
-#[derive(Debug, Clone, Default)]
-pub struct IrcOptions {
-    /// An IRC server on a loopback address; `None` for a fresh chatd per phase.
-    pub server: Option<SocketAddr>,
-    /// The server password (`PASS`) for `server`, if it needs one.
-    pub pass: Option<String>,
-}
-
-/// Parses `--irc-server`: an IP address and port on loopback, or one clear line saying why not.
-pub(crate) fn parse_irc_server(text: &str) -> Result<SocketAddr> {
-    let addr: SocketAddr = text.trim().parse().map_err(|_| {
-        anyhow!("--irc-server {text} is not an address and port such as 127.0.0.1:6667")
-    })?;
-    if !addr.ip().is_loopback() {
-        bail!(
-            "--irc-server {addr} is not a loopback address: the irc scenario drives servers on \
-             this machine only (127.0.0.1 or [::1])"
-        );
-    }
-    Ok(addr)
-}
-
-/// The server the scenario drives, as the printed parameters state it.
-pub(crate) fn describe_target(options: &super::BenchOptions) -> String {
-    match (&options.irc.server, &options.target) {
-        (Some(addr), _) => format!(
-            "external IRC server on {addr}, plain TCP, {}",
-            if options.irc.pass.is_some() {
-                "PASS given"
-            } else {
-                "no password"
-            }
-        ),
-        (
-            None,
-            TargetSpec::InProcess {
-                server_exe: Some(_),
-            },
-        ) => format!(
-            "chatd's plaintext IRC gateway, a fresh `chatd serve` child process per phase \
-             (durability {}), PASS account:password",
-            options.durability
-        ),
-        (None, _) => format!(
-            "chatd's plaintext IRC gateway, a fresh in-process server per phase (durability \
-             {}), PASS account:password",
-            options.durability
-        ),
-    }
-}
 
 pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
     let o = ctx.options;
@@ -150,9 +96,7 @@ async fn run_phase(ctx: &Ctx<'_>, phase: Phase) -> Result<Report> {
     bar.set_message(format!("{}: starting the server", phase.name()));
     let peer = Peer::start(ctx).await?;
     let prefix = ctx.prefix();
-    let nicks: Vec<(String, String)> = (0..o.pairs)
-        .map(|i| (format!("{prefix}-s{i}"), format!("{prefix}-r{i}")))
-        .collect();
+    let nicks = pair_names(&prefix, o.pairs);
     if let Some(admin) = &peer.admin {
         let all: Vec<String> = nicks
             .iter()
@@ -166,7 +110,7 @@ async fn run_phase(ctx: &Ctx<'_>, phase: Phase) -> Result<Report> {
     bar.set_message(format!("{}: connecting to {}", phase.name(), peer.describe));
     let epoch = Instant::now();
     let warmup = match phase {
-        Phase::OpenLoop { .. } => (o.duration / 5).min(Duration::from_secs(1)),
+        Phase::OpenLoop { .. } => load::warmup(o.duration),
         Phase::Window => Duration::ZERO,
     };
     // Connections first, many at once (InspIRCd completes registrations on a 1 s timer), but
@@ -177,19 +121,10 @@ async fn run_phase(ctx: &Ctx<'_>, phase: Phase) -> Result<Report> {
     } else {
         o.pairs
     };
-    let conns: Vec<_> = futures::stream::iter(nicks.iter().map(|(s, r)| async {
-        let (sender, recipient) = tokio::try_join!(
-            Conn::connect(peer.addr, s, peer.pass_for(s)),
-            Conn::connect(peer.addr, r, peer.pass_for(r)),
-        )?;
-        Ok::<_, anyhow::Error>((sender, recipient, s.clone(), r.clone()))
-    }))
-    .buffered(at_once.max(1))
-    .try_collect()
-    .await?;
+    let conns = connect_pairs(&peer, &nicks, at_once).await?;
     let version = conns.iter().find_map(|c| c.0.version.clone());
-    let start = Instant::now() + Duration::from_millis(50);
-    let record_from = load::micros_between(epoch, start + warmup);
+    let timing = Timing::from_now(epoch, o.duration, warmup);
+    let (start, record_from) = (timing.start, timing.record_from_us);
     let counters = Arc::new(Counters::default());
     let stop = CancellationToken::new();
     let mut pairs = Vec::with_capacity(o.pairs);
@@ -214,7 +149,7 @@ async fn run_phase(ctx: &Ctx<'_>, phase: Phase) -> Result<Report> {
         });
     }
 
-    let end = start + o.duration;
+    let end = timing.end();
     let status = || {
         format!(
             "{}: {} delivered",
@@ -229,15 +164,7 @@ async fn run_phase(ctx: &Ctx<'_>, phase: Phase) -> Result<Report> {
                 .iter()
                 .map(|p| (Arc::clone(&p.write), p.to.clone()))
                 .collect();
-            let pacing = tokio::spawn(open_loop(
-                senders,
-                rate,
-                o.body_bytes,
-                epoch,
-                start,
-                o.duration,
-                record_from,
-            ));
+            let pacing = tokio::spawn(open_loop(senders, rate, o.body_bytes, timing));
             load::show_phase(&bar, start, end, status).await;
             let (sent, pacer_lag) = pacing.await.context("the pacer failed")??;
             lag = Some(pacer_lag);
@@ -344,6 +271,25 @@ async fn run_phase(ctx: &Ctx<'_>, phase: Phase) -> Result<Report> {
         }
     }
     Ok(report)
+}
+
+/// Connects the pairs `nicks` (sender, recipient) to `peer`, `at_once` pairs at a time (both
+/// connections of a pair at once); returns them in order with their nicks.
+async fn connect_pairs(
+    peer: &Peer,
+    nicks: &[(String, String)],
+    at_once: usize,
+) -> Result<Vec<(Conn, Conn, String, String)>> {
+    futures::stream::iter(nicks.iter().map(|(s, r)| async {
+        let (sender, recipient) = tokio::try_join!(
+            Conn::connect(peer.addr, s, peer.pass_for(s)),
+            Conn::connect(peer.addr, r, peer.pass_for(r)),
+        )?;
+        Ok::<_, anyhow::Error>((sender, recipient, s.clone(), r.clone()))
+    }))
+    .buffered(at_once.max(1))
+    .try_collect()
+    .await
 }
 
 /// The IRC server of one phase.
@@ -756,68 +702,32 @@ async fn feed(write: &mut Writer, to: &str, seq: u64, stamp: u64, len: usize) ->
     Ok(())
 }
 
-/// Offers `rate` messages/s in total, round-robin over `senders`, from `start` for
-/// `duration`, each stamped with its intended send time (the method of
-/// [`load::open_loop`]). Returns how many each sender sent, and how late the pacer handed
-/// out the sends due from `record_from_us` on.
+/// Offers `rate` messages/s in total over `senders` by [`load::pace`], each message stamped
+/// with its intended send time, as `latency` does. Returns how many each sender sent, and
+/// how late the pacer handed out the sends due from `timing.record_from_us` on.
 async fn open_loop(
     senders: Vec<(Arc<Mutex<Writer>>, String)>,
     rate: u64,
     body_len: usize,
-    epoch: Instant,
-    start: Instant,
-    duration: Duration,
-    record_from_us: u64,
+    timing: Timing,
 ) -> Result<(Vec<u64>, Histogram<u64>)> {
-    let mut queues = Vec::with_capacity(senders.len());
-    let mut tasks = Vec::with_capacity(senders.len());
-    for (write, to) in senders {
-        let (tx, mut due) = mpsc::channel::<u64>(PACER_QUEUE);
-        queues.push(tx);
-        tasks.push(tokio::spawn(async move {
-            let mut seq = 0u64;
-            while let Some(stamp) = due.recv().await {
-                let mut w = write.lock().await;
+    let pacing = load::pace(senders, rate, timing, |(write, to), mut due| async move {
+        let mut seq = 0u64;
+        while let Some(stamp) = due.recv().await {
+            let mut w = write.lock().await;
+            seq += 1;
+            feed(&mut w, &to, seq, stamp, body_len).await?;
+            // Everything due meanwhile goes in the same flush.
+            while let Ok(stamp) = due.try_recv() {
                 seq += 1;
                 feed(&mut w, &to, seq, stamp, body_len).await?;
-                while let Ok(stamp) = due.try_recv() {
-                    seq += 1;
-                    feed(&mut w, &to, seq, stamp, body_len).await?;
-                }
-                w.flush().await?;
             }
-            Ok::<_, anyhow::Error>(seq)
-        }));
-    }
-    let interval_ns = 1e9 / rate as f64;
-    let total = (duration.as_secs_f64() * rate as f64).round() as u64;
-    let mut lag = load::histogram()?;
-    let pacer = tokio::task::spawn_blocking(move || {
-        for k in 0..total {
-            let intended = start + Duration::from_nanos((k as f64 * interval_ns) as u64);
-            let now = Instant::now();
-            if intended > now + Duration::from_micros(20) {
-                std::thread::sleep(intended - now);
-            }
-            let stamp = load::micros_between(epoch, intended);
-            if queues[(k as usize) % queues.len()]
-                .blocking_send(stamp)
-                .is_err()
-            {
-                break; // The sender failed; its error is reported below.
-            }
-            if stamp >= record_from_us {
-                lag.saturating_record(load::micros_between(intended, Instant::now()).max(1));
-            }
+            w.flush().await?;
         }
-        lag
-    });
-    let lag = pacer.await.context("the pacer thread failed")?;
-    let mut sent = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        sent.push(t.await.context("a sender task failed")??);
-    }
-    Ok((sent, lag))
+        Ok::<_, anyhow::Error>(seq)
+    })
+    .await?;
+    Ok((pacing.results, pacing.lag))
 }
 
 /// Keeps `window` messages to `to` that its recipient has not yet received, until
@@ -909,20 +819,5 @@ mod tests {
             Incoming::Other
         );
         assert_eq!(classify(""), Incoming::Other);
-    }
-
-    #[test]
-    fn only_loopback_servers_are_driven() {
-        assert_eq!(
-            parse_irc_server("127.0.0.1:6667").unwrap().to_string(),
-            "127.0.0.1:6667"
-        );
-        assert!(parse_irc_server("[::1]:6667").is_ok());
-        let e = parse_irc_server("10.0.0.1:6667").unwrap_err().to_string();
-        assert!(e.contains("not a loopback address"), "{e}");
-        let e = parse_irc_server("irc.example.org:6667")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("is not an address and port"), "{e}");
     }
 }

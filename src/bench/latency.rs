@@ -4,14 +4,14 @@
 //! run (at most 1 s) warms up and is not recorded. One report per `--rate`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 
-use super::load::{self, thousands, Counters, PacedSender};
-use super::report::round;
-use super::{Ctx, Report};
+use super::ctx::Ctx;
+use super::load::{self, Counters, Timing};
+use super::report::{round, thousands, Report};
 
 pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
     let mut reports = Vec::new();
@@ -27,57 +27,25 @@ async fn run_rate(ctx: &Ctx<'_>, rate: u64) -> Result<Report> {
     let bar = ctx.progress("latency", None);
     bar.set_message(format!("{}/s: starting", thousands(rate)));
     let target = ctx.target().await?;
-    let prefix = ctx.prefix();
-    let names: Vec<String> = (0..o.pairs)
-        .flat_map(|i| [format!("{prefix}-s{i}"), format!("{prefix}-r{i}")])
-        .collect();
     let accounts = target
-        .create_accounts(&names, &ctx.password_hash, true)
+        .create_pairs(&ctx.prefix(), o.pairs, &ctx.password_hash)
         .await?;
 
     let epoch = Instant::now();
-    let warmup = (o.duration / 5).min(Duration::from_secs(1));
+    let warmup = load::warmup(o.duration);
     let counters = Arc::new(Counters::default());
     let stop = CancellationToken::new();
-    let mut recipients = Vec::new();
-    let mut senders = Vec::new();
     // Start after the connections are made; the recording starts after the warm-up.
-    let mut conns = Vec::new();
-    for pair in accounts.chunks(2) {
-        let [sender, recipient] = pair else { continue };
-        let (Some(st), Some(rt)) = (&sender.token, &recipient.token) else {
-            bail!("bench accounts were made without tokens");
-        };
-        let mut r = target.connect_token(rt).await?;
-        load::subscribe_caught_up(&mut r).await?;
-        let s = target.connect_token(st).await?;
-        conns.push((r, s, recipient.name.clone()));
-    }
-    let start = Instant::now() + Duration::from_millis(50);
-    let record_from = load::micros_between(epoch, start + warmup);
-    for (r, s, to) in conns {
-        recipients.push(load::spawn_recipient(
-            r,
-            epoch,
-            record_from,
-            Arc::clone(&counters),
-            stop.clone(),
-        ));
-        senders.push(PacedSender {
-            client: s.client,
-            to,
-        });
-    }
+    let pairs = load::connect_pairs(&target, &accounts).await?;
+    let timing = Timing::from_now(epoch, o.duration, warmup);
+    let (recipients, senders) =
+        load::start_pairs(pairs, epoch, timing.record_from_us, &counters, &stop);
 
-    let end = start + o.duration;
     let pacing = tokio::spawn(load::open_loop(
         senders,
         rate,
         o.body_bytes,
-        epoch,
-        start,
-        o.duration,
-        record_from,
+        timing,
         Arc::clone(&counters),
     ));
     let status = || {
@@ -88,7 +56,8 @@ async fn run_rate(ctx: &Ctx<'_>, rate: u64) -> Result<Report> {
             thousands(counters.delivered())
         )
     };
-    load::show_phase(&bar, start, end, status).await;
+    let start = timing.start;
+    load::show_phase(&bar, start, timing.end(), status).await;
     let paced = pacing.await??;
     let send_secs = start.elapsed().as_secs_f64();
     let acked = counters.acked();

@@ -1,13 +1,15 @@
-//! Load generation shared by the scenarios: stamped message bodies, recipients that record
-//! end-to-end latency into HDR histograms and acknowledge as they go, closed-loop senders
-//! (a window of sends in flight) and an open-loop pacer (sends at intended times, whatever
-//! the server's answers do).
+//! Load generation shared by the scenarios: stamped message bodies, native sender/recipient
+//! pairs (connected, then split into recipients that record end-to-end latency into HDR
+//! histograms and acknowledge as they go, and senders), closed-loop senders (a window of
+//! sends in flight), and the open-loop pacer (sends at intended times, whatever the server's
+//! answers do) for native senders and, through [`pace`], for the `irc` scenario's.
 //!
 //! Every body starts with the time it was meant to be sent, in microseconds since the run's
 //! epoch; the recipient subtracts it from the time it got the message. The open-loop pacer
 //! stamps the *intended* time, so a stall delays the sends behind it and shows up in their
 //! latency instead of being hidden (coordinated omission).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,12 +18,14 @@ use anyhow::{anyhow, Context, Result};
 use futures::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{Client, ClientError, Connection, Event, SentInfo};
 use crate::protocol::ErrorCode;
 
 use super::report::{round, Report};
+use super::target::{Target, TokenPair};
 
 /// The password of every bench account.
 pub(crate) const PASSWORD: &str = "bench-password-0";
@@ -175,7 +179,7 @@ pub(crate) fn spawn_recipient(
     record_from_us: u64,
     counters: Arc<Counters>,
     stop: CancellationToken,
-) -> tokio::task::JoinHandle<Result<Received>> {
+) -> JoinHandle<Result<Received>> {
     tokio::spawn(async move {
         let (client, mut events) = conn.split();
         let (newest, newest_rx) = watch::channel(0i64);
@@ -238,7 +242,7 @@ pub(crate) async fn ack_newest(client: Client, mut newest: watch::Receiver<i64>)
 /// Collects the recipients' results into one histogram; returns it with the number of
 /// messages received and the time of the last one.
 pub(crate) async fn collect(
-    recipients: Vec<tokio::task::JoinHandle<Result<Received>>>,
+    recipients: Vec<JoinHandle<Result<Received>>>,
 ) -> Result<(Histogram<u64>, u64, Option<Instant>)> {
     let mut hist = histogram()?;
     let mut count = 0;
@@ -319,10 +323,100 @@ pub(crate) async fn send_one(
     }
 }
 
-/// One open-loop sender: its client and recipient.
-pub(crate) struct PacedSender {
+/// A sending connection and where it sends (a user or a room).
+pub(crate) struct Sender {
     pub client: Client,
     pub to: String,
+}
+
+/// A native pair once connected: the recipient subscribed and caught up, the sender
+/// authenticated.
+pub(crate) struct ConnectedPair {
+    pub recipient: Connection,
+    pub sender: Connection,
+    /// The recipient's name.
+    pub to: String,
+}
+
+/// Connects `pairs` one after the other, each recipient first (subscribed, its backlog
+/// received) and then its sender.
+pub(crate) async fn connect_pairs(
+    target: &Target,
+    pairs: &[TokenPair],
+) -> Result<Vec<ConnectedPair>> {
+    let mut connected = Vec::with_capacity(pairs.len());
+    for pair in pairs {
+        let mut recipient = target.connect_token(&pair.recipient_token).await?;
+        subscribe_caught_up(&mut recipient).await?;
+        let sender = target.connect_token(&pair.sender_token).await?;
+        connected.push(ConnectedPair {
+            recipient,
+            sender,
+            to: pair.recipient.clone(),
+        });
+    }
+    Ok(connected)
+}
+
+/// Starts a [`spawn_recipient`] on each pair's recipient; returns those tasks and the pairs'
+/// senders.
+pub(crate) fn start_pairs(
+    pairs: Vec<ConnectedPair>,
+    epoch: Instant,
+    record_from_us: u64,
+    counters: &Arc<Counters>,
+    stop: &CancellationToken,
+) -> (Vec<JoinHandle<Result<Received>>>, Vec<Sender>) {
+    let mut recipients = Vec::with_capacity(pairs.len());
+    let mut senders = Vec::with_capacity(pairs.len());
+    for pair in pairs {
+        recipients.push(spawn_recipient(
+            pair.recipient,
+            epoch,
+            record_from_us,
+            Arc::clone(counters),
+            stop.clone(),
+        ));
+        senders.push(Sender {
+            client: pair.sender.client,
+            to: pair.to,
+        });
+    }
+    (recipients, senders)
+}
+
+/// When an open-loop phase sends: from `start` for `duration`, stamps in microseconds since
+/// `epoch`, and what is due from `record_from_us` on recorded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub epoch: Instant,
+    pub start: Instant,
+    pub duration: Duration,
+    pub record_from_us: u64,
+}
+
+impl Timing {
+    /// A phase that starts 50 ms from now (the connections are made) and is recorded after
+    /// `warmup`.
+    pub fn from_now(epoch: Instant, duration: Duration, warmup: Duration) -> Timing {
+        let start = Instant::now() + Duration::from_millis(50);
+        Timing {
+            epoch,
+            start,
+            duration,
+            record_from_us: micros_between(epoch, start + warmup),
+        }
+    }
+
+    /// When the sending ends.
+    pub fn end(&self) -> Instant {
+        self.start + self.duration
+    }
+}
+
+/// The warm-up of an open-loop phase, not recorded: its first fifth, at most 1 s.
+pub(crate) fn warmup(duration: Duration) -> Duration {
+    (duration / 5).min(Duration::from_secs(1))
 }
 
 /// What an open-loop run measured besides delivery.
@@ -335,37 +429,46 @@ pub(crate) struct Paced {
     pub pacer_lag: Histogram<u64>,
 }
 
-/// Offers `rate` messages/s in total, round-robin over `senders`, from `start` until
-/// `start + duration`, each stamped with its intended send time. A pacer thread keeps the
-/// schedule (with the OS timer, finer than the runtime's 1 ms one) and hands each due send
-/// to its sender's task, which sends without waiting for earlier answers. Answers count into
-/// `counters.acked` (refusals are errors); those of sends due from `record_from_us` on are
-/// recorded.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn open_loop(
-    senders: Vec<PacedSender>,
+/// What the pacer did, with each sender task's result.
+pub(crate) struct Pacing<T> {
+    /// Sends handed out (all of the schedule, unless a sender ended early).
+    pub offered: u64,
+    /// How late the sends due from `record_from_us` on were handed out, in µs.
+    pub lag: Histogram<u64>,
+    /// What each sender's task returned, in the order of the senders.
+    pub results: Vec<T>,
+}
+
+/// The open-loop method, for any kind of sender: `rate` messages/s in total, round-robin
+/// over `senders`, from `timing.start` for `timing.duration`. A pacer thread keeps the
+/// schedule (with the OS timer, finer than the runtime's 1 ms one) and hands the stamp of
+/// each due send (its intended time) to its sender's task, made by `spawn` from the sender
+/// and its queue of stamps; the task sends without waiting for earlier answers and ends when
+/// the queue closes. A task that fails stops the pacer, and its error is returned.
+pub(crate) async fn pace<S, T, F, Fut>(
+    senders: Vec<S>,
     rate: u64,
-    body_len: usize,
-    epoch: Instant,
-    start: Instant,
-    duration: Duration,
-    record_from_us: u64,
-    counters: Arc<Counters>,
-) -> Result<Paced> {
+    timing: Timing,
+    mut spawn: F,
+) -> Result<Pacing<T>>
+where
+    F: FnMut(S, mpsc::Receiver<u64>) -> Fut,
+    Fut: Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
     let mut queues = Vec::with_capacity(senders.len());
     let mut tasks = Vec::with_capacity(senders.len());
     for sender in senders {
         let (tx, rx) = mpsc::channel::<u64>(PACER_QUEUE);
         queues.push(tx);
-        tasks.push(tokio::spawn(paced_sender(
-            sender,
-            rx,
-            body_len,
-            epoch,
-            record_from_us,
-            Arc::clone(&counters),
-        )));
+        tasks.push(tokio::spawn(spawn(sender, rx)));
     }
+    let Timing {
+        epoch,
+        start,
+        duration,
+        record_from_us,
+    } = timing;
     let interval_ns = 1e9 / rate as f64;
     let total = (duration.as_secs_f64() * rate as f64).round() as u64;
     let mut lag = histogram()?;
@@ -389,31 +492,59 @@ pub(crate) async fn open_loop(
         }
         (total, lag)
     });
-    let (offered, pacer_lag) = pacer.await.context("the pacer thread failed")?;
+    let (offered, lag) = pacer.await.context("the pacer thread failed")?;
+    let mut results = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        results.push(t.await.context("a sender task failed")??);
+    }
+    Ok(Pacing {
+        offered,
+        lag,
+        results,
+    })
+}
+
+/// Offers `rate` messages/s over native `senders` by [`pace`], each send stamped with its
+/// intended time. Answers count into `counters.acked` (refusals are errors); those of sends
+/// due from `timing.record_from_us` on are recorded.
+pub(crate) async fn open_loop(
+    senders: Vec<Sender>,
+    rate: u64,
+    body_len: usize,
+    timing: Timing,
+    counters: Arc<Counters>,
+) -> Result<Paced> {
+    let pacing = pace(senders, rate, timing, |sender, due| {
+        paced_sender(sender, due, body_len, timing, Arc::clone(&counters))
+    })
+    .await?;
     let mut sent = 0;
     let mut stored = histogram()?;
-    for t in tasks {
-        let (n, h) = t.await.context("a sender task failed")??;
+    for (n, h) in &pacing.results {
         sent += n;
-        merge(&mut stored, &h)?;
+        merge(&mut stored, h)?;
     }
     Ok(Paced {
-        sent: sent.min(offered),
+        sent: sent.min(pacing.offered),
         stored,
-        pacer_lag,
+        pacer_lag: pacing.lag,
     })
 }
 
 /// Sends each stamp it is handed at once, keeping every answer pending concurrently;
 /// returns how many it sent and the histogram of intended time → `sent` reply.
 async fn paced_sender(
-    sender: PacedSender,
+    sender: Sender,
     mut due: mpsc::Receiver<u64>,
     body_len: usize,
-    epoch: Instant,
-    record_from_us: u64,
+    timing: Timing,
     counters: Arc<Counters>,
 ) -> Result<(u64, Histogram<u64>)> {
+    let Timing {
+        epoch,
+        record_from_us,
+        ..
+    } = timing;
     let mut stored = histogram()?;
     let mut in_flight = FuturesUnordered::new();
     let mut seq = 0u64;
@@ -488,31 +619,18 @@ pub(crate) async fn show_phase(
     }
 }
 
-/// Formats a count with thousands separators.
-pub(crate) fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Starts one [`closed_loop_sender`] per `(client, destination)` until `deadline`.
+/// Starts one [`closed_loop_sender`] per sender until `deadline`.
 pub(crate) fn spawn_closed_loop(
-    senders: Vec<(Client, String)>,
+    senders: Vec<Sender>,
     body_len: usize,
     window: usize,
     epoch: Instant,
     deadline: Instant,
     counters: &Arc<Counters>,
-) -> Vec<tokio::task::JoinHandle<Result<u64>>> {
+) -> Vec<JoinHandle<Result<u64>>> {
     senders
         .into_iter()
-        .map(|(client, to)| {
+        .map(|Sender { client, to }| {
             tokio::spawn(closed_loop_sender(
                 client,
                 to,
@@ -527,7 +645,7 @@ pub(crate) fn spawn_closed_loop(
 }
 
 /// Sums what the sender tasks had acknowledged.
-pub(crate) async fn join_senders(tasks: Vec<tokio::task::JoinHandle<Result<u64>>>) -> Result<u64> {
+pub(crate) async fn join_senders(tasks: Vec<JoinHandle<Result<u64>>>) -> Result<u64> {
     let mut acked = 0;
     for t in tasks {
         acked += t.await.context("a sender task failed")??;
@@ -549,9 +667,9 @@ pub(crate) struct PhaseEnd {
 /// stops the recipients, collects their figures and stops the server.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn end_phase(
-    target: super::target::Target,
+    target: Target,
     bar: &indicatif::ProgressBar,
-    recipients: Vec<tokio::task::JoinHandle<Result<Received>>>,
+    recipients: Vec<JoinHandle<Result<Received>>>,
     counters: &Counters,
     stop: &CancellationToken,
     start: Instant,
@@ -620,13 +738,5 @@ mod tests {
             stamped_body(1, 200)[STAMP_LEN..],
             stamped_body(2, 200)[STAMP_LEN..]
         );
-    }
-
-    #[test]
-    fn thousands_separators() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(1_234_567), "1,234,567");
     }
 }

@@ -29,10 +29,11 @@ use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 use tokio_util::sync::CancellationToken;
 
-use super::load::{self, thousands, Counters, PacedSender};
-use super::report::round;
-use super::target::{Account, Target};
-use super::{Ctx, Report, TargetSpec};
+use super::ctx::Ctx;
+use super::load::{self, Counters, Timing};
+use super::options::TargetSpec;
+use super::report::{round, thousands, Report};
+use super::target::{Target, TokenPair};
 use crate::client::ClientError;
 use crate::protocol::{ErrorCode, Secret};
 
@@ -50,16 +51,13 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
     let pairs = CHAT_PAIRS.min(o.pairs);
     let prefix = ctx.prefix();
     let login_names: Vec<String> = (0..workers).map(|i| format!("{prefix}-l{i}")).collect();
-    let chat_names: Vec<String> = (0..3 * pairs)
-        .flat_map(|i| [format!("{prefix}-s{i}"), format!("{prefix}-r{i}")])
-        .collect();
     let flood_names: Vec<String> = (0..o.flood).map(|i| format!("{prefix}-f{i}")).collect();
     let probe_name = format!("{prefix}-p0");
     let login_accounts = target
         .create_accounts(&login_names, &ctx.password_hash, false)
         .await?;
-    let chat_accounts = target
-        .create_accounts(&chat_names, &ctx.password_hash, true)
+    let chat_pairs = target
+        .create_pairs(&prefix, 3 * pairs, &ctx.password_hash)
         .await?;
     target
         .create_accounts(&flood_names, &ctx.password_hash, false)
@@ -94,7 +92,7 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
 
     // Phases 2 to 4: message latency without a flood, during a flood at the flood
     // accounts, and during one that guesses a fresh name each time.
-    let sets: Vec<&[Account]> = chat_accounts.chunks(2 * pairs).collect();
+    let sets: Vec<&[TokenPair]> = chat_pairs.chunks(pairs).collect();
     let [first, second, third] = sets[..] else {
         bail!("bench accounts were not made in three sets");
     };
@@ -154,33 +152,13 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
             report.figure("p99_ratio", round(p99(&flooded) / p99(&unloaded), 2));
         }
     }
-    let attempts = tally.attempts.load(Ordering::Relaxed);
-    report.figure("flood_attempts", attempts);
-    report.figure("flood_per_sec", round(attempts as f64 / flood_secs, 1));
-    report.figure(
-        "flood_invalid_credentials",
-        tally.invalid.load(Ordering::Relaxed),
-    );
-    report.figure(
-        "flood_rate_limited",
-        tally.rate_limited.load(Ordering::Relaxed),
-    );
+    tally.report(&mut report, "flood", flood_secs);
     let other = tally.other.load(Ordering::Relaxed);
     if other > 0 {
         report.figure("flood_other", other);
     }
     probes.report(&mut report);
-    let attempts = guess_tally.attempts.load(Ordering::Relaxed);
-    report.figure("guess_attempts", attempts);
-    report.figure("guess_per_sec", round(attempts as f64 / guess_secs, 1));
-    report.figure(
-        "guess_invalid_credentials",
-        guess_tally.invalid.load(Ordering::Relaxed),
-    );
-    report.figure(
-        "guess_rate_limited",
-        guess_tally.rate_limited.load(Ordering::Relaxed),
-    );
+    guess_tally.report(&mut report, "guess", guess_secs);
     if !guessed.is_empty() {
         report.figure("guess_p99_ms", round(p99(&guessed), 3));
         if !unloaded.is_empty() {
@@ -238,6 +216,24 @@ struct FloodTally {
     invalid: AtomicU64,
     rate_limited: AtomicU64,
     other: AtomicU64,
+}
+
+impl FloodTally {
+    /// Adds `<name>_attempts`, `<name>_per_sec` over `secs`, `<name>_invalid_credentials`
+    /// and `<name>_rate_limited` to `report`.
+    fn report(&self, report: &mut Report, name: &str, secs: f64) {
+        let attempts = self.attempts.load(Ordering::Relaxed);
+        report.figure(&format!("{name}_attempts"), attempts);
+        report.figure(&format!("{name}_per_sec"), round(attempts as f64 / secs, 1));
+        report.figure(
+            &format!("{name}_invalid_credentials"),
+            self.invalid.load(Ordering::Relaxed),
+        );
+        report.figure(
+            &format!("{name}_rate_limited"),
+            self.rate_limited.load(Ordering::Relaxed),
+        );
+    }
 }
 
 /// Sends wrong passwords for `user` as fast as they are answered, until `stop`;
@@ -319,7 +315,7 @@ impl FloodNames {
 async fn flood_phase(
     ctx: &Ctx<'_>,
     target: &Target,
-    accounts: &[Account],
+    accounts: &[TokenPair],
     bar: &indicatif::ProgressBar,
     label: &str,
     names: Vec<FloodNames>,
@@ -476,12 +472,12 @@ async fn probe_login(
     }
 }
 
-/// Runs the connected users' load on `accounts` (sender, recipient, …) for the duration;
-/// returns their end-to-end latency from the intended send times.
+/// Runs the connected users' load on the pairs `accounts` for the duration; returns their
+/// end-to-end latency from the intended send times.
 async fn chat_phase(
     ctx: &Ctx<'_>,
     target: &Target,
-    accounts: &[Account],
+    accounts: &[TokenPair],
     bar: &indicatif::ProgressBar,
     label: &str,
 ) -> Result<Histogram<u64>> {
@@ -489,43 +485,15 @@ async fn chat_phase(
     let epoch = Instant::now();
     let counters = Arc::new(Counters::default());
     let stop = CancellationToken::new();
-    let mut conns = Vec::new();
-    for pair in accounts.chunks(2) {
-        let [sender, recipient] = pair else { continue };
-        let (Some(st), Some(rt)) = (&sender.token, &recipient.token) else {
-            bail!("bench accounts were made without tokens");
-        };
-        let mut r = target.connect_token(rt).await?;
-        load::subscribe_caught_up(&mut r).await?;
-        let s = target.connect_token(st).await?;
-        conns.push((r, s, recipient.name.clone()));
-    }
-    let start = Instant::now() + Duration::from_millis(50);
-    let warmup = (o.duration / 5).min(Duration::from_secs(1));
-    let record_from = load::micros_between(epoch, start + warmup);
-    let mut recipients = Vec::new();
-    let mut senders = Vec::new();
-    for (r, s, to) in conns {
-        recipients.push(load::spawn_recipient(
-            r,
-            epoch,
-            record_from,
-            Arc::clone(&counters),
-            stop.clone(),
-        ));
-        senders.push(PacedSender {
-            client: s.client,
-            to,
-        });
-    }
+    let pairs = load::connect_pairs(target, accounts).await?;
+    let timing = Timing::from_now(epoch, o.duration, load::warmup(o.duration));
+    let (recipients, senders) =
+        load::start_pairs(pairs, epoch, timing.record_from_us, &counters, &stop);
     let pacing = tokio::spawn(load::open_loop(
         senders,
         CHAT_RATE,
         o.body_bytes,
-        epoch,
-        start,
-        o.duration,
-        record_from,
+        timing,
         Arc::clone(&counters),
     ));
     let status = || {
@@ -534,7 +502,7 @@ async fn chat_phase(
             thousands(counters.delivered())
         )
     };
-    load::show_phase(bar, start, start + o.duration, status).await;
+    load::show_phase(bar, timing.start, timing.end(), status).await;
     pacing.await??;
     let acked = counters.acked();
     load::wait_until(

@@ -9,294 +9,54 @@
 //! scenarios drive an existing server and create their accounts through the admin path
 //! (that server's database), under names no one else uses.
 //!
-//! Each scenario is a module with one `run(&Ctx) -> Result<Vec<Report>>`; adding one means
-//! a variant of [`Scenario`] and a line in [`run_scenarios`]. This module never panics on a
-//! failed connection or a refused request: errors come back as `anyhow` errors naming the
-//! scenario, and the binary prints them.
+//! This module never panics on a failed connection or a refused request: errors come back as
+//! `anyhow` errors naming the scenario, and the binary prints them.
+//!
+//! # Submodules
+//!
+//! Imports go one way, down this list (each module uses only modules below it; the test
+//! `submodules_import_one_way` checks it):
+//!
+//! ```text
+//! bench (this file)   run: the header, each scenario in turn, the table or JSON lines
+//!  └─ scenarios       one module each, `run(&Ctx) -> Result<Vec<Report>>`:
+//!     throughput, latency, fanout, backlog, connections, login (native, over TLS),
+//!     irc (plaintext IRC: its own connections and pairs, chatd's gateway or --irc-server)
+//!      └─ ctx         Ctx: options, machine, the accounts' password hash, fresh names,
+//!                     the server to drive, progress bars
+//!         └─ options  Scenario, BenchArgs → BenchOptions (TargetSpec, IrcOptions), the header
+//!            └─ load  the load every scenario shares: stamped bodies, histograms, counters,
+//!                     native pairs (made, connected, split into recipients and senders),
+//!                     closed-loop senders, the open-loop pacer (native and IRC senders),
+//!                     timed phases and their end
+//!               ├─ target  the server under load (in-process, child `chatd serve`,
+//!               │          external) and the admin path that creates accounts
+//!               └─ report  Report, Machine, the table and JSON lines; knows no scenario
+//! ```
+//!
+//! Adding a scenario means a variant of [`Scenario`] (in `options`), a module above `ctx`,
+//! and a line in [`run_scenarios`].
 
 mod backlog;
 mod connections;
+mod ctx;
 mod fanout;
 mod irc;
 mod latency;
 mod load;
 mod login;
+mod options;
 mod report;
 mod target;
 mod throughput;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use anyhow::{Context, Result};
 
-use crate::auth::Hasher;
-use crate::client::ServerAddr;
-use crate::protocol::Secret;
-use crate::store::Durability;
-use crate::tls::Fingerprint;
-
-pub use irc::IrcOptions;
+use ctx::Ctx;
+pub use options::{BenchArgs, BenchOptions, IrcOptions, Scenario, TargetSpec};
 pub use report::{render_table, Machine, Report};
-use target::Target;
-
-/// A load scenario.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
-pub enum Scenario {
-    /// Sender/recipient pairs with a window of sends in flight: messages/s and latency.
-    Throughput,
-    /// A fixed offered rate, open loop: latency percentiles measured from the intended send.
-    Latency,
-    /// One room of 100 members: messages/s in, deliveries/s out.
-    Fanout,
-    /// A queue of messages for an offline device, then the time to drain it.
-    Backlog,
-    /// As many authenticated idle connections as the limits allow, and their memory.
-    Connections,
-    /// Pairs over plaintext IRC (chatd's gateway, or --irc-server): open-loop latency, then
-    /// throughput with a window of messages not yet received.
-    Irc,
-    /// Logins/s, and message latency during a wrong-password flood.
-    Login,
-}
-
-impl Scenario {
-    /// Every scenario, in the order they run (login last: its flood throttles 127.0.0.1).
-    pub const ALL: [Scenario; 7] = [
-        Scenario::Throughput,
-        Scenario::Latency,
-        Scenario::Fanout,
-        Scenario::Backlog,
-        Scenario::Connections,
-        Scenario::Irc,
-        Scenario::Login,
-    ];
-
-    /// The scenario's name on the command line and in reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Scenario::Throughput => "throughput",
-            Scenario::Latency => "latency",
-            Scenario::Fanout => "fanout",
-            Scenario::Backlog => "backlog",
-            Scenario::Connections => "connections",
-            Scenario::Irc => "irc",
-            Scenario::Login => "login",
-        }
-    }
-}
-
-/// `chatd bench` command-line arguments.
-#[derive(Debug, clap::Args)]
-pub struct BenchArgs {
-    /// Scenarios to run (default: all), in this order whatever the order given.
-    #[arg(value_enum, value_name = "SCENARIO")]
-    pub scenarios: Vec<Scenario>,
-    /// Seconds each timed phase runs.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    pub duration: f64,
-    /// Sender/recipient pairs (throughput, latency, irc).
-    #[arg(long, default_value_t = 50, value_name = "N")]
-    pub pairs: usize,
-    /// Sends in flight per sender (throughput); messages not yet received (irc).
-    #[arg(long, default_value_t = 64, value_name = "N")]
-    pub window: usize,
-    /// Offered messages/s (latency, irc). A comma-separated list measures each rate in turn, for
-    /// a latency-versus-load curve: --rate 1000,5000,10000.
-    #[arg(long, default_value = "10000", value_delimiter = ',', value_name = "N")]
-    pub rate: Vec<u64>,
-    /// Members of the room (fanout).
-    #[arg(long, default_value_t = 100, value_name = "N")]
-    pub members: usize,
-    /// Message body in bytes.
-    #[arg(long, default_value_t = 200, value_name = "BYTES")]
-    pub body: usize,
-    /// Messages queued for the offline device (backlog).
-    #[arg(long, default_value_t = 100_000, value_name = "N")]
-    pub backlog: usize,
-    /// Idle connections to open (connections) [default: as many as the fd limit allows].
-    #[arg(long, value_name = "N")]
-    pub connections: Option<usize>,
-    /// Connections sending wrong passwords as fast as they are answered (login).
-    #[arg(long, default_value_t = 8, value_name = "N")]
-    pub flood: usize,
-    /// Durability of the in-process server: full or normal.
-    #[arg(long, default_value = "full", value_name = "MODE")]
-    pub durability: Durability,
-    /// Drive this running server instead of an in-process one; needs --pin and --db (its
-    /// database, where the bench creates its accounts).
-    #[arg(long, value_name = "HOST:PORT", requires = "pin")]
-    pub server: Option<ServerAddr>,
-    /// The --server's key fingerprint (`chatd fingerprint`).
-    #[arg(long, value_name = "sha256:HEX", requires = "server")]
-    pub pin: Option<Fingerprint>,
-    /// Process id of the --server, to read its memory from /proc (connections).
-    #[arg(long, value_name = "PID", requires = "server")]
-    pub server_pid: Option<u32>,
-    /// Drive this IRC server (irc) instead of chatd's gateway: an address on loopback, such
-    /// as 127.0.0.1:6667. Connections log in without a password unless --irc-pass is given.
-    #[arg(long, value_name = "IP:PORT")]
-    pub irc_server: Option<String>,
-    /// The --irc-server's password (sent as PASS by every connection).
-    #[arg(long, value_name = "PASSWORD", requires = "irc_server")]
-    pub irc_pass: Option<String>,
-    /// Print one JSON object per scenario (and per rate) instead of the table.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Where the scenarios send their load.
-#[derive(Debug, Clone)]
-pub enum TargetSpec {
-    /// A fresh in-process server per scenario. `server_exe` (a `chatd` binary), when
-    /// given, runs the `connections` scenario's server as a child process so that its
-    /// memory is measured apart from the bench's clients.
-    InProcess { server_exe: Option<PathBuf> },
-    /// A running server; accounts are created through its database `db`.
-    External {
-        addr: ServerAddr,
-        pin: Fingerprint,
-        db: PathBuf,
-        pid: Option<u32>,
-    },
-}
-
-/// Everything a bench run needs; [`BenchArgs`] with the defaults resolved.
-#[derive(Debug, Clone)]
-pub struct BenchOptions {
-    /// Scenarios to run; empty means all.
-    pub scenarios: Vec<Scenario>,
-    /// Length of each timed phase.
-    pub duration: Duration,
-    /// Sender/recipient pairs (throughput, latency).
-    pub pairs: usize,
-    /// Sends in flight per sender (throughput).
-    pub window: usize,
-    /// Offered messages/s, one latency measurement each.
-    pub rates: Vec<u64>,
-    /// Members of the fanout room.
-    pub members: usize,
-    /// Message body size.
-    pub body_bytes: usize,
-    /// Messages queued for the offline device (backlog).
-    pub backlog: usize,
-    /// Idle connections to open; `None` for as many as the fd limit allows.
-    pub connections: Option<usize>,
-    /// Wrong-password flood connections (login).
-    pub flood: usize,
-    /// Durability of the servers the bench starts.
-    pub durability: Durability,
-    /// Where the load goes.
-    pub target: TargetSpec,
-    /// Which IRC server the `irc` scenario drives.
-    pub irc: IrcOptions,
-}
-
-impl BenchOptions {
-    /// Checks the arguments. `db` is the database given with `--db` (or its environment
-    /// variable or config key), needed with `--server`; `server_exe` is the `chatd` binary.
-    pub fn from_args(
-        args: &BenchArgs,
-        db: Option<PathBuf>,
-        server_exe: Option<PathBuf>,
-    ) -> Result<BenchOptions> {
-        let target = match (&args.server, args.pin) {
-            (Some(addr), Some(pin)) => {
-                let Some(db) = db else {
-                    bail!(
-                        "--server needs --db PATH: the database of that server, where the \
-                         bench creates its accounts"
-                    );
-                };
-                TargetSpec::External {
-                    addr: addr.clone(),
-                    pin,
-                    db,
-                    pid: args.server_pid,
-                }
-            }
-            (Some(_), None) => bail!("--server needs --pin (the server's `chatd fingerprint`)"),
-            _ => TargetSpec::InProcess { server_exe },
-        };
-        let options = BenchOptions {
-            scenarios: args.scenarios.clone(),
-            duration: Duration::try_from_secs_f64(args.duration)
-                .ok()
-                .filter(|d| !d.is_zero() && d.as_secs() <= 24 * 3600)
-                .with_context(|| {
-                    format!("--duration {} must be between 0 and 86400 s", args.duration)
-                })?,
-            pairs: args.pairs,
-            window: args.window,
-            rates: args.rate.clone(),
-            members: args.members,
-            body_bytes: args.body,
-            backlog: args.backlog,
-            connections: args.connections,
-            flood: args.flood,
-            durability: args.durability,
-            target,
-            irc: IrcOptions {
-                server: args
-                    .irc_server
-                    .as_deref()
-                    .map(irc::parse_irc_server)
-                    .transpose()?,
-                pass: args.irc_pass.clone(),
-            },
-        };
-        options.validate()?;
-        Ok(options)
-    }
-
-    /// Refuses parameters that cannot make a meaningful run.
-    pub fn validate(&self) -> Result<()> {
-        if self.pairs == 0 {
-            bail!("--pairs must be at least 1");
-        }
-        if self.window == 0 {
-            bail!("--window must be at least 1");
-        }
-        if self.members < 2 {
-            bail!("--members must be at least 2");
-        }
-        if self.rates.is_empty() || self.rates.contains(&0) {
-            bail!("--rate must be at least 1 message/s");
-        }
-        if !(load::STAMP_LEN..=crate::protocol::DEFAULT_MAX_BODY_BYTES).contains(&self.body_bytes) {
-            bail!(
-                "--body must be between {} and {} bytes",
-                load::STAMP_LEN,
-                crate::protocol::DEFAULT_MAX_BODY_BYTES
-            );
-        }
-        if self.backlog == 0 {
-            bail!("--backlog must be at least 1");
-        }
-        if self.connections == Some(0) {
-            bail!("--connections must be at least 1");
-        }
-        Ok(())
-    }
-
-    /// The scenarios to run, in their fixed order.
-    fn selected(&self) -> Vec<Scenario> {
-        Scenario::ALL
-            .into_iter()
-            .filter(|s| self.scenarios.is_empty() || self.scenarios.contains(s))
-            .collect()
-    }
-
-    /// The durability as reports state it.
-    fn durability_label(&self) -> String {
-        match self.target {
-            TargetSpec::InProcess { .. } => self.durability.to_string(),
-            TargetSpec::External { .. } => "as configured on the server".to_string(),
-        }
-    }
-}
 
 /// Runs `chatd bench` from the command line: the header, then the table (or JSON lines) on
 /// standard output. Called by the `chatd` binary, whose own path runs the child server.
@@ -304,7 +64,7 @@ pub async fn run(args: BenchArgs, db: Option<PathBuf>) -> Result<()> {
     let options = BenchOptions::from_args(&args, db, std::env::current_exe().ok())?;
     let json = args.json;
     if !json {
-        report::print_header(&Machine::detect(), &options)?;
+        options::print_header(&Machine::detect(), &options)?;
     }
     // The in-process servers log as `chatd serve` does, a line per login; that would bury
     // the progress display. So the scenarios run on a runtime of their own whose threads
@@ -381,65 +141,156 @@ pub async fn run_scenarios(
     Ok(reports)
 }
 
-/// What every scenario shares: the options, one password hash, unique account names.
-pub(crate) struct Ctx<'a> {
-    pub options: &'a BenchOptions,
-    pub machine: Machine,
-    /// The argon2id hash of [`load::PASSWORD`], made once for every account.
-    pub password_hash: String,
-    /// Random per run, so that names never collide on an existing server.
-    tag: String,
-    next_prefix: AtomicUsize,
-}
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
 
-impl<'a> Ctx<'a> {
-    async fn new(options: &'a BenchOptions) -> Result<Ctx<'a>> {
-        let hasher = Hasher::new(1).await?;
-        let password_hash = hasher.hash(&Secret::new(load::PASSWORD)).await?;
-        let tag = crate::client::new_send_key();
-        Ok(Ctx {
-            options,
-            machine: Machine::detect(),
-            password_hash,
-            // The key's last digits are its random part (it starts with the time).
-            tag: tag[tag.len() - 6..].to_string(),
-            next_prefix: AtomicUsize::new(0),
-        })
+    /// Every submodule's source, as compiled.
+    const SOURCES: [(&str, &str); 12] = [
+        ("backlog", include_str!("backlog.rs")),
+        ("connections", include_str!("connections.rs")),
+        ("ctx", include_str!("ctx.rs")),
+        ("fanout", include_str!("fanout.rs")),
+        ("irc", include_str!("irc.rs")),
+        ("latency", include_str!("latency.rs")),
+        ("load", include_str!("load.rs")),
+        ("login", include_str!("login.rs")),
+        ("options", include_str!("options.rs")),
+        ("report", include_str!("report.rs")),
+        ("target", include_str!("target.rs")),
+        ("throughput", include_str!("throughput.rs")),
+    ];
+
+    /// The code of a file without its tests and comments.
+    fn code(source: &str) -> String {
+        let source = source.split("#[cfg(test)]").next().unwrap_or_default();
+        source
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
-    /// A fresh account-name prefix (`b<tag><n>`); names are `<prefix>-<role><i>`.
-    pub fn prefix(&self) -> String {
-        let n = self.next_prefix.fetch_add(1, Ordering::Relaxed);
-        format!("b{}{n}", self.tag)
+    /// The first identifier of `text` (after white space).
+    fn ident(text: &str) -> String {
+        text.trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
     }
 
-    /// The server a scenario drives: a fresh in-process one, or the `--server`.
-    pub async fn target(&self) -> Result<Target> {
-        match &self.options.target {
-            TargetSpec::InProcess { .. } => Target::in_process(self.options.durability, None).await,
-            TargetSpec::External { addr, pin, db, pid } => {
-                Ok(Target::external(addr.clone(), *pin, db.clone(), *pid))
+    /// What a submodule's source names through its parent (`super::x`, `super::{x, y::z}`,
+    /// `crate::bench::x`): sibling modules by name, anything else as `bench`, the parent.
+    fn uses(source: &str, siblings: &BTreeSet<&str>) -> BTreeSet<String> {
+        let code = code(source);
+        let mut named = Vec::new();
+        for prefix in ["super::", "crate::bench::"] {
+            for (at, _) in code.match_indices(prefix) {
+                let rest = &code[at + prefix.len()..];
+                let Some(group) = rest.strip_prefix('{') else {
+                    named.push(ident(rest));
+                    continue;
+                };
+                // The first identifier of each top-level item of the group.
+                let mut depth = 0;
+                let mut item_start = true;
+                for (i, c) in group.char_indices() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' if depth == 0 => break,
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => item_start = true,
+                        c if item_start && !c.is_whitespace() => {
+                            named.push(ident(&group[i..]));
+                            item_start = false;
+                        }
+                        _ => {}
+                    }
+                }
             }
+        }
+        named
+            .into_iter()
+            .map(|n| {
+                if siblings.contains(n.as_str()) {
+                    n
+                } else {
+                    "bench".to_string()
+                }
+            })
+            .collect()
+    }
+
+    /// A cycle in `edges`, if there is one: the modules on it in order.
+    fn cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+        fn visit(
+            node: &str,
+            edges: &BTreeMap<String, BTreeSet<String>>,
+            path: &mut Vec<String>,
+            done: &mut BTreeSet<String>,
+        ) -> Option<Vec<String>> {
+            if let Some(at) = path.iter().position(|p| p == node) {
+                let mut found = path[at..].to_vec();
+                found.push(node.to_string());
+                return Some(found);
+            }
+            if done.contains(node) {
+                return None;
+            }
+            path.push(node.to_string());
+            for next in edges.get(node).into_iter().flatten() {
+                if let Some(found) = visit(next, edges, path, done) {
+                    return Some(found);
+                }
+            }
+            path.pop();
+            done.insert(node.to_string());
+            None
+        }
+        let mut done = BTreeSet::new();
+        edges
+            .keys()
+            .find_map(|node| visit(node, edges, &mut Vec::new(), &mut done))
+    }
+
+    /// The arrows drawn in the module docs go one way: no submodule uses its parent (the
+    /// parent uses them all), and the submodules' uses of each other form no cycle.
+    #[test]
+    fn submodules_import_one_way() {
+        let parent = code(include_str!("mod.rs"));
+        let declared: BTreeSet<&str> = parent
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("mod ")?.strip_suffix(';'))
+            .collect();
+        let listed: BTreeSet<&str> = SOURCES.iter().map(|(name, _)| *name).collect();
+        assert_eq!(declared, listed, "SOURCES must list every submodule");
+        let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        edges.insert(
+            "bench".to_string(),
+            listed.iter().map(|n| n.to_string()).collect(),
+        );
+        for (name, source) in SOURCES {
+            let mut used = uses(source, &listed);
+            used.remove(name);
+            edges.insert(name.to_string(), used);
+        }
+        if let Some(found) = cycle(&edges) {
+            panic!(
+                "import cycle in src/bench: {}\nall uses: {edges:#?}",
+                found.join(" -> ")
+            );
         }
     }
 
-    /// A progress bar on standard error (hidden when that is not a terminal).
-    pub fn progress(&self, scenario: &str, len: Option<u64>) -> ProgressBar {
-        let bar = match len {
-            Some(len) => ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr()),
-            None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
-        };
-        let template = if len.is_some() {
-            "{prefix:>12} [{bar:30}] {elapsed:>4} {wide_msg}"
-        } else {
-            "{prefix:>12} {spinner} {elapsed:>4} {wide_msg}"
-        };
-        let style = ProgressStyle::with_template(template)
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
-        bar.set_style(style);
-        bar.set_prefix(scenario.to_string());
-        bar.enable_steady_tick(Duration::from_millis(200));
-        bar
+    #[test]
+    fn uses_are_read_from_paths_and_groups() {
+        let siblings: BTreeSet<&str> = ["load", "report", "target"].into_iter().collect();
+        let source = "use super::load::{self, Counters};\n\
+                      use super::{report::round, Ctx};\n\
+                      // super::target in a comment does not count\n\
+                      fn f() { crate::bench::report::thousands(1); }\n\
+                      #[cfg(test)]\nmod tests { use super::target; }\n";
+        let got: Vec<String> = uses(source, &siblings).into_iter().collect();
+        assert_eq!(got, ["bench", "load", "report"]);
     }
 }

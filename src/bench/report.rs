@@ -9,9 +9,6 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::load::thousands;
-use super::{BenchOptions, TargetSpec};
-
 /// The machine and build a run happened on.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Machine {
@@ -163,72 +160,17 @@ pub(crate) fn round(v: f64, places: i32) -> f64 {
     (v * f).round() / f
 }
 
-/// Prints what every run states: machine, build, durability, server and parameters.
-pub fn print_header(machine: &Machine, options: &BenchOptions) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "chatd bench {} ({} build)",
-        machine.version, machine.profile
-    )?;
-    writeln!(
-        out,
-        "machine:    {} cores, {} GiB memory, {}, Linux {}",
-        machine.cores, machine.memory_gib, machine.cpu, machine.kernel
-    )?;
-    let server = match &options.target {
-        TargetSpec::InProcess { .. } => {
-            "in-process on 127.0.0.1, a fresh temporary database per scenario; \
-             load generator in the same process"
-                .to_string()
+/// Formats a count with thousands separators.
+pub(crate) fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
         }
-        TargetSpec::External { addr, .. } => format!("external server {addr}"),
-    };
-    // `chatd bench irc --irc-server …` alone starts no chatd: the lines about chatd's server
-    // would describe a server that never ran.
-    let only_external_irc = options.irc.server.is_some()
-        && options
-            .selected()
-            .iter()
-            .all(|s| *s == super::Scenario::Irc);
-    if only_external_irc {
-        writeln!(
-            out,
-            "server:     none of chatd's (only the irc scenario, against --irc-server)"
-        )?;
-    } else {
-        writeln!(out, "server:     {server}")?;
+        out.push(c);
     }
-    if options.selected().contains(&super::Scenario::Irc) {
-        writeln!(out, "irc server: {}", super::irc::describe_target(options))?;
-    }
-    if only_external_irc {
-        writeln!(out, "durability: as configured on the IRC server")?;
-    } else {
-        writeln!(out, "durability: {}", options.durability_label())?;
-    }
-    let rates: Vec<String> = options.rates.iter().map(|r| thousands(*r)).collect();
-    writeln!(
-        out,
-        "parameters: duration {} s, pairs {}, window {}, rate {}/s, members {}, body {} B, \
-         backlog {}, connections {}, flood {}",
-        options.duration.as_secs_f64(),
-        options.pairs,
-        options.window,
-        rates.join(","),
-        options.members,
-        options.body_bytes,
-        thousands(options.backlog as u64),
-        options
-            .connections
-            .map_or("as many as the fd limit allows".to_string(), |c| thousands(
-                c as u64
-            )),
-        options.flood
-    )?;
-    writeln!(out)?;
-    out.flush()?;
-    Ok(())
+    out
 }
 
 /// Prints one report as a JSON line.
@@ -370,6 +312,14 @@ mod tests {
         assert!(text.contains("0.46"), "{text}");
         assert!(text.contains("pairs=50"), "{text}");
         assert!(text.contains("fanout: rooms not available"), "{text}");
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
     }
 
     #[test]

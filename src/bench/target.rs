@@ -136,6 +136,21 @@ pub(crate) struct Account {
     pub token: Option<Secret>,
 }
 
+/// A sender account and a recipient account, each with a device token.
+pub(crate) struct TokenPair {
+    pub sender_token: Secret,
+    /// The recipient's name, where the sender sends.
+    pub recipient: String,
+    pub recipient_token: Secret,
+}
+
+/// The names of `n` sender/recipient pairs: `<prefix>-s<i>` and `<prefix>-r<i>`.
+pub(crate) fn pair_names(prefix: &str, n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| (format!("{prefix}-s{i}"), format!("{prefix}-r{i}")))
+        .collect()
+}
+
 impl Target {
     /// Starts a server in this process on `127.0.0.1:0` over a temporary directory.
     pub async fn in_process(durability: Durability, limits: Option<Limits>) -> Result<Target> {
@@ -242,6 +257,39 @@ impl Target {
         let made = create_accounts(&store, names, password_hash, tokens).await;
         store.close().await;
         made
+    }
+
+    /// Creates the [`pair_names`] accounts of `n` pairs (sender, recipient, sender, …) with
+    /// the bench password and a device token each.
+    pub async fn create_pairs(
+        &self,
+        prefix: &str,
+        n: usize,
+        password_hash: &str,
+    ) -> Result<Vec<TokenPair>> {
+        let names: Vec<String> = pair_names(prefix, n)
+            .into_iter()
+            .flat_map(|(s, r)| [s, r])
+            .collect();
+        let mut accounts = self
+            .create_accounts(&names, password_hash, true)
+            .await?
+            .into_iter();
+        let mut pairs = Vec::with_capacity(n);
+        while let Some(sender) = accounts.next() {
+            let (Some(sender_token), Some(recipient)) = (sender.token, accounts.next()) else {
+                bail!("bench accounts were made without tokens");
+            };
+            let Some(recipient_token) = recipient.token else {
+                bail!("bench accounts were made without tokens");
+            };
+            pairs.push(TokenPair {
+                sender_token,
+                recipient: recipient.name,
+                recipient_token,
+            });
+        }
+        Ok(pairs)
     }
 
     /// The address and pin, for tasks that connect on their own.

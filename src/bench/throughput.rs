@@ -5,48 +5,28 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 
-use super::load::{self, thousands, Counters};
-use super::{Ctx, Report};
+use super::ctx::Ctx;
+use super::load::{self, Counters};
+use super::report::{thousands, Report};
 
 pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
     let o = ctx.options;
     let bar = ctx.progress("throughput", None);
     bar.set_message("starting the server and accounts");
     let target = ctx.target().await?;
-    let prefix = ctx.prefix();
-    let names: Vec<String> = (0..o.pairs)
-        .flat_map(|i| [format!("{prefix}-s{i}"), format!("{prefix}-r{i}")])
-        .collect();
     let accounts = target
-        .create_accounts(&names, &ctx.password_hash, true)
+        .create_pairs(&ctx.prefix(), o.pairs, &ctx.password_hash)
         .await?;
 
     bar.set_message("connecting");
     let epoch = Instant::now();
     let counters = Arc::new(Counters::default());
     let stop = CancellationToken::new();
-    let mut recipients = Vec::new();
-    let mut senders = Vec::new();
-    for pair in accounts.chunks(2) {
-        let [sender, recipient] = pair else { continue };
-        let (Some(st), Some(rt)) = (&sender.token, &recipient.token) else {
-            bail!("bench accounts were made without tokens");
-        };
-        let mut r = target.connect_token(rt).await?;
-        load::subscribe_caught_up(&mut r).await?;
-        recipients.push(load::spawn_recipient(
-            r,
-            epoch,
-            0,
-            Arc::clone(&counters),
-            stop.clone(),
-        ));
-        let s = target.connect_token(st).await?;
-        senders.push((s.client, recipient.name.clone()));
-    }
+    let pairs = load::connect_pairs(&target, &accounts).await?;
+    let (recipients, senders) = load::start_pairs(pairs, epoch, 0, &counters, &stop);
 
     let start = Instant::now();
     let deadline = start + o.duration;

@@ -1,0 +1,410 @@
+//! What a run is asked to do: the scenarios, the command line ([`BenchArgs`]) and the
+//! options it resolves to ([`BenchOptions`], [`TargetSpec`], [`IrcOptions`]), and the header
+//! every run prints to say what it ran with.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::client::ServerAddr;
+use crate::store::Durability;
+use crate::tls::Fingerprint;
+
+use super::load;
+use super::report::{thousands, Machine};
+
+/// A load scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Scenario {
+    /// Sender/recipient pairs with a window of sends in flight: messages/s and latency.
+    Throughput,
+    /// A fixed offered rate, open loop: latency percentiles measured from the intended send.
+    Latency,
+    /// One room of 100 members: messages/s in, deliveries/s out.
+    Fanout,
+    /// A queue of messages for an offline device, then the time to drain it.
+    Backlog,
+    /// As many authenticated idle connections as the limits allow, and their memory.
+    Connections,
+    /// Pairs over plaintext IRC (chatd's gateway, or --irc-server): open-loop latency, then
+    /// throughput with a window of messages not yet received.
+    Irc,
+    /// Logins/s, and message latency during a wrong-password flood.
+    Login,
+}
+
+impl Scenario {
+    /// Every scenario, in the order they run (login last: its flood throttles 127.0.0.1).
+    pub const ALL: [Scenario; 7] = [
+        Scenario::Throughput,
+        Scenario::Latency,
+        Scenario::Fanout,
+        Scenario::Backlog,
+        Scenario::Connections,
+        Scenario::Irc,
+        Scenario::Login,
+    ];
+
+    /// The scenario's name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Throughput => "throughput",
+            Scenario::Latency => "latency",
+            Scenario::Fanout => "fanout",
+            Scenario::Backlog => "backlog",
+            Scenario::Connections => "connections",
+            Scenario::Irc => "irc",
+            Scenario::Login => "login",
+        }
+    }
+}
+
+/// `chatd bench` command-line arguments.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Scenarios to run (default: all), in this order whatever the order given.
+    #[arg(value_enum, value_name = "SCENARIO")]
+    pub scenarios: Vec<Scenario>,
+    /// Seconds each timed phase runs.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub duration: f64,
+    /// Sender/recipient pairs (throughput, latency, irc).
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub pairs: usize,
+    /// Sends in flight per sender (throughput); messages not yet received (irc).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub window: usize,
+    /// Offered messages/s (latency, irc). A comma-separated list measures each rate in turn, for
+    /// a latency-versus-load curve: --rate 1000,5000,10000.
+    #[arg(long, default_value = "10000", value_delimiter = ',', value_name = "N")]
+    pub rate: Vec<u64>,
+    /// Members of the room (fanout).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub members: usize,
+    /// Message body in bytes.
+    #[arg(long, default_value_t = 200, value_name = "BYTES")]
+    pub body: usize,
+    /// Messages queued for the offline device (backlog).
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub backlog: usize,
+    /// Idle connections to open (connections) [default: as many as the fd limit allows].
+    #[arg(long, value_name = "N")]
+    pub connections: Option<usize>,
+    /// Connections sending wrong passwords as fast as they are answered (login).
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub flood: usize,
+    /// Durability of the in-process server: full or normal.
+    #[arg(long, default_value = "full", value_name = "MODE")]
+    pub durability: Durability,
+    /// Drive this running server instead of an in-process one; needs --pin and --db (its
+    /// database, where the bench creates its accounts).
+    #[arg(long, value_name = "HOST:PORT", requires = "pin")]
+    pub server: Option<ServerAddr>,
+    /// The --server's key fingerprint (`chatd fingerprint`).
+    #[arg(long, value_name = "sha256:HEX", requires = "server")]
+    pub pin: Option<Fingerprint>,
+    /// Process id of the --server, to read its memory from /proc (connections).
+    #[arg(long, value_name = "PID", requires = "server")]
+    pub server_pid: Option<u32>,
+    /// Drive this IRC server (irc) instead of chatd's gateway: an address on loopback, such
+    /// as 127.0.0.1:6667. Connections log in without a password unless --irc-pass is given.
+    #[arg(long, value_name = "IP:PORT")]
+    pub irc_server: Option<String>,
+    /// The --irc-server's password (sent as PASS by every connection).
+    #[arg(long, value_name = "PASSWORD", requires = "irc_server")]
+    pub irc_pass: Option<String>,
+    /// Print one JSON object per scenario (and per rate) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where the scenarios send their load.
+#[derive(Debug, Clone)]
+pub enum TargetSpec {
+    /// A fresh in-process server per scenario. `server_exe` (a `chatd` binary), when
+    /// given, runs the `connections` scenario's server as a child process so that its
+    /// memory is measured apart from the bench's clients.
+    InProcess { server_exe: Option<PathBuf> },
+    /// A running server; accounts are created through its database `db`.
+    External {
+        addr: ServerAddr,
+        pin: Fingerprint,
+        db: PathBuf,
+        pid: Option<u32>,
+    },
+}
+
+/// Everything a bench run needs; [`BenchArgs`] with the defaults resolved.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Scenarios to run; empty means all.
+    pub scenarios: Vec<Scenario>,
+    /// Length of each timed phase.
+    pub duration: Duration,
+    /// Sender/recipient pairs (throughput, latency).
+    pub pairs: usize,
+    /// Sends in flight per sender (throughput).
+    pub window: usize,
+    /// Offered messages/s, one latency measurement each.
+    pub rates: Vec<u64>,
+    /// Members of the fanout room.
+    pub members: usize,
+    /// Message body size.
+    pub body_bytes: usize,
+    /// Messages queued for the offline device (backlog).
+    pub backlog: usize,
+    /// Idle connections to open; `None` for as many as the fd limit allows.
+    pub connections: Option<usize>,
+    /// Wrong-password flood connections (login).
+    pub flood: usize,
+    /// Durability of the servers the bench starts.
+    pub durability: Durability,
+    /// Where the load goes.
+    pub target: TargetSpec,
+    /// Which IRC server the `irc` scenario drives.
+    pub irc: IrcOptions,
+}
+
+impl BenchOptions {
+    /// Checks the arguments. `db` is the database given with `--db` (or its environment
+    /// variable or config key), needed with `--server`; `server_exe` is the `chatd` binary.
+    pub fn from_args(
+        args: &BenchArgs,
+        db: Option<PathBuf>,
+        server_exe: Option<PathBuf>,
+    ) -> Result<BenchOptions> {
+        let target = match (&args.server, args.pin) {
+            (Some(addr), Some(pin)) => {
+                let Some(db) = db else {
+                    bail!(
+                        "--server needs --db PATH: the database of that server, where the \
+                         bench creates its accounts"
+                    );
+                };
+                TargetSpec::External {
+                    addr: addr.clone(),
+                    pin,
+                    db,
+                    pid: args.server_pid,
+                }
+            }
+            (Some(_), None) => bail!("--server needs --pin (the server's `chatd fingerprint`)"),
+            _ => TargetSpec::InProcess { server_exe },
+        };
+        let options = BenchOptions {
+            scenarios: args.scenarios.clone(),
+            duration: Duration::try_from_secs_f64(args.duration)
+                .ok()
+                .filter(|d| !d.is_zero() && d.as_secs() <= 24 * 3600)
+                .with_context(|| {
+                    format!("--duration {} must be between 0 and 86400 s", args.duration)
+                })?,
+            pairs: args.pairs,
+            window: args.window,
+            rates: args.rate.clone(),
+            members: args.members,
+            body_bytes: args.body,
+            backlog: args.backlog,
+            connections: args.connections,
+            flood: args.flood,
+            durability: args.durability,
+            target,
+            irc: IrcOptions {
+                server: args
+                    .irc_server
+                    .as_deref()
+                    .map(parse_irc_server)
+                    .transpose()?,
+                pass: args.irc_pass.clone(),
+            },
+        };
+        options.validate()?;
+        Ok(options)
+    }
+
+    /// Refuses parameters that cannot make a meaningful run.
+    pub fn validate(&self) -> Result<()> {
+        if self.pairs == 0 {
+            bail!("--pairs must be at least 1");
+        }
+        if self.window == 0 {
+            bail!("--window must be at least 1");
+        }
+        if self.members < 2 {
+            bail!("--members must be at least 2");
+        }
+        if self.rates.is_empty() || self.rates.contains(&0) {
+            bail!("--rate must be at least 1 message/s");
+        }
+        if !(load::STAMP_LEN..=crate::protocol::DEFAULT_MAX_BODY_BYTES).contains(&self.body_bytes) {
+            bail!(
+                "--body must be between {} and {} bytes",
+                load::STAMP_LEN,
+                crate::protocol::DEFAULT_MAX_BODY_BYTES
+            );
+        }
+        if self.backlog == 0 {
+            bail!("--backlog must be at least 1");
+        }
+        if self.connections == Some(0) {
+            bail!("--connections must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The scenarios to run, in their fixed order.
+    pub(crate) fn selected(&self) -> Vec<Scenario> {
+        Scenario::ALL
+            .into_iter()
+            .filter(|s| self.scenarios.is_empty() || self.scenarios.contains(s))
+            .collect()
+    }
+
+    /// The durability as reports state it.
+    pub(crate) fn durability_label(&self) -> String {
+        match self.target {
+            TargetSpec::InProcess { .. } => self.durability.to_string(),
+            TargetSpec::External { .. } => "as configured on the server".to_string(),
+        }
+    }
+}
+
+/// Which IRC server the `irc` scenario drives.
+#[derive(Debug, Clone, Default)]
+pub struct IrcOptions {
+    /// An IRC server on a loopback address; `None` for a fresh chatd per phase.
+    pub server: Option<SocketAddr>,
+    /// The server password (`PASS`) for `server`, if it needs one.
+    pub pass: Option<String>,
+}
+
+/// Parses `--irc-server`: an IP address and port on loopback, or one clear line saying why not.
+pub(crate) fn parse_irc_server(text: &str) -> Result<SocketAddr> {
+    let addr: SocketAddr = text.trim().parse().map_err(|_| {
+        anyhow!("--irc-server {text} is not an address and port such as 127.0.0.1:6667")
+    })?;
+    if !addr.ip().is_loopback() {
+        bail!(
+            "--irc-server {addr} is not a loopback address: the irc scenario drives servers on \
+             this machine only (127.0.0.1 or [::1])"
+        );
+    }
+    Ok(addr)
+}
+
+/// The server the scenario drives, as the printed parameters state it.
+pub(crate) fn describe_irc_target(options: &BenchOptions) -> String {
+    match (&options.irc.server, &options.target) {
+        (Some(addr), _) => format!(
+            "external IRC server on {addr}, plain TCP, {}",
+            if options.irc.pass.is_some() {
+                "PASS given"
+            } else {
+                "no password"
+            }
+        ),
+        (
+            None,
+            TargetSpec::InProcess {
+                server_exe: Some(_),
+            },
+        ) => format!(
+            "chatd's plaintext IRC gateway, a fresh `chatd serve` child process per phase \
+             (durability {}), PASS account:password",
+            options.durability
+        ),
+        (None, _) => format!(
+            "chatd's plaintext IRC gateway, a fresh in-process server per phase (durability \
+             {}), PASS account:password",
+            options.durability
+        ),
+    }
+}
+
+/// Prints what every run states: machine, build, durability, server and parameters.
+pub(crate) fn print_header(machine: &Machine, options: &BenchOptions) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "chatd bench {} ({} build)",
+        machine.version, machine.profile
+    )?;
+    writeln!(
+        out,
+        "machine:    {} cores, {} GiB memory, {}, Linux {}",
+        machine.cores, machine.memory_gib, machine.cpu, machine.kernel
+    )?;
+    let server = match &options.target {
+        TargetSpec::InProcess { .. } => {
+            "in-process on 127.0.0.1, a fresh temporary database per scenario; \
+             load generator in the same process"
+                .to_string()
+        }
+        TargetSpec::External { addr, .. } => format!("external server {addr}"),
+    };
+    // `chatd bench irc --irc-server …` alone starts no chatd: the lines about chatd's server
+    // would describe a server that never ran.
+    let only_external_irc =
+        options.irc.server.is_some() && options.selected().iter().all(|s| *s == Scenario::Irc);
+    if only_external_irc {
+        writeln!(
+            out,
+            "server:     none of chatd's (only the irc scenario, against --irc-server)"
+        )?;
+    } else {
+        writeln!(out, "server:     {server}")?;
+    }
+    if options.selected().contains(&Scenario::Irc) {
+        writeln!(out, "irc server: {}", describe_irc_target(options))?;
+    }
+    if only_external_irc {
+        writeln!(out, "durability: as configured on the IRC server")?;
+    } else {
+        writeln!(out, "durability: {}", options.durability_label())?;
+    }
+    let rates: Vec<String> = options.rates.iter().map(|r| thousands(*r)).collect();
+    writeln!(
+        out,
+        "parameters: duration {} s, pairs {}, window {}, rate {}/s, members {}, body {} B, \
+         backlog {}, connections {}, flood {}",
+        options.duration.as_secs_f64(),
+        options.pairs,
+        options.window,
+        rates.join(","),
+        options.members,
+        options.body_bytes,
+        thousands(options.backlog as u64),
+        options
+            .connections
+            .map_or("as many as the fd limit allows".to_string(), |c| thousands(
+                c as u64
+            )),
+        options.flood
+    )?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_servers_are_driven() {
+        assert_eq!(
+            parse_irc_server("127.0.0.1:6667").unwrap().to_string(),
+            "127.0.0.1:6667"
+        );
+        assert!(parse_irc_server("[::1]:6667").is_ok());
+        let e = parse_irc_server("10.0.0.1:6667").unwrap_err().to_string();
+        assert!(e.contains("not a loopback address"), "{e}");
+        let e = parse_irc_server("irc.example.org:6667")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not an address and port"), "{e}");
+    }
+}
