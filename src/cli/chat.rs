@@ -290,15 +290,20 @@ async fn first_contact(addr: &ServerAddr) -> Result<Fingerprint> {
     }
     eprintln!("The server {addr} presents the key {presented}.");
     eprintln!("Compare it with the output of `chatd fingerprint` on the server.");
-    eprint!("Trust this key? [y/N] ");
-    std::io::stderr().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer)?;
-    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+    if confirm("Trust this key?")? {
         Ok(presented)
     } else {
         bail!("key not trusted; nothing was sent to {addr}")
     }
+}
+
+/// Asks a yes/no question on the terminal (standard error), no being the default.
+fn confirm(question: &str) -> Result<bool> {
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }
 
 async fn trust(home: &ChatHome, server: &str, pin: Option<Fingerprint>) -> Result<()> {
@@ -340,11 +345,7 @@ async fn re_trust(addr: &ServerAddr, old: Fingerprint) -> Result<Fingerprint> {
         "Unless the operator changed the key, someone may be intercepting the connection: \
          compare it with the output of `chatd fingerprint` on the server."
     );
-    eprint!("Replace the pinned key? [y/N] ");
-    std::io::stderr().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer)?;
-    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+    if confirm("Replace the pinned key?")? {
         Ok(presented)
     } else {
         bail!("the pin for {addr} is unchanged ({old})")
