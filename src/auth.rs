@@ -27,8 +27,8 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
+use crate::bucket::TokenBucket;
 use crate::protocol::{Secret, Username};
-use crate::server::bucket::TokenBucket;
 use crate::store::{Credentials, Store, StoreError};
 use proof::{ProofKey, ProofNonce, ValidProof, PROOF_FAILURE_BUDGET};
 

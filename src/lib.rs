@@ -18,10 +18,16 @@
 //! - [`store`]: the SQLite pool, the embedded `migrations/`, typed queries, the single
 //!   [`store::Writer`] task that group-commits sends and acks, and beside it a WAL
 //!   checkpointer and the search indexer (the full-text index is a derived file of its own).
-//! - [`server`]: `Server::start` and `Server::run(listener, shutdown)` (or `run_with` to
-//!   serve the IRC listeners too), the accept loops, the revocation watcher;
-//!   `server/session.rs` is one connection's state machine;
-//!   [`server::hub`] tracks live connections and fans messages out to them.
+//! - [`core`]: what every front end shares, protocol-neutral: `ServerState` (store, auth,
+//!   writer, limits, user and room caches), [`core::hub`] (live connections and fan-out of
+//!   committed messages) and [`core::delivery`] (the backlog → live hand-off).
+//! - [`conn`]: connection plumbing shared by the front ends (the per-address slot).
+//! - [`native`]: the native front end; `native/session.rs` is one connection's state
+//!   machine (frames in, core calls, frames out), `native/session/rooms.rs` its conversation
+//!   requests.
+//! - [`server`]: the listeners above every front end: `Server::start` and
+//!   `Server::run(listener, shutdown)` (or `run_with` to serve the IRC listeners too), the
+//!   accept loops, the revocation watcher. Nothing but `cli` and `bench` imports it.
 //! - [`auth`]: argon2id on a bounded low-priority thread pool, device tokens, login
 //!   throttling (per account, per address, server-wide), the device cap.
 //! - [`tls`]: the crypto provider, the server certificate (rcgen), key fingerprints; the
@@ -33,6 +39,18 @@
 //!   [`client::state`] owns `known_servers` and `session.json` in `$CHAT_HOME`.
 //! - [`config`]: server settings, flags and `CHATD_*` > TOML file > defaults.
 //! - [`cli`]: what each `chatd` and `chat` subcommand does.
+//! - [`tui`]: the full-screen terminal client (`chat` with no command): a state machine
+//!   (`tui/state.rs`), rendering (`tui/render.rs`), the input editor and its connection
+//!   (`tui/net.rs`) on [`client`].
+//! - [`bench`]: `chatd bench`, load scenarios over real TLS with [`client`], against an
+//!   in-process [`server`] or another one; its submodules import one way (see its docs).
+//! - `bucket`: the token bucket behind per-connection and login rates.
+//!
+//! The imports between these modules point one way: `protocol`, `store`, `auth`, `tls`,
+//! `bucket` at the bottom; `core` and `conn` above them; the front ends (`native`, `irc`)
+//! above those; `server` above the front ends; `cli` on top (`client` and `tui` use only
+//! `protocol`, `tls` and `client`). `python3 .ci/modcycles.py src` checks that there is no
+//! cycle, and CI runs it.
 //!
 //! # How a message travels
 //!
@@ -71,10 +89,14 @@
 #![forbid(unsafe_code)]
 pub mod auth;
 pub mod bench;
+pub(crate) mod bucket;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod conn;
+pub mod core;
 pub mod irc;
+pub mod native;
 pub mod protocol;
 pub mod server;
 pub mod store;

@@ -133,7 +133,7 @@ impl<S: Stream> Session<S> {
             lines.extend(message_lines(
                 msg,
                 &me,
-                self.state.irc_server_name.as_str(),
+                self.server_name.as_str(),
                 self.caps,
                 &mut self.batch_seq,
             ));

@@ -4,7 +4,7 @@
 //! The gateway only translates. Authentication is [`crate::auth`] (SASL PLAIN and `PASS`
 //! go through the same argon2 check and throttling as a native login), sends go through the
 //! same [`crate::store::Writer`] (group commit, ids, idempotency) and arrive through the same
-//! [`crate::server::hub`], history and read markers are the same store queries with the same
+//! [`crate::core::hub`], history and read markers are the same store queries with the same
 //! permissions. There is no second message path and no second store.
 //!
 //! An IRC connection is a device: `account@name` at login selects the device `name`,
@@ -44,10 +44,11 @@ use tokio::time::{timeout, Instant};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::{AddressSlot, ServerState};
+use crate::conn::AddressSlot;
+use crate::core::ServerState;
 
 /// Every user's host in their IRC source (`alice!alice@chatd`), and the server name when
-/// none is configured or found ([`default_server_name`]).
+/// none is configured or found (`default_server_name`).
 pub const USER_HOST: &str = "chatd";
 
 /// Longest configurable IRC server name (a DNS name's limit).
@@ -138,6 +139,7 @@ const PLAINTEXT_REPLY: &[u8] =
 /// Serves one IRC-over-TLS connection.
 pub(crate) async fn serve_tls(
     state: Arc<ServerState>,
+    server_name: IrcServerName,
     acceptor: TlsAcceptor,
     mut tcp: TcpStream,
     peer: SocketAddr,
@@ -169,7 +171,7 @@ pub(crate) async fn serve_tls(
         _ => return,
     }
     match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => session::run(state, tls, peer, shutdown).await,
+        Ok(Ok(tls)) => session::run(state, server_name, tls, peer, shutdown).await,
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "IRC TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "IRC TLS handshake timed out"),
     }
@@ -178,13 +180,14 @@ pub(crate) async fn serve_tls(
 /// Serves one plaintext IRC connection (the listener is loopback-only).
 pub(crate) async fn serve_plain(
     state: Arc<ServerState>,
+    server_name: IrcServerName,
     tcp: TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
     _slots: (OwnedSemaphorePermit, AddressSlot),
 ) {
     let _ = tcp.set_nodelay(true);
-    session::run(state, tcp, peer, shutdown).await;
+    session::run(state, server_name, tcp, peer, shutdown).await;
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! `replies`, while the session goes on reading and handing sends to the writer. Deliveries
 //! (messages from others) are not answers and are written as they come.
 //!
-//! Delivery is the native backlog → live hand-off (`server::session::stream_backlog`) after
+//! Delivery is the native backlog → live hand-off (`core::delivery`) after
 //! this device's cursor. The cursor moves only when the client answers a `PING` sent after
 //! the messages (its `PONG` proves it read everything written before): at most one such PING
 //! is outstanding, and each PONG acknowledges, through the writer, everything written before
@@ -30,14 +30,15 @@ use super::codec::{IrcCodec, Line, MAX_CLIENT_LINE};
 use super::message::IrcMessage;
 use super::numerics::*;
 use super::translate::message_lines;
+use super::IrcServerName;
 use super::MAX_UNREGISTERED_LINES;
 use crate::auth::AuthedUser;
+use crate::bucket::TokenBucket;
+use crate::core::delivery::{start_delivery, BacklogEvent};
+use crate::core::hub::{LiveQueue, Push, SessionGuard};
+use crate::core::ServerState;
 use crate::protocol::codec::parse_server_frame;
 use crate::protocol::{ErrorCode, ServerFrame};
-use crate::server::bucket::TokenBucket;
-use crate::server::hub::{LiveQueue, Push, SessionGuard};
-use crate::server::session::BacklogEvent;
-use crate::server::ServerState;
 
 /// What the session's byte stream must be: TLS or (loopback) plain TCP.
 pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -100,6 +101,8 @@ pub(super) struct Incoming {
 
 pub(super) struct Session<S> {
     pub state: Arc<ServerState>,
+    /// The gateway's name for itself (the source of server lines).
+    pub server_name: IrcServerName,
     framed: Framed<S, IrcCodec>,
     pub peer: SocketAddr,
     pub caps: Caps,
@@ -143,6 +146,7 @@ pub(super) struct Session<S> {
 
 pub(super) async fn run<S: Stream>(
     state: Arc<ServerState>,
+    server_name: IrcServerName,
     stream: S,
     peer: SocketAddr,
     shutdown: CancellationToken,
@@ -151,6 +155,7 @@ pub(super) async fn run<S: Stream>(
     let bucket = TokenBucket::new(limits.send_rate_per_sec, limits.send_burst);
     let mut session = Session {
         framed: Framed::new(stream, IrcCodec::new(MAX_CLIENT_LINE)),
+        server_name,
         peer,
         caps: Caps::default(),
         cap_negotiating: false,
@@ -274,7 +279,7 @@ impl<S: Stream> Session<S> {
 
     /// The gateway's server name: the source of its own lines.
     pub fn server_name(&self) -> &str {
-        self.state.irc_server_name.as_str()
+        self.server_name.as_str()
     }
 
     /// A line from the server itself.
@@ -471,12 +476,7 @@ impl<S: Stream> Session<S> {
         let Some(conn) = self.guard.as_ref().map(|g| g.conn_id()) else {
             return Err(End::Close("Internal server error".into()));
         };
-        self.backlog = Some(crate::server::session::start_delivery(
-            &self.state,
-            conn,
-            user,
-            cursor,
-        ));
+        self.backlog = Some(start_delivery(&self.state, conn, user, cursor));
         Ok(())
     }
 
@@ -490,7 +490,7 @@ impl<S: Stream> Session<S> {
                         lines.extend(message_lines(
                             m,
                             &me,
-                            self.state.irc_server_name.as_str(),
+                            self.server_name.as_str(),
                             self.caps,
                             &mut self.batch_seq,
                         ));
@@ -524,7 +524,7 @@ impl<S: Stream> Session<S> {
                 let lines = message_lines(
                     &message,
                     &self.nick(),
-                    self.state.irc_server_name.as_str(),
+                    self.server_name.as_str(),
                     self.caps,
                     &mut self.batch_seq,
                 );

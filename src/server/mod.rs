@@ -1,4 +1,6 @@
-//! The server: accept loop, per-connection sessions (`session`) and the hub (`hub`).
+//! The listeners: bind-and-accept loops that hand each connection to its front end
+//! ([`crate::native`], [`crate::irc`]), the start and orderly stop of everything, and the
+//! revocation watcher. Nothing below this module imports it.
 //!
 //! [`Server::start`] locks the database for this process (a second server on the same file
 //! is refused, see [`crate::store::DbLock`]), loads or makes the TLS identity, opens the
@@ -9,9 +11,7 @@
 //! [`Server::run_with`] does the same for several [`Listeners`]: the native one and the IRC
 //! gateway's ([`crate::irc`]), under one set of connection limits and one shutdown.
 
-pub(crate) mod bucket;
-pub mod hub;
-pub(crate) mod session;
+pub use crate::core::Limits;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -25,72 +25,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::proof::ProofKey;
-use crate::auth::{Auth, AuthLimits, Hasher};
-use crate::protocol::{ErrorCode, RoomName, Username, DEFAULT_MAX_BODY_BYTES};
-use crate::store::{DbLock, Durability, RoomRef, Store, UserRef, Writer};
+use crate::auth::{Auth, Hasher};
+use crate::conn::AddressSlot;
+use crate::core::hub::Hub;
+use crate::core::ServerState;
+use crate::irc::IrcServerName;
+use crate::protocol::ErrorCode;
+use crate::store::{DbLock, Durability, Store};
 use crate::tls::{self, Fingerprint, IdentitySource};
-
-use hub::Hub;
-
-/// Limits and timeouts, each with its default.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Largest message body in bytes.
-    pub max_body: usize,
-    /// Most simultaneous connections; further ones are closed at once.
-    pub max_connections: usize,
-    /// Most simultaneous connections from one address (IPv4) or /64 (IPv6); loopback is
-    /// exempt, since a local reverse proxy makes every client look like 127.0.0.1.
-    pub max_connections_per_address: usize,
-    /// Sustained sends (messages and room changes) per second per connection.
-    pub send_rate_per_sec: u32,
-    /// Sends a connection may burst above the sustained rate before `rate_limited`.
-    pub send_burst: u32,
-    /// Time allowed for the TLS handshake.
-    pub handshake_timeout: Duration,
-    /// Time a connection may stay unauthenticated (hello + login/auth).
-    pub auth_timeout: Duration,
-    /// Time without any frame from the client before the connection is closed. Clients keep
-    /// a connection alive with `ping`.
-    pub idle_timeout: Duration,
-    /// Time allowed for one write to the client.
-    pub write_timeout: Duration,
-    /// Live pushes queued per connection before it is disconnected as a slow consumer.
-    pub live_queue: usize,
-    /// Bytes of live pushes queued per connection before it is disconnected as a slow
-    /// consumer (bounds what one stalled reader can pin in memory).
-    pub live_queue_bytes: usize,
-    /// Server-wide login limits: failed-login budget, devices per account.
-    pub login: AuthLimits,
-    /// Sends and acks in flight per connection before the server stops reading from it.
-    pub max_in_flight: usize,
-    /// Time allowed for sessions to drain at shutdown.
-    pub shutdown_grace: Duration,
-    /// How often the server checks for revocations made by admin commands.
-    pub revocation_poll: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_body: DEFAULT_MAX_BODY_BYTES,
-            max_connections: 20_000,
-            max_connections_per_address: 64,
-            send_rate_per_sec: 500,
-            send_burst: 1000,
-            handshake_timeout: Duration::from_secs(10),
-            auth_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(120),
-            write_timeout: Duration::from_secs(10),
-            live_queue: 4096,
-            live_queue_bytes: 8 * 1024 * 1024,
-            login: AuthLimits::default(),
-            max_in_flight: 1024,
-            shutdown_grace: Duration::from_secs(10),
-            revocation_poll: Duration::from_millis(500),
-        }
-    }
-}
 
 /// Everything `Server::start` needs.
 #[derive(Debug, Clone)]
@@ -138,111 +80,14 @@ pub enum ServerError {
     Lock(#[from] crate::store::LockError),
 }
 
-/// State shared by every session.
-pub(crate) struct ServerState {
-    pub store: Store,
-    pub auth: Auth,
-    pub writer: Writer,
-    pub hub: Arc<Hub>,
-    pub limits: Limits,
-    /// The IRC gateway's server name.
-    pub irc_server_name: crate::irc::IrcServerName,
-    /// Recipients looked up recently; cleared whenever accounts change.
-    users: Mutex<HashMap<String, UserRef>>,
-    /// Rooms looked up recently; cleared whenever a room is deleted.
-    rooms: Mutex<HashMap<String, RoomRef>>,
-}
-
-impl ServerState {
-    /// Registers an authenticated connection with the hub, then re-checks its device: a
-    /// revocation that landed between the credential check and the registration was not
-    /// seen by the revocation watcher, so it is caught here. `Ok(None)`: the device is no
-    /// longer valid (the registration is dropped again).
-    pub async fn register_session(
-        &self,
-        user: &crate::auth::AuthedUser,
-    ) -> Result<
-        Option<(hub::SessionGuard, tokio::sync::mpsc::Receiver<ErrorCode>)>,
-        crate::store::StoreError,
-    > {
-        let registered = self.hub.register(user.user_id(), user.device_id());
-        let device = user.device_id();
-        let valid = self.store.valid_devices(&[device]).await?;
-        Ok(valid.contains(&device).then_some(registered))
-    }
-
-    /// Finds a live account by name, through a small cache.
-    pub async fn find_user(
-        &self,
-        name: &Username,
-    ) -> Result<Option<UserRef>, crate::store::StoreError> {
-        if let Some(u) = self.lock_users().get(name.as_str()) {
-            return Ok(Some(u.clone()));
-        }
-        let found = self.store.find_user(name).await?;
-        if let Some(u) = &found {
-            let mut cache = self.lock_users();
-            if cache.len() >= 10_000 {
-                cache.clear();
-            }
-            cache.insert(name.as_str().to_string(), u.clone());
-        }
-        Ok(found)
-    }
-
-    /// Finds a live room by name, through a small cache.
-    pub async fn find_room(
-        &self,
-        name: &RoomName,
-    ) -> Result<Option<RoomRef>, crate::store::StoreError> {
-        if let Some(r) = self.lock_rooms().get(name.as_str()) {
-            return Ok(Some(r.clone()));
-        }
-        let found = self.store.find_room(name).await?;
-        if let Some(r) = &found {
-            let mut cache = self.lock_rooms();
-            if cache.len() >= 10_000 {
-                cache.clear();
-            }
-            cache.insert(name.as_str().to_string(), r.clone());
-        }
-        Ok(found)
-    }
-
-    /// Applies a membership change through the writer. A leave or a deletion may delete the
-    /// room, so it leaves the cache at once: the name is free for the very next request.
-    /// (The auth epoch the deletion bumps clears the whole cache a moment later too.)
-    pub async fn change_room(
-        &self,
-        change: crate::store::RoomChange,
-    ) -> Result<(i64, i64), crate::store::StoreError> {
-        let forget = match &change {
-            crate::store::RoomChange::Leave { room_id, .. }
-            | crate::store::RoomChange::Delete { room_id, .. } => Some(*room_id),
-            _ => None,
-        };
-        let result = self.writer.change_room(change).await;
-        if let (Some(id), Ok(_)) = (forget, &result) {
-            self.lock_rooms().retain(|_, r| r.id != id);
-        }
-        result
-    }
-
-    fn lock_rooms(&self) -> std::sync::MutexGuard<'_, HashMap<String, RoomRef>> {
-        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn lock_users(&self) -> std::sync::MutexGuard<'_, HashMap<String, UserRef>> {
-        self.users.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 /// A started server, ready to serve on a listener.
 pub struct Server {
     state: Arc<ServerState>,
     tls: TlsReloader,
     fingerprint: Fingerprint,
     certificate_sha256: tls::CertificateSha256,
+    /// The IRC gateway's name for itself.
+    irc_server_name: IrcServerName,
     writer_task: tokio::task::JoinHandle<()>,
     /// Held until the database is closed at the end of [`Server::run_with`].
     lock: DbLock,
@@ -290,18 +135,11 @@ impl Server {
         let (writer, writer_task) = store
             .start_writer(Box::new(move |batch| fanout.deliver(batch)))
             .await?;
-        let state = Arc::new(ServerState {
-            auth: Auth::new(store.clone(), hasher, options.limits.login, proof_key),
-            store,
-            writer,
-            hub,
-            limits: options.limits.clone(),
-            irc_server_name: options.irc_server_name.clone(),
-            users: Mutex::new(HashMap::new()),
-            rooms: Mutex::new(HashMap::new()),
-        });
+        let auth = Auth::new(store.clone(), hasher, options.limits.login, proof_key);
+        let state = ServerState::new(store, auth, writer, hub, options.limits.clone());
         Ok(Server {
-            state,
+            state: Arc::new(state),
+            irc_server_name: options.irc_server_name.clone(),
             tls: TlsReloader {
                 source: options.identity.clone(),
                 current: Arc::new(std::sync::RwLock::new(tls)),
@@ -358,16 +196,15 @@ impl Server {
         };
         let watcher = tokio::spawn(watch_revocations(Arc::clone(&self.state), shutdown.clone()));
         let accept = |listener: Option<TcpListener>, kind: Protocol| {
-            let (state, tls) = (Arc::clone(&self.state), self.tls.clone());
-            accept_loop(
-                listener,
-                kind,
-                state,
-                tls,
-                shutdown.clone(),
-                tracker.clone(),
-                slots.clone(),
-            )
+            let cx = Accept {
+                state: Arc::clone(&self.state),
+                tls: self.tls.clone(),
+                shutdown: shutdown.clone(),
+                tracker: tracker.clone(),
+                slots: slots.clone(),
+                irc_server_name: self.irc_server_name.clone(),
+            };
+            accept_loop(listener, kind, cx)
         };
         tokio::join!(
             accept(Some(listeners.native), Protocol::Native),
@@ -434,15 +271,25 @@ struct Slots {
 }
 
 /// Accepts connections on one listener until shutdown, within the shared limits.
-async fn accept_loop(
-    listener: Option<TcpListener>,
-    kind: Protocol,
+/// What every accept loop shares.
+struct Accept {
     state: Arc<ServerState>,
     tls: TlsReloader,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     slots: Slots,
-) {
+    irc_server_name: IrcServerName,
+}
+
+async fn accept_loop(listener: Option<TcpListener>, kind: Protocol, cx: Accept) {
+    let Accept {
+        state,
+        tls,
+        shutdown,
+        tracker,
+        slots,
+        irc_server_name,
+    } = cx;
     let Some(listener) = listener else { return };
     if kind == Protocol::IrcPlain && !listener.local_addr().is_ok_and(|a| a.ip().is_loopback()) {
         tracing::error!("plaintext IRC is served only on a loopback address; not serving it");
@@ -478,7 +325,7 @@ async fn accept_loop(
         };
         let (state, shutdown, held) = (Arc::clone(&state), shutdown.clone(), (permit, slot));
         match kind {
-            Protocol::Native => tracker.spawn(session::run(
+            Protocol::Native => tracker.spawn(crate::native::session::run(
                 state,
                 tls.acceptor(),
                 tcp,
@@ -488,63 +335,22 @@ async fn accept_loop(
             )),
             Protocol::IrcTls => tracker.spawn(crate::irc::serve_tls(
                 state,
+                irc_server_name.clone(),
                 tls.acceptor(),
                 tcp,
                 peer,
                 shutdown,
                 held,
             )),
-            Protocol::IrcPlain => {
-                tracker.spawn(crate::irc::serve_plain(state, tcp, peer, shutdown, held))
-            }
+            Protocol::IrcPlain => tracker.spawn(crate::irc::serve_plain(
+                state,
+                irc_server_name.clone(),
+                tcp,
+                peer,
+                shutdown,
+                held,
+            )),
         };
-    }
-}
-
-/// One connection's place in the per-address count; released when dropped.
-pub(crate) struct AddressSlot {
-    counts: Arc<Mutex<HashMap<String, usize>>>,
-    key: Option<String>,
-}
-
-impl AddressSlot {
-    /// Counts a connection from `ip`, or refuses it when the address is at its limit.
-    /// Loopback addresses are not counted.
-    fn take(
-        counts: &Arc<Mutex<HashMap<String, usize>>>,
-        ip: std::net::IpAddr,
-        limit: usize,
-    ) -> Option<AddressSlot> {
-        if ip.is_loopback() {
-            return Some(AddressSlot {
-                counts: Arc::clone(counts),
-                key: None,
-            });
-        }
-        let key = crate::auth::address_bucket(ip);
-        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(key.clone()).or_insert(0);
-        if *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(AddressSlot {
-            counts: Arc::clone(counts),
-            key: Some(key),
-        })
-    }
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let Some(key) = &self.key else { return };
-        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(key) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(key);
-            }
-        }
     }
 }
 

@@ -30,32 +30,31 @@ mod rooms;
 
 use rooms::RoomOp;
 
-use super::hub::{LiveQueue, SessionGuard};
-use super::ServerState;
 use crate::auth::{AuthError, AuthedUser};
+use crate::conn::AddressSlot;
+use crate::core::delivery::{start_delivery, BacklogEvent};
+use crate::core::hub::{LiveQueue, Push, SessionGuard};
+use crate::core::ServerState;
 use crate::protocol::codec::{encode_json, parse_request, FrameCodec, FrameError};
 use crate::protocol::{
-    ErrorCode, Message, Request, Secret, ServerFrame, MAX_SEND_KEY_LEN, PROTOCOL_VERSION,
+    ErrorCode, Request, Secret, ServerFrame, MAX_SEND_KEY_LEN, PROTOCOL_VERSION,
 };
-use crate::store::{NewMessage, Store};
+use crate::store::NewMessage;
 
 /// Longest a refused (`rate_limited`) login waits before it is answered.
 const LOGIN_TARPIT: Duration = Duration::from_secs(1);
-
-/// Messages fetched from the store per backlog page.
-const BACKLOG_PAGE: u32 = 1000;
 
 /// What a plaintext client on the TLS port is told before the connection is closed.
 const PLAINTEXT_REPLY: &[u8] =
     b"chatd: this port speaks TLS 1.3 with length-delimited JSON frames; use the chat client\r\n";
 
-pub(super) async fn run(
+pub(crate) async fn run(
     state: Arc<ServerState>,
     acceptor: TlsAcceptor,
     mut tcp: TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
-    _slots: (OwnedSemaphorePermit, super::AddressSlot),
+    _slots: (OwnedSemaphorePermit, AddressSlot),
 ) {
     let _ = tcp.set_nodelay(true);
     let limits = &state.limits;
@@ -100,7 +99,7 @@ pub(super) async fn run(
         cursor: 0,
         subscribed: false,
         unflushed: false,
-        bucket: super::bucket::TokenBucket::new(
+        bucket: crate::bucket::TokenBucket::new(
             state.limits.send_rate_per_sec,
             state.limits.send_burst,
         ),
@@ -124,12 +123,6 @@ enum End {
     Shutdown,
 }
 
-pub(crate) enum BacklogEvent {
-    Page(Vec<Message>),
-    CaughtUp { upto: i64, live: LiveQueue },
-    Failed,
-}
-
 struct Session {
     state: Arc<ServerState>,
     framed: Framed<TlsStream<TcpStream>, FrameCodec>,
@@ -151,7 +144,7 @@ struct Session {
     /// Frames were written to the framed buffer since the last flush.
     unflushed: bool,
     /// Limits sends and room changes per connection.
-    bucket: super::bucket::TokenBucket,
+    bucket: crate::bucket::TokenBucket,
 }
 
 async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
@@ -188,7 +181,7 @@ async fn bounded_write<E>(
     }
 }
 
-async fn recv_live(live: &mut Option<LiveQueue>) -> Option<Arc<super::hub::Push>> {
+async fn recv_live(live: &mut Option<LiveQueue>) -> Option<Arc<Push>> {
     match live {
         Some(live) => live.recv().await,
         None => std::future::pending().await,
@@ -855,82 +848,5 @@ impl Session {
             .await;
         }
         let _ = timeout(Duration::from_secs(2), self.framed.get_mut().shutdown()).await;
-    }
-}
-
-/// Streams the stored backlog after `cursor`, subscribes to live delivery, streams what was
-/// committed meanwhile, then hands the live queue to the session.
-/// Starts the backlog → live hand-off for a registered connection (`conn`) of `user`'s
-/// device from `cursor`: a helper task streams the stored backlog, subscribes the
-/// connection to the hub (with the server's live-queue limits) and hands over the live
-/// queue. The native and IRC sessions both read its events.
-pub(crate) fn start_delivery(
-    state: &Arc<ServerState>,
-    conn: u64,
-    user: &AuthedUser,
-    cursor: i64,
-) -> mpsc::Receiver<BacklogEvent> {
-    let (tx, rx) = mpsc::channel(2);
-    let (user_id, device_id) = (user.user_id(), user.device_id());
-    let hub = Arc::clone(&state.hub);
-    let (capacity, max_bytes) = (state.limits.live_queue, state.limits.live_queue_bytes);
-    let subscribe = move || hub.subscribe(conn, user_id, device_id, capacity, max_bytes);
-    // The helper holds the store only (not the writer), so it never delays shutdown.
-    tokio::spawn(stream_backlog(
-        state.store.clone(),
-        user_id,
-        device_id,
-        cursor,
-        tx,
-        subscribe,
-    ));
-    rx
-}
-
-async fn stream_backlog(
-    store: Store,
-    user_id: i64,
-    device_id: i64,
-    cursor: i64,
-    tx: mpsc::Sender<BacklogEvent>,
-    subscribe: impl FnOnce() -> Option<LiveQueue>,
-) {
-    // Phase 1: the bulk of the backlog, before subscribing, so the live queue only has to
-    // hold what arrives during the last page.
-    let Some(after) = drain_backlog(&store, user_id, device_id, cursor, &tx).await else {
-        return;
-    };
-    let Some(live) = subscribe() else {
-        return;
-    };
-    // Phase 2: anything committed before the subscription took effect.
-    let Some(upto) = drain_backlog(&store, user_id, device_id, after, &tx).await else {
-        return;
-    };
-    let _ = tx.send(BacklogEvent::CaughtUp { upto, live }).await;
-}
-
-/// Sends every stored message after `after` to the session, page by page; returns the last
-/// id sent (or `after`), or `None` if the session is gone or the store failed.
-async fn drain_backlog(
-    store: &Store,
-    user_id: i64,
-    device_id: i64,
-    mut after: i64,
-    tx: &mpsc::Sender<BacklogEvent>,
-) -> Option<i64> {
-    loop {
-        match store.backlog(user_id, device_id, after, BACKLOG_PAGE).await {
-            Ok(page) if page.is_empty() => return Some(after),
-            Ok(page) => {
-                after = page.last().map_or(after, |m| m.id);
-                tx.send(BacklogEvent::Page(page)).await.ok()?;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "backlog query failed");
-                let _ = tx.send(BacklogEvent::Failed).await;
-                return None;
-            }
-        }
     }
 }

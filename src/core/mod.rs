@@ -1,0 +1,191 @@
+//! The protocol-neutral core: what every front end (the native protocol, the IRC gateway)
+//! shares. `ServerState` holds the store, auth, the writer and the hub, the limits, and
+//! the caches of users and rooms; [`hub`] fans committed messages out to live connections;
+//! [`delivery`] is the backlog → live hand-off every front end uses to deliver to a device.
+//!
+//! No wire format lives here: front ends ([`crate::native`], [`crate::irc`]) encode what
+//! the core hands them. Nothing here imports a front end or the listeners
+//! ([`crate::server`]).
+
+pub mod delivery;
+pub mod hub;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::auth::{Auth, AuthLimits};
+use crate::protocol::{ErrorCode, RoomName, Username, DEFAULT_MAX_BODY_BYTES};
+use crate::store::{RoomRef, Store, UserRef, Writer};
+
+use hub::Hub;
+
+/// Limits and timeouts, each with its default.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest message body in bytes.
+    pub max_body: usize,
+    /// Most simultaneous connections; further ones are closed at once.
+    pub max_connections: usize,
+    /// Most simultaneous connections from one address (IPv4) or /64 (IPv6); loopback is
+    /// exempt, since a local reverse proxy makes every client look like 127.0.0.1.
+    pub max_connections_per_address: usize,
+    /// Sustained sends (messages and room changes) per second per connection.
+    pub send_rate_per_sec: u32,
+    /// Sends a connection may burst above the sustained rate before `rate_limited`.
+    pub send_burst: u32,
+    /// Time allowed for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time a connection may stay unauthenticated (hello + login/auth).
+    pub auth_timeout: Duration,
+    /// Time without any frame from the client before the connection is closed. Clients keep
+    /// a connection alive with `ping`.
+    pub idle_timeout: Duration,
+    /// Time allowed for one write to the client.
+    pub write_timeout: Duration,
+    /// Live pushes queued per connection before it is disconnected as a slow consumer.
+    pub live_queue: usize,
+    /// Bytes of live pushes queued per connection before it is disconnected as a slow
+    /// consumer (bounds what one stalled reader can pin in memory).
+    pub live_queue_bytes: usize,
+    /// Server-wide login limits: failed-login budget, devices per account.
+    pub login: AuthLimits,
+    /// Sends and acks in flight per connection before the server stops reading from it.
+    pub max_in_flight: usize,
+    /// Time allowed for sessions to drain at shutdown.
+    pub shutdown_grace: Duration,
+    /// How often the server checks for revocations made by admin commands.
+    pub revocation_poll: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body: DEFAULT_MAX_BODY_BYTES,
+            max_connections: 20_000,
+            max_connections_per_address: 64,
+            send_rate_per_sec: 500,
+            send_burst: 1000,
+            handshake_timeout: Duration::from_secs(10),
+            auth_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            write_timeout: Duration::from_secs(10),
+            live_queue: 4096,
+            live_queue_bytes: 8 * 1024 * 1024,
+            login: AuthLimits::default(),
+            max_in_flight: 1024,
+            shutdown_grace: Duration::from_secs(10),
+            revocation_poll: Duration::from_millis(500),
+        }
+    }
+}
+
+/// State shared by every session.
+pub(crate) struct ServerState {
+    pub store: Store,
+    pub auth: Auth,
+    pub writer: Writer,
+    pub hub: Arc<Hub>,
+    pub limits: Limits,
+    /// Recipients looked up recently; cleared whenever accounts change.
+    users: Mutex<HashMap<String, UserRef>>,
+    /// Rooms looked up recently; cleared whenever a room is deleted.
+    rooms: Mutex<HashMap<String, RoomRef>>,
+}
+
+impl ServerState {
+    /// State over a started store, auth and writer, with empty caches.
+    pub fn new(store: Store, auth: Auth, writer: Writer, hub: Arc<Hub>, limits: Limits) -> Self {
+        ServerState {
+            store,
+            auth,
+            writer,
+            hub,
+            limits,
+            users: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Registers an authenticated connection with the hub, then re-checks its device: a
+    /// revocation that landed between the credential check and the registration was not
+    /// seen by the revocation watcher, so it is caught here. `Ok(None)`: the device is no
+    /// longer valid (the registration is dropped again).
+    pub async fn register_session(
+        &self,
+        user: &crate::auth::AuthedUser,
+    ) -> Result<
+        Option<(hub::SessionGuard, tokio::sync::mpsc::Receiver<ErrorCode>)>,
+        crate::store::StoreError,
+    > {
+        let registered = self.hub.register(user.user_id(), user.device_id());
+        let device = user.device_id();
+        let valid = self.store.valid_devices(&[device]).await?;
+        Ok(valid.contains(&device).then_some(registered))
+    }
+
+    /// Finds a live account by name, through a small cache.
+    pub async fn find_user(
+        &self,
+        name: &Username,
+    ) -> Result<Option<UserRef>, crate::store::StoreError> {
+        if let Some(u) = self.lock_users().get(name.as_str()) {
+            return Ok(Some(u.clone()));
+        }
+        let found = self.store.find_user(name).await?;
+        if let Some(u) = &found {
+            let mut cache = self.lock_users();
+            if cache.len() >= 10_000 {
+                cache.clear();
+            }
+            cache.insert(name.as_str().to_string(), u.clone());
+        }
+        Ok(found)
+    }
+
+    /// Finds a live room by name, through a small cache.
+    pub async fn find_room(
+        &self,
+        name: &RoomName,
+    ) -> Result<Option<RoomRef>, crate::store::StoreError> {
+        if let Some(r) = self.lock_rooms().get(name.as_str()) {
+            return Ok(Some(r.clone()));
+        }
+        let found = self.store.find_room(name).await?;
+        if let Some(r) = &found {
+            let mut cache = self.lock_rooms();
+            if cache.len() >= 10_000 {
+                cache.clear();
+            }
+            cache.insert(name.as_str().to_string(), r.clone());
+        }
+        Ok(found)
+    }
+
+    /// Applies a membership change through the writer. A leave or a deletion may delete the
+    /// room, so it leaves the cache at once: the name is free for the very next request.
+    /// (The auth epoch the deletion bumps clears the whole cache a moment later too.)
+    pub async fn change_room(
+        &self,
+        change: crate::store::RoomChange,
+    ) -> Result<(i64, i64), crate::store::StoreError> {
+        let forget = match &change {
+            crate::store::RoomChange::Leave { room_id, .. }
+            | crate::store::RoomChange::Delete { room_id, .. } => Some(*room_id),
+            _ => None,
+        };
+        let result = self.writer.change_room(change).await;
+        if let (Some(id), Ok(_)) = (forget, &result) {
+            self.lock_rooms().retain(|_, r| r.id != id);
+        }
+        result
+    }
+
+    pub(crate) fn lock_rooms(&self) -> std::sync::MutexGuard<'_, HashMap<String, RoomRef>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn lock_users(&self) -> std::sync::MutexGuard<'_, HashMap<String, UserRef>> {
+        self.users.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
