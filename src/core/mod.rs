@@ -9,6 +9,17 @@
 
 pub mod delivery;
 pub mod hub;
+pub mod rate;
+pub mod reading;
+pub mod refusal;
+pub mod rooms;
+pub mod sending;
+
+pub use rate::Operation;
+pub use reading::{Page, Range, Readable};
+pub use refusal::{CoreError, MemberAction, Refusal};
+pub use rooms::{RoomChanged, RoomRequest};
+pub use sending::{Outgoing, Sending};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,7 @@
 //! Channels as rooms: JOIN (public rooms; a new name creates one), PART, INVITE, KICK and
-//! DROP (the owner's), NAMES, TOPIC and LIST, and the rooms shown at registration. Membership
-//! changes go through the writer, whose checks are the permissions.
+//! DROP (the owner's), NAMES, TOPIC and LIST, and the rooms shown at registration. Each is a
+//! call on the core ([`crate::core`]), which checks the permissions; this module turns the
+//! answers and refusals into IRC lines and numerics.
 
 use super::caps::Cap;
 use super::message::IrcMessage;
@@ -9,27 +10,18 @@ use super::session::{End, Session, Stream};
 use super::translate::{source_of, ROOM_DELETED};
 use super::MAX_JOIN_TARGETS;
 use crate::auth::AuthedUser;
-use crate::protocol::RoomName;
-use crate::store::{RoomChange, RoomRef, StoreError, Target};
+use crate::core::{CoreError, Refusal, RoomRequest};
+use crate::store::{RoomRef, StoreError};
 
 impl<S: Stream> Session<S> {
     /// Finds a live room, or the numeric saying there is none.
     pub(super) async fn room(&mut self, channel: &str) -> Result<Result<RoomRef, IrcMessage>, End> {
-        let Ok(name) = RoomName::parse(channel) else {
-            return Ok(Err(
-                self.num(ERR_NOSUCHCHANNEL, [channel, "No such channel"])
-            ));
-        };
-        match self
-            .state
-            .find_room(&name)
-            .await
-            .map_err(|e| self.internal(&e))?
-        {
-            Some(r) => Ok(Ok(r)),
-            None => Ok(Err(
+        match self.state.room_named(channel).await {
+            Ok(r) => Ok(Ok(r)),
+            Err(CoreError::Refused(_)) => Ok(Err(
                 self.num(ERR_NOSUCHCHANNEL, [channel, "No such channel"])
             )),
+            Err(CoreError::Internal(e)) => Err(self.internal(&e)),
         }
     }
 
@@ -65,87 +57,98 @@ impl<S: Stream> Session<S> {
     /// already in answers nothing (clients rejoin their channels after every reconnect, and
     /// the connection showed them at registration).
     async fn join(&mut self, user: &AuthedUser, channel: &str) -> Result<Vec<IrcMessage>, End> {
-        let name = match RoomName::parse(channel) {
-            Ok(n) if channel.starts_with('#') => n,
-            _ => {
-                return Ok(vec![
-                    self.num(ERR_BADCHANMASK, [channel, "Bad channel name"])
-                ])
-            }
-        };
-        let by = (user.user_id(), user.name().to_string());
-        let found = self
-            .state
-            .find_room(&name)
-            .await
-            .map_err(|e| self.internal(&e))?;
-        let change = match found {
-            Some(room) => RoomChange::Join {
-                room_id: room.id,
-                by,
-            },
-            None => RoomChange::Create {
-                name: name.as_str().to_string(),
-                private: false,
-                by,
-            },
-        };
-        let display = name.to_string();
-        let result = self.state.writer.change_room(change).await;
-        if let Ok((_, event)) = result {
-            self.echoed.insert(event);
+        if !channel.starts_with('#') {
+            return Ok(vec![
+                self.num(ERR_BADCHANMASK, [channel, "Bad channel name"])
+            ]);
         }
-        match result {
-            Ok(_) => {
-                let join =
-                    IrcMessage::new("JOIN", [display.as_str()]).from_source(source_of(user.name()));
-                self.joined(user, join, &display).await
+        let display = match crate::protocol::RoomName::parse(channel) {
+            Ok(name) => name.to_string(),
+            Err(_) => channel.to_string(),
+        };
+        let request = RoomRequest::JoinOrCreate {
+            room: channel.to_string(),
+        };
+        match self.state.change_membership(user, request).await {
+            Ok(changed) => {
+                self.echoed.insert(changed.event_id);
+                let join = IrcMessage::new("JOIN", [changed.room.as_str()])
+                    .from_source(source_of(user.name()));
+                self.joined(user, join, &changed.room).await
             }
-            Err(StoreError::AlreadyMember(_)) => Ok(Vec::new()),
-            Err(StoreError::Forbidden(text)) => Ok(vec![self.num(
-                ERR_INVITEONLYCHAN,
-                [
-                    display.as_str(),
-                    &format!("Cannot join channel (+i): {text}"),
-                ],
-            )]),
+            Err(CoreError::Refused(Refusal::BadRoomName { .. })) => Ok(vec![
+                self.num(ERR_BADCHANMASK, [channel, "Bad channel name"])
+            ]),
+            Err(CoreError::Refused(Refusal::Room(StoreError::AlreadyMember(_)))) => Ok(Vec::new()),
+            Err(CoreError::Refused(Refusal::Room(StoreError::Forbidden(text)))) => Ok(vec![self
+                .num(
+                    ERR_INVITEONLYCHAN,
+                    [
+                        display.as_str(),
+                        &format!("Cannot join channel (+i): {text}"),
+                    ],
+                )]),
             Err(e) => Ok(vec![self.refusal(&display, e)?]),
         }
     }
 
-    /// A store refusal as a numeric about `channel`; a server failure ends the connection.
-    pub(super) fn refusal(&self, channel: &str, e: StoreError) -> Result<IrcMessage, End> {
-        Ok(match e {
-            StoreError::UnknownRoom(_) => self.num(ERR_NOSUCHCHANNEL, [channel, "No such channel"]),
-            StoreError::NotMember(text) => self.num(ERR_NOTONCHANNEL, [channel, text.as_str()]),
-            StoreError::AlreadyMember(text) => {
-                self.num(ERR_USERONCHANNEL, [channel, text.as_str()])
+    /// A core refusal as a numeric about `channel`; a server failure ends the connection.
+    pub(super) fn refusal(&self, channel: &str, e: CoreError) -> Result<IrcMessage, End> {
+        let r = match e {
+            CoreError::Refused(r) => r,
+            CoreError::Internal(e) => return Err(self.internal(&e)),
+        };
+        Ok(match r {
+            Refusal::UnknownRoom { .. } | Refusal::BadRoomName { .. } => {
+                self.num(ERR_NOSUCHCHANNEL, [channel, "No such channel"])
             }
-            StoreError::Forbidden(text) => self.num(ERR_CHANOPRIVSNEEDED, [channel, text.as_str()]),
-            StoreError::RoomExists(text) => self.num(ERR_UNKNOWNERROR, [channel, text.as_str()]),
-            other => return Err(self.internal(&other)),
+            Refusal::NotMember { .. } | Refusal::OutsideRoom { .. } => {
+                self.num(ERR_NOTONCHANNEL, [channel, "You're not on that channel"])
+            }
+            Refusal::UnknownUser { name } => {
+                self.num(ERR_NOSUCHNICK, [name.as_str(), "No such nick"])
+            }
+            Refusal::BadUserName { name, .. } => {
+                self.num(ERR_NOSUCHNICK, [name.as_str(), "No such nick"])
+            }
+            Refusal::Room(e) => match e {
+                StoreError::UnknownRoom(_) => {
+                    self.num(ERR_NOSUCHCHANNEL, [channel, "No such channel"])
+                }
+                StoreError::NotMember(text) => self.num(ERR_NOTONCHANNEL, [channel, text.as_str()]),
+                StoreError::AlreadyMember(text) => {
+                    self.num(ERR_USERONCHANNEL, [channel, text.as_str()])
+                }
+                StoreError::Forbidden(text) => {
+                    self.num(ERR_CHANOPRIVSNEEDED, [channel, text.as_str()])
+                }
+                StoreError::RoomExists(text) => {
+                    self.num(ERR_UNKNOWNERROR, [channel, text.as_str()])
+                }
+                other => return Err(self.internal(&other)),
+            },
+            other => {
+                tracing::error!(refusal = ?other, "unexpected refusal of a room request");
+                self.num(ERR_UNKNOWNERROR, [channel, "Request refused"])
+            }
         })
     }
 
     /// PART: leave a room. The owner can only when alone in it, and the room is deleted
     /// (a mistyped JOIN is undone by PART); with others in it the owner stays (`482`).
     async fn part(&mut self, user: &AuthedUser, channel: &str) -> Result<IrcMessage, End> {
-        let room = match self.room(channel).await? {
-            Ok(r) => r,
-            Err(line) => return Ok(line),
+        let request = RoomRequest::Leave {
+            room: channel.to_string(),
         };
-        let display = format!("#{}", room.name);
-        let by = (user.user_id(), user.name().to_string());
-        let leave = RoomChange::Leave {
-            room_id: room.id,
-            by,
-        };
-        match self.state.change_room(leave).await {
-            Ok((_, event)) => {
-                self.echoed.insert(event);
-                Ok(IrcMessage::new("PART", [display]).from_source(source_of(user.name())))
+        match self.state.change_membership(user, request).await {
+            Ok(changed) => {
+                self.echoed.insert(changed.event_id);
+                Ok(IrcMessage::new("PART", [changed.room]).from_source(source_of(user.name())))
             }
-            Err(e) => self.refusal(&display, e),
+            Err(e) => {
+                let display = self.display_room(channel).await;
+                self.refusal(&display, e)
+            }
         }
     }
 
@@ -159,25 +162,23 @@ impl<S: Stream> Session<S> {
         if let Err(lines) = self.need(m, 1) {
             return Ok(lines);
         }
-        let room = match self.room(&m.params[0]).await? {
-            Ok(r) => r,
-            Err(line) => return Ok(vec![line]),
+        let channel = m.params[0].as_str();
+        let request = RoomRequest::Delete {
+            room: channel.to_string(),
         };
-        let display = format!("#{}", room.name);
-        let delete = RoomChange::Delete {
-            room_id: room.id,
-            by: (user.user_id(), user.name().to_string()),
-        };
-        match self.state.change_room(delete).await {
-            Ok((_, event)) => {
-                self.echoed.insert(event);
+        match self.state.change_membership(user, request).await {
+            Ok(changed) => {
+                self.echoed.insert(changed.event_id);
                 Ok(vec![IrcMessage::new(
                     "KICK",
-                    [display.as_str(), user.name(), ROOM_DELETED],
+                    [changed.room.as_str(), user.name(), ROOM_DELETED],
                 )
                 .from_source(self.server_name())])
             }
-            Err(e) => Ok(vec![self.refusal(&display, e)?]),
+            Err(e) => {
+                let display = self.display_room(channel).await;
+                Ok(vec![self.refusal(&display, e)?])
+            }
         }
     }
 
@@ -196,95 +197,87 @@ impl<S: Stream> Session<S> {
         } else {
             (m.params[0].as_str(), m.params[1].as_str())
         };
-        let room = match self.room(channel).await? {
-            Ok(r) => r,
-            Err(line) => return Ok(vec![line]),
+        let (room, who) = (channel.to_string(), nick.to_string());
+        let request = if invite {
+            RoomRequest::Invite { room, user: who }
+        } else {
+            RoomRequest::Kick { room, user: who }
         };
-        let member = self
-            .state
-            .store
-            .is_member(room.id, user.user_id())
-            .await
-            .map_err(|e| self.internal(&e))?;
-        if !member {
-            let display = format!("#{}", room.name);
-            return Ok(vec![self.num(
-                ERR_NOTONCHANNEL,
-                [display.as_str(), "You're not on that channel"],
-            )]);
-        }
-        let who = match self.resolve(nick).await? {
-            Ok(Target::User(id, name)) => (id, name),
-            Ok(Target::Room(..)) | Err(_) => {
+        let changed = match self.state.change_membership(user, request).await {
+            Ok(changed) => changed,
+            Err(CoreError::Refused(Refusal::OutsideRoom { room, .. })) => {
+                return Ok(vec![self.num(
+                    ERR_NOTONCHANNEL,
+                    [room.as_str(), "You're not on that channel"],
+                )])
+            }
+            Err(CoreError::Refused(Refusal::UnknownUser { .. } | Refusal::BadUserName { .. })) => {
                 return Ok(vec![self.num(ERR_NOSUCHNICK, [nick, "No such nick"])])
             }
-        };
-        let display = format!("#{}", room.name);
-        let by = (user.user_id(), user.name().to_string());
-        let change = if invite {
-            RoomChange::Invite {
-                room_id: room.id,
-                by,
-                user: who.clone(),
+            Err(CoreError::Refused(Refusal::Room(StoreError::NotMember(text)))) if !invite => {
+                let display = self.display_room(channel).await;
+                return Ok(vec![self.num(
+                    ERR_USERNOTINCHANNEL,
+                    [nick, display.as_str(), text.as_str()],
+                )]);
             }
-        } else {
-            RoomChange::Kick {
-                room_id: room.id,
-                by,
-                user: who.clone(),
+            Err(CoreError::Refused(Refusal::Room(StoreError::AlreadyMember(text)))) => {
+                let display = self.display_room(channel).await;
+                return Ok(vec![
+                    self.num(ERR_USERONCHANNEL, [nick, display.as_str(), text.as_str()])
+                ]);
+            }
+            Err(e) => {
+                let display = self.display_room(channel).await;
+                return Ok(vec![self.refusal(&display, e)?]);
             }
         };
-        let result = self.state.writer.change_room(change).await;
-        if let (Ok((_, event)), false) = (&result, invite) {
-            self.echoed.insert(*event);
+        let who = changed.user.unwrap_or_else(|| nick.to_string());
+        if invite {
+            return Ok(vec![
+                self.num(RPL_INVITING, [who.as_str(), changed.room.as_str()])
+            ]);
         }
-        match result {
-            Ok(_) if invite => Ok(vec![
-                self.num(RPL_INVITING, [who.1.as_str(), display.as_str()])
-            ]),
-            Ok(_) => Ok(vec![IrcMessage::new(
-                "KICK",
-                [display, who.1, format!("removed by {}", user.name())],
-            )
-            .from_source(source_of(user.name()))]),
-            Err(StoreError::NotMember(text)) if !invite => Ok(vec![self.num(
-                ERR_USERNOTINCHANNEL,
-                [who.1.as_str(), display.as_str(), text.as_str()],
-            )]),
-            Err(StoreError::AlreadyMember(text)) => Ok(vec![self.num(
-                ERR_USERONCHANNEL,
-                [who.1.as_str(), display.as_str(), text.as_str()],
-            )]),
-            Err(e) => Ok(vec![self.refusal(&display, e)?]),
+        self.echoed.insert(changed.event_id);
+        Ok(vec![IrcMessage::new(
+            "KICK",
+            [changed.room, who, format!("removed by {}", user.name())],
+        )
+        .from_source(source_of(user.name()))])
+    }
+
+    /// `#room` as stored, for a channel name as the client typed it (as typed if there is
+    /// no such room).
+    async fn display_room(&mut self, channel: &str) -> String {
+        match self.state.room_named(channel).await {
+            Ok(r) => format!("#{}", r.name),
+            Err(_) => channel.to_string(),
         }
     }
 
-    /// NAMES: the owner is `@`. A private room's members are shown to members only.
+    /// NAMES: the owner is `@`. A private room's members are shown to members only (the
+    /// core's rule).
     pub(super) async fn names(
         &mut self,
         user: &AuthedUser,
         channel: &str,
     ) -> Result<Vec<IrcMessage>, End> {
-        let end = self.num(RPL_ENDOFNAMES, [channel, "End of /NAMES list"]);
-        let room = match self.room(channel).await? {
-            Ok(r) => r,
-            Err(_) => return Ok(vec![end]),
+        let (room, members) = match self.state.members(user, channel).await {
+            Ok(found) => found,
+            Err(CoreError::Refused(Refusal::MembersHidden { room })) => {
+                return Ok(vec![
+                    self.num(RPL_ENDOFNAMES, [room.as_str(), "End of /NAMES list"])
+                ])
+            }
+            Err(CoreError::Refused(_)) => {
+                return Ok(vec![
+                    self.num(RPL_ENDOFNAMES, [channel, "End of /NAMES list"])
+                ])
+            }
+            Err(CoreError::Internal(e)) => return Err(self.internal(&e)),
         };
         let display = format!("#{}", room.name);
         let end = self.num(RPL_ENDOFNAMES, [display.as_str(), "End of /NAMES list"]);
-        let store = &self.state.store;
-        if room.private
-            && !store
-                .is_member(room.id, user.user_id())
-                .await
-                .map_err(|e| self.internal(&e))?
-        {
-            return Ok(vec![end]);
-        }
-        let members = store
-            .room_members(&room)
-            .await
-            .map_err(|e| self.internal(&e))?;
         let symbol = if room.private { "*" } else { "=" };
         let names: Vec<String> = members
             .iter()
@@ -328,12 +321,10 @@ impl<S: Stream> Session<S> {
 
     /// LIST: every public room and the user's private ones.
     pub(super) async fn list(&mut self, user: &AuthedUser) -> Result<Vec<IrcMessage>, End> {
-        let rooms = self
-            .state
-            .store
-            .room_list(user.user_id(), true)
-            .await
-            .map_err(|e| self.internal(&e))?;
+        let rooms = match self.state.rooms(user, true).await {
+            Ok(rooms) => rooms,
+            Err(e) => return Err(self.internal(&e)),
+        };
         let mut out = vec![self.num(RPL_LISTSTART, ["Channel", "Users  Name"])];
         for r in rooms {
             let modes = if r.private { "[+i] " } else { "" };
@@ -364,7 +355,8 @@ impl<S: Stream> Session<S> {
         let mut out = vec![join];
         out.extend(names);
         if self.caps.has(Cap::ReadMarker) {
-            out.push(self.markread_line(channel, None).await);
+            let upto = self.marker_named(user, channel).await;
+            out.push(self.markread_line(channel, upto).await);
         }
         out.extend(end);
         Ok(out)
@@ -375,12 +367,10 @@ impl<S: Stream> Session<S> {
         &mut self,
         user: &AuthedUser,
     ) -> Result<Vec<IrcMessage>, End> {
-        let rooms = self
-            .state
-            .store
-            .room_list(user.user_id(), false)
-            .await
-            .map_err(|e| self.internal(&e))?;
+        let rooms = match self.state.rooms(user, false).await {
+            Ok(rooms) => rooms,
+            Err(e) => return Err(self.internal(&e)),
+        };
         let mut out = Vec::new();
         for r in rooms.into_iter().filter(|r| r.member) {
             let join =

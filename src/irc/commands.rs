@@ -2,16 +2,33 @@
 //! clients ask about users and channels (WHO, WHOIS, MODE, AWAY). Messages are in
 //! `messages`, channel membership in `channels`, history and read markers in `history`.
 //!
-//! Every change goes through the writer as the native protocol's does, so permissions are
-//! the core's: a private room needs an invitation, only the owner invites and kicks, a
-//! non-member cannot send to a room.
+//! Every request is a call on the core as the native protocol's are, so permissions and rate
+//! costs are the core's: a private room needs an invitation, only the owner invites and
+//! kicks, a non-member cannot send to a room or see a private room's members.
 
 use super::message::IrcMessage;
 use super::numerics::*;
 use super::session::{End, Reply, Session, Stream};
 use super::USER_HOST;
 use crate::auth::AuthedUser;
+use crate::core::{CoreError, Operation};
 use crate::store::Target;
+
+/// The core operation a command is, for its rate cost (which the core sets); `None` for
+/// commands that are the connection's own business (CAP, PING, NICK, …).
+fn operation(m: &IrcMessage) -> Option<Operation> {
+    Some(match m.command.as_str() {
+        "PRIVMSG" | "NOTICE" => Operation::Send,
+        "JOIN" | "PART" | "INVITE" | "KICK" | "DROP" => Operation::RoomChange,
+        "NAMES" => Operation::Members,
+        "WHO" if m.param(0).is_some_and(|t| t.starts_with('#')) => Operation::Members,
+        "WHO" | "WHOIS" => Operation::LookupUser,
+        "LIST" => Operation::RoomList,
+        "CHATHISTORY" => Operation::History,
+        "MARKREAD" => Operation::ReadMarker,
+        _ => return None,
+    })
+}
 
 impl<S: Stream> Session<S> {
     /// Handles a command from a registered client.
@@ -23,23 +40,11 @@ impl<S: Stream> Session<S> {
         let Some(user) = self.user.clone() else {
             return Err(End::Close("Not authenticated".into()));
         };
-        let charged = matches!(
-            m.command.as_str(),
-            "PRIVMSG"
-                | "NOTICE"
-                | "JOIN"
-                | "PART"
-                | "INVITE"
-                | "KICK"
-                | "DROP"
-                | "NAMES"
-                | "LIST"
-                | "WHO"
-                | "WHOIS"
-                | "CHATHISTORY"
-                | "MARKREAD"
-        );
-        if charged && self.bucket.take().is_err() {
+        let charged = match operation(&m) {
+            Some(op) => crate::core::rate::charge(&mut self.bucket, op).is_err(),
+            None => false,
+        };
+        if charged {
             if m.command == "NOTICE" {
                 // NOTICE never causes an automatic reply, not even this one.
                 return Ok(Reply::Now(Vec::new()));
@@ -140,19 +145,9 @@ impl<S: Stream> Session<S> {
             )
         };
         if mask.starts_with('#') {
-            if let Ok(room) = self.room(&mask).await? {
-                let display = format!("#{}", room.name);
-                let store = &self.state.store;
-                let visible = !room.private
-                    || store
-                        .is_member(room.id, user.user_id())
-                        .await
-                        .map_err(|e| self.internal(&e))?;
-                if visible {
-                    let members = store
-                        .room_members(&room)
-                        .await
-                        .map_err(|e| self.internal(&e))?;
+            match self.state.members(user, &mask).await {
+                Ok((room, members)) => {
+                    let display = format!("#{}", room.name);
                     for member in members {
                         out.push(who_line(
                             self,
@@ -162,6 +157,8 @@ impl<S: Stream> Session<S> {
                         ));
                     }
                 }
+                Err(CoreError::Refused(_)) => {}
+                Err(CoreError::Internal(e)) => return Err(self.internal(&e)),
             }
         } else if let Ok(Target::User(_, name)) = self.resolve(&mask).await? {
             out.push(who_line(self, "*", &name, false));

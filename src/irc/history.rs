@@ -1,6 +1,6 @@
 //! `draft/chathistory` and `draft/read-marker`, mapped to the core's history pages and read
-//! markers with the reader's permissions: any direct conversation of the user, and rooms
-//! the user is a member of (within their membership spans, as the store decides).
+//! markers, whose rule decides what the reader may read (any direct conversation of the
+//! user, and rooms the user is a member of, within their membership spans).
 //!
 //! IRC names a point in a conversation by `msgid=` (our message id) or `timestamp=`; a
 //! timestamp becomes the last id sent at or before it.
@@ -9,11 +9,9 @@ use super::message::IrcMessage;
 use super::session::{in_batch, End, Session, Stream};
 use super::translate::{irc_time, message_lines, parse_time};
 use crate::auth::AuthedUser;
+use crate::core::{CoreError, Range, Readable};
 use crate::protocol::codec::encode_json;
-use crate::protocol::{
-    format_timestamp, Message, MessageKind, RoomName, ServerFrame, Username, MAX_HISTORY_PAGE,
-};
-use crate::store::HistoryScope;
+use crate::protocol::{format_timestamp, Message, MessageKind, ServerFrame, MAX_HISTORY_PAGE};
 
 /// A point in a conversation, as an id boundary.
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +58,7 @@ impl<S: Stream> Session<S> {
                 .await;
         }
         let target = m.params[1].clone();
-        let Some((_, scope)) = self.readable(user, &target).await? else {
+        let Some(scope) = self.readable(user, &target).await? else {
             return Ok(vec![self.fail(
                 "CHATHISTORY",
                 "INVALID_TARGET",
@@ -74,26 +72,26 @@ impl<S: Stream> Session<S> {
         let page = match sub.as_str() {
             "LATEST" => {
                 let floor = self.after_id(first).await?;
-                let mut page = self.page(user, scope, None, None, limit).await?;
+                let mut page = self.page(user, &scope, None, None, limit).await?;
                 page.retain(|msg| msg.id > floor);
                 page
             }
             "BEFORE" => {
                 let before = self.before_id(first).await?;
-                self.page(user, scope, Some(before), None, limit).await?
+                self.page(user, &scope, Some(before), None, limit).await?
             }
             "AFTER" => {
                 let after = self.after_id(first).await?;
-                self.page(user, scope, None, Some(after), limit).await?
+                self.page(user, &scope, None, Some(after), limit).await?
             }
             "AROUND" => {
                 let centre = self.after_id(first).await?;
                 let older = limit.div_ceil(2);
                 let mut page = self
-                    .page(user, scope, Some(centre + 1), None, older)
+                    .page(user, &scope, Some(centre + 1), None, older)
                     .await?;
                 page.extend(
-                    self.page(user, scope, None, Some(centre), limit - older)
+                    self.page(user, &scope, None, Some(centre), limit - older)
                         .await?,
                 );
                 page
@@ -111,9 +109,9 @@ impl<S: Stream> Session<S> {
                 };
                 let (low, high) = (self.after_id(early).await?, self.before_id(late).await?);
                 let mut page = if forward {
-                    self.page(user, scope, None, Some(low), limit).await?
+                    self.page(user, &scope, None, Some(low), limit).await?
                 } else {
-                    self.page(user, scope, Some(high), None, limit).await?
+                    self.page(user, &scope, Some(high), None, limit).await?
                 };
                 page.retain(|msg| msg.id > low && msg.id < high);
                 page
@@ -182,12 +180,10 @@ impl<S: Stream> Session<S> {
             )]);
         };
         let (low, high) = (a.min(b), a.max(b));
-        let conversations = self
-            .state
-            .store
-            .unread(user.user_id())
-            .await
-            .map_err(|e| self.internal(&e))?;
+        let conversations = match self.state.unread(user).await {
+            Ok(c) => c,
+            Err(e) => return Err(self.internal(&e)),
+        };
         let mut found: Vec<(i64, i64, String, String)> = Vec::new();
         for c in conversations {
             let Some(last) = c.last else { continue };
@@ -219,11 +215,11 @@ impl<S: Stream> Session<S> {
         Ok(self.history_batch("draft/chathistory-targets", "", lines))
     }
 
-    /// One history page through the store, with the reader's permissions.
+    /// One history page through the core, with the reader's permissions.
     async fn page(
         &mut self,
         user: &AuthedUser,
-        scope: HistoryScope,
+        conversation: &Readable,
         before: Option<i64>,
         after: Option<i64>,
         limit: u32,
@@ -231,13 +227,15 @@ impl<S: Stream> Session<S> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let (page, _) = self
-            .state
-            .store
-            .history(user.user_id(), scope, before, after, limit)
-            .await
-            .map_err(|e| self.internal(&e))?;
-        Ok(page)
+        let range = match (before, after) {
+            (Some(id), _) => Range::Before(id),
+            (None, Some(id)) => Range::After(id),
+            (None, None) => Range::Latest,
+        };
+        match self.state.history(user, conversation, range, limit).await {
+            Ok(page) => Ok(page.messages),
+            Err(e) => Err(self.internal(&e)),
+        }
     }
 
     /// The id below which `point` begins: messages strictly before it have smaller ids.
@@ -260,47 +258,19 @@ impl<S: Stream> Session<S> {
 
     async fn id_at(&mut self, micros: i64) -> Result<i64, End> {
         self.state
-            .store
             .last_id_at(micros)
             .await
             .map_err(|e| self.internal(&e))
     }
 
-    /// A conversation the user may read: `(its name, its scope)`, or `None`.
-    async fn readable(
-        &mut self,
-        user: &AuthedUser,
-        target: &str,
-    ) -> Result<Option<(String, HistoryScope)>, End> {
-        if target.starts_with('#') {
-            let Ok(name) = RoomName::parse(target) else {
-                return Ok(None);
-            };
-            let Some(room) = self
-                .state
-                .find_room(&name)
-                .await
-                .map_err(|e| self.internal(&e))?
-            else {
-                return Ok(None);
-            };
-            let member = self
-                .state
-                .store
-                .is_member(room.id, user.user_id())
-                .await
-                .map_err(|e| self.internal(&e))?;
-            return Ok(member.then(|| (name.to_string(), HistoryScope::Room { room_id: room.id })));
+    /// A conversation the user may read (the core's rule), or `None`: IRC answers a
+    /// conversation that does not exist and one the user may not read alike.
+    async fn readable(&mut self, user: &AuthedUser, target: &str) -> Result<Option<Readable>, End> {
+        match self.state.readable(user, target).await {
+            Ok(r) => Ok(Some(r)),
+            Err(CoreError::Refused(_)) => Ok(None),
+            Err(CoreError::Internal(e)) => Err(self.internal(&e)),
         }
-        let Ok(name) = Username::parse(target) else {
-            return Ok(None);
-        };
-        let found = self
-            .state
-            .find_user(&name)
-            .await
-            .map_err(|e| self.internal(&e))?;
-        Ok(found.map(|u| (u.name, HistoryScope::Direct { peer_id: u.id })))
     }
 
     /// MARKREAD target [timestamp=T]: reads or moves the user's read marker (never back),
@@ -323,12 +293,15 @@ impl<S: Stream> Session<S> {
             // A conversation the user cannot read (or that does not exist) has no marker:
             // `*`, the same answer either way, so nothing is disclosed.
             let line = match readable {
-                Some((conversation, _)) => self.markread_line(&conversation, None).await,
+                Some(r) => {
+                    let upto = self.marker_of(user, &r).await;
+                    self.markread_line(&r.conversation.to_string(), upto).await
+                }
                 None => self.server_line("MARKREAD", vec![target, "*".to_string()]),
             };
             return Ok(vec![line]);
         };
-        let Some((conversation, scope)) = readable else {
+        let Some(readable) = readable else {
             return Ok(vec![self.fail(
                 "MARKREAD",
                 "INVALID_PARAMS",
@@ -344,17 +317,13 @@ impl<S: Stream> Session<S> {
                 "Expected timestamp=TIME",
             )]);
         };
-        let store = self.state.store.clone();
-        let latest = store
-            .latest_id(user.user_id(), scope)
-            .await
-            .map_err(|e| self.internal(&e))?
-            .unwrap_or(0);
-        let upto = self.id_at(end_of_millisecond(t)).await?.min(latest);
-        let now = store
-            .set_read_marker(user.user_id(), &conversation, upto)
+        let upto = self.id_at(end_of_millisecond(t)).await?;
+        let now = self
+            .state
+            .mark_read(user, &readable, Some(upto))
             .await
             .map_err(|e| self.internal(&e))?;
+        let conversation = readable.conversation.to_string();
         let conn = self.guard.as_ref().map_or(0, |g| g.conn_id());
         let notice = encode_json(&ServerFrame::ReadMarker {
             conversation: conversation.clone(),
@@ -365,20 +334,31 @@ impl<S: Stream> Session<S> {
         Ok(vec![line])
     }
 
-    /// `MARKREAD target timestamp=…` (or `*`) for a marker at `upto` (looked up if `None`).
+    /// `user`'s marker of a conversation (`None` if unset or unreadable).
+    pub(super) async fn marker_of(&mut self, user: &AuthedUser, r: &Readable) -> Option<i64> {
+        self.state.read_marker(user, r).await.unwrap_or(None)
+    }
+
+    /// The marker of `conversation` (`bob`, `#room`) if `user` may read it.
+    pub(super) async fn marker_named(
+        &mut self,
+        user: &AuthedUser,
+        conversation: &str,
+    ) -> Option<i64> {
+        match self.state.readable(user, conversation).await {
+            Ok(r) => self.marker_of(user, &r).await,
+            Err(_) => None,
+        }
+    }
+
+    /// `MARKREAD target timestamp=…` (or `*`) for a marker at `upto` (`None`: not set).
     pub(super) async fn markread_line(
         &mut self,
         conversation: &str,
         upto: Option<i64>,
     ) -> IrcMessage {
-        let store = &self.state.store;
-        let me = self.user.as_ref().map_or(0, |u| u.user_id());
-        let upto = match upto {
-            Some(id) => Some(id),
-            None => store.read_marker(me, conversation).await.unwrap_or(None),
-        };
         let time = match upto.filter(|id| *id > 0) {
-            Some(id) => store.sent_at(id).await.unwrap_or(None),
+            Some(id) => self.state.sent_at(id).await.unwrap_or(None),
             None => None,
         };
         let value = match time {

@@ -1,7 +1,7 @@
 //! Messages from IRC clients: PRIVMSG and NOTICE to a nick (a direct message) or a channel
-//! (a room), `draft/multiline` batches as one message, and echo-message. Every send goes
-//! through the writer like a native `send`; its answer (the echo, or the refusal) comes back
-//! to the session when the writer has committed it.
+//! (a room), `draft/multiline` batches as one message, and echo-message. Every send is the
+//! core's `send`, as a native one is; its answer (the echo, or the refusal) comes back to the
+//! session when the writer has committed it.
 
 use futures::FutureExt;
 
@@ -12,8 +12,9 @@ use super::session::{Done, End, Incoming, Reply, Session, Stream};
 use super::translate::message_lines;
 use super::MULTILINE_MAX_LINES;
 use crate::auth::AuthedUser;
-use crate::protocol::{format_timestamp, Message, MessageKind, Username};
-use crate::store::{NewMessage, StoreError, Target};
+use crate::core::{CoreError, Outgoing, Refusal};
+use crate::protocol::{format_timestamp, Message, MessageKind};
+use crate::store::{StoreError, Target};
 
 impl<S: Stream> Session<S> {
     pub(super) async fn privmsg(
@@ -87,34 +88,30 @@ impl<S: Stream> Session<S> {
         label: Option<String>,
     ) -> Result<Reply, End> {
         let command = if notice { "NOTICE" } else { "PRIVMSG" };
-        let resolved = match self.resolve(&target).await? {
-            Ok(t) => t,
-            Err(line) => return Ok(Reply::Now(vec![line])),
-        };
-        let max = self.state.limits.max_body;
-        if body.len() > max {
-            let line = self.fail(
-                command,
-                "MESSAGE_TOO_LONG",
-                &[&target],
-                &format!("The message is {} bytes; the limit is {max}", body.len()),
-            );
-            return Ok(Reply::Now(vec![line]));
-        }
-        let to = match &resolved {
-            Target::Room(_, name) => format!("#{name}"),
-            Target::User(_, name) => name.clone(),
-        };
-        let message = NewMessage {
-            sender_id: user.user_id(),
-            sender_name: user.name().to_string(),
-            sender_device_id: user.device_id(),
-            target: resolved,
+        let outgoing = Outgoing {
+            to: target.clone(),
             body: body.clone(),
             key: format!("irc-{}", crate::protocol::new_idempotency_key()),
             action,
         };
-        let writer = self.state.writer.clone();
+        let (to, committed) = match self.state.send(user, outgoing).await {
+            Ok(sending) => (sending.to, sending.committed),
+            Err(CoreError::Refused(Refusal::MessageTooLarge { size, max })) => {
+                let line = self.fail(
+                    command,
+                    "MESSAGE_TOO_LONG",
+                    &[&target],
+                    &format!("The message is {size} bytes; the limit is {max}"),
+                );
+                return Ok(Reply::Now(vec![line]));
+            }
+            Err(CoreError::Refused(Refusal::EmptyMessage)) => {
+                return Ok(Reply::Now(vec![
+                    self.num(ERR_NOTEXTTOSEND, ["No text to send"])
+                ]))
+            }
+            Err(e) => return Ok(Reply::Now(vec![self.target_refusal(&target, e)?])),
+        };
         let (me, caps, echo) = (
             user.name().to_string(),
             self.caps,
@@ -126,7 +123,7 @@ impl<S: Stream> Session<S> {
         let mut batch_seq = 0;
         self.answer_later(
             async move {
-                let lines = match writer.send(message).await {
+                let lines = match committed.await {
                     Ok(c) if echo => {
                         let stored = Message {
                             id: c.id,
@@ -166,24 +163,25 @@ impl<S: Stream> Session<S> {
         &mut self,
         target: &str,
     ) -> Result<Result<Target, IrcMessage>, End> {
-        if target.starts_with('#') {
-            return Ok(match self.room(target).await? {
-                Ok(r) => Ok(Target::Room(r.id, r.name)),
-                Err(line) => Err(line),
-            });
+        match self.state.target(target).await {
+            Ok(t) => Ok(Ok(t)),
+            Err(e) => Ok(Err(self.target_refusal(target, e)?)),
         }
-        let found = match Username::parse(target) {
-            Ok(name) => self
-                .state
-                .find_user(&name)
-                .await
-                .map_err(|e| self.internal(&e))?,
-            Err(_) => None,
-        };
-        Ok(match found {
-            Some(u) => Ok(Target::User(u.id, u.name)),
-            None => Err(self.num(ERR_NOSUCHNICK, [target, "No such nick"])),
-        })
+    }
+
+    /// The numeric for a nick or channel that cannot be addressed; a server failure ends
+    /// the connection.
+    fn target_refusal(&self, target: &str, e: CoreError) -> Result<IrcMessage, End> {
+        match e {
+            CoreError::Internal(e) => Err(self.internal(&e)),
+            CoreError::Refused(Refusal::UnknownRoom { .. } | Refusal::BadRoomName { .. }) => {
+                Ok(self.num(ERR_NOSUCHCHANNEL, [target, "No such channel"]))
+            }
+            CoreError::Refused(_) if target.starts_with('#') => {
+                Ok(self.num(ERR_NOSUCHCHANNEL, [target, "No such channel"]))
+            }
+            CoreError::Refused(_) => Ok(self.num(ERR_NOSUCHNICK, [target, "No such nick"])),
+        }
     }
 
     /// BATCH from the client: `draft/multiline` batches become one message. A label on the
@@ -340,11 +338,8 @@ impl<S: Stream> Session<S> {
 }
 
 /// Logs a writer failure that is not a refusal (a refused NOTICE is not answered).
-fn log_unexpected(e: &StoreError) {
-    if !matches!(
-        e,
-        StoreError::NotMember(_) | StoreError::UnknownRoom(_) | StoreError::Forbidden(_)
-    ) {
+fn log_unexpected(e: &CoreError) {
+    if let CoreError::Internal(e) = e {
         tracing::error!(error = %e, "IRC send failed");
     }
 }
@@ -361,11 +356,17 @@ pub(super) fn ctcp_action(text: &str) -> Option<&str> {
 }
 
 /// The numeric refusing a send, from the writer's answer.
-fn send_refusal(server: &str, me: &str, to: &str, e: &StoreError) -> IrcMessage {
+fn send_refusal(server: &str, me: &str, to: &str, e: &CoreError) -> IrcMessage {
     let (code, text) = match e {
-        StoreError::NotMember(text) => (ERR_CANNOTSENDTOCHAN, text.clone()),
-        StoreError::UnknownRoom(_) => (ERR_NOSUCHCHANNEL, "No such channel".to_string()),
-        StoreError::Forbidden(text) => (ERR_CANNOTSENDTOCHAN, text.clone()),
+        CoreError::Refused(Refusal::Room(StoreError::NotMember(text))) => {
+            (ERR_CANNOTSENDTOCHAN, text.clone())
+        }
+        CoreError::Refused(Refusal::Room(StoreError::UnknownRoom(_))) => {
+            (ERR_NOSUCHCHANNEL, "No such channel".to_string())
+        }
+        CoreError::Refused(Refusal::Room(StoreError::Forbidden(text))) => {
+            (ERR_CANNOTSENDTOCHAN, text.clone())
+        }
         other => {
             tracing::error!(error = %other, "IRC send failed");
             (

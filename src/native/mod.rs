@@ -3,4 +3,5 @@
 //! requests into calls on the core ([`crate::core`]) and the core's answers and pushes into
 //! frames ([`crate::protocol`] owns the encoding).
 
+pub(crate) mod refusals;
 pub(crate) mod session;

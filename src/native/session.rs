@@ -28,18 +28,15 @@ use tokio_util::sync::CancellationToken;
 
 mod rooms;
 
-use rooms::RoomOp;
-
 use crate::auth::{AuthError, AuthedUser};
 use crate::conn::AddressSlot;
 use crate::core::delivery::{start_delivery, BacklogEvent};
 use crate::core::hub::{LiveQueue, Push, SessionGuard};
 use crate::core::ServerState;
+use crate::core::{Operation, Outgoing, RoomRequest};
+use crate::native::refusals::{error_frame, refusal_frame};
 use crate::protocol::codec::{encode_json, parse_request, FrameCodec, FrameError};
-use crate::protocol::{
-    ErrorCode, Request, Secret, ServerFrame, MAX_SEND_KEY_LEN, PROTOCOL_VERSION,
-};
-use crate::store::NewMessage;
+use crate::protocol::{ErrorCode, Request, Secret, ServerFrame, PROTOCOL_VERSION};
 
 /// Longest a refused (`rate_limited`) login waits before it is answered.
 const LOGIN_TARPIT: Duration = Duration::from_secs(1);
@@ -151,6 +148,32 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// The operation a request is, for its rate cost (which the core sets).
+fn operation(request: &Request) -> Operation {
+    match request {
+        Request::Send { .. } => Operation::Send,
+        Request::RoomCreate { .. }
+        | Request::RoomInvite { .. }
+        | Request::RoomJoin { .. }
+        | Request::RoomLeave { .. }
+        | Request::RoomDel { .. }
+        | Request::RoomKick { .. } => Operation::RoomChange,
+        Request::History { .. } => Operation::History,
+        Request::Search { .. } => Operation::Search,
+        Request::Unread { .. } => Operation::Unread,
+        Request::RoomMembers { .. } => Operation::Members,
+        Request::RoomList { .. } => Operation::RoomList,
+        Request::Read { .. } => Operation::ReadMarker,
+        Request::Subscribe { .. } => Operation::Subscribe,
+        Request::Ack { .. } => Operation::Ack,
+        Request::Logout { .. } => Operation::Logout,
+        Request::Ping { .. } => Operation::Ping,
+        Request::Hello { .. } | Request::Login { .. } | Request::Auth { .. } => {
+            Operation::Authenticate
+        }
     }
 }
 
@@ -340,33 +363,8 @@ impl Session {
     }
 
     async fn handle_authed(&mut self, request: Request, user: &AuthedUser) -> Result<(), End> {
-        // Writes and the heavier reads (history pages, search, unread) share the bucket.
-        let limited = matches!(
-            request,
-            Request::Send { .. }
-                | Request::RoomCreate { .. }
-                | Request::RoomInvite { .. }
-                | Request::RoomJoin { .. }
-                | Request::RoomLeave { .. }
-                | Request::RoomDel { .. }
-                | Request::RoomKick { .. }
-                | Request::History { .. }
-                | Request::Search { .. }
-                | Request::Unread { .. }
-        );
-        if limited {
-            if let Err(wait) = self.bucket.take() {
-                let req = request.req();
-                let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-                return self
-                    .write(&ServerFrame::Error {
-                        req: Some(req),
-                        code: ErrorCode::RateLimited,
-                        message: format!("sending too fast; retry in {ms} ms"),
-                        retry_after_ms: Some(ms),
-                    })
-                    .await;
-            }
+        if let Err(refusal) = crate::core::rate::charge(&mut self.bucket, operation(&request)) {
+            return self.write(&refusal_frame(request.req(), &refusal)).await;
         }
         match request {
             Request::Send {
@@ -386,30 +384,37 @@ impl Session {
                 limit,
             } => self.history(req, user, &peer, before, after, limit).await,
             Request::RoomCreate { req, room, private } => {
-                self.room_create(req, user, &room, private).await
+                self.room_change(req, user, RoomRequest::Create { room, private })
+                    .await
             }
             Request::RoomInvite {
                 req,
                 room,
                 user: who,
             } => {
-                self.room_change(req, user, &room, RoomOp::Invite(who))
+                self.room_change(req, user, RoomRequest::Invite { room, user: who })
                     .await
             }
             Request::RoomJoin { req, room } => {
-                self.room_change(req, user, &room, RoomOp::Join).await
+                self.room_change(req, user, RoomRequest::Join { room })
+                    .await
             }
             Request::RoomLeave { req, room } => {
-                self.room_change(req, user, &room, RoomOp::Leave).await
+                self.room_change(req, user, RoomRequest::Leave { room })
+                    .await
             }
             Request::RoomDel { req, room } => {
-                self.room_change(req, user, &room, RoomOp::Delete).await
+                self.room_change(req, user, RoomRequest::Delete { room })
+                    .await
             }
             Request::RoomKick {
                 req,
                 room,
                 user: who,
-            } => self.room_change(req, user, &room, RoomOp::Kick(who)).await,
+            } => {
+                self.room_change(req, user, RoomRequest::Kick { room, user: who })
+                    .await
+            }
             Request::RoomList { req, all } => self.room_list(req, user, all).await,
             Request::RoomMembers { req, room } => self.room_members(req, user, &room).await,
             Request::Search {
@@ -569,70 +574,34 @@ impl Session {
         key: String,
         action: bool,
     ) -> Result<(), End> {
-        if crate::protocol::is_blank(&body) {
-            return self
-                .reply_error(
-                    req,
-                    ErrorCode::EmptyMessage,
-                    "the message body is empty (or only whitespace)",
-                )
-                .await;
-        }
-        let max = self.state.limits.max_body;
-        if body.len() > max {
-            return self
-                .reply_error(
-                    req,
-                    ErrorCode::MessageTooLarge,
-                    format!(
-                        "the message is {} bytes; the limit is {max} bytes",
-                        body.len()
-                    ),
-                )
-                .await;
-        }
-        if key.is_empty() || key.len() > MAX_SEND_KEY_LEN || key.chars().any(|c| c.is_control()) {
-            return self
-                .reply_error(
-                    req,
-                    ErrorCode::BadRequest,
-                    format!("key must be 1 to {MAX_SEND_KEY_LEN} bytes without control characters"),
-                )
-                .await;
-        }
-        let Some(target) = self.resolve_target(req, &to).await? else {
-            return Ok(());
-        };
-        let message = NewMessage {
-            sender_id: user.user_id(),
-            sender_name: user.name().to_string(),
-            sender_device_id: user.device_id(),
-            target,
+        let outgoing = Outgoing {
+            to,
             body,
             key,
             action,
         };
-        let writer = self.state.writer.clone();
+        let committed = match self.state.send(user, outgoing).await {
+            Ok(sending) => sending.committed,
+            Err(e) => {
+                return self
+                    .write(&error_frame(req, &e, "internal server error"))
+                    .await
+            }
+        };
         self.in_flight.push(
             async move {
-                match writer.send(message).await {
+                match committed.await {
                     Ok(c) => ServerFrame::Sent {
                         req,
                         id: c.id,
                         sent_at: crate::protocol::format_timestamp(c.sent_at),
                         duplicate: c.duplicate,
                     },
-                    Err(e) => match rooms::refusal_code(&e) {
-                        Some(code) => ServerFrame::error(Some(req), code, e.to_string()),
-                        None => {
-                            tracing::error!(error = %e, "send failed");
-                            ServerFrame::error(
-                                Some(req),
-                                ErrorCode::Internal,
-                                "the message could not be stored; retry with the same key",
-                            )
-                        }
-                    },
+                    Err(e) => error_frame(
+                        req,
+                        &e,
+                        "the message could not be stored; retry with the same key",
+                    ),
                 }
             }
             .boxed(),
@@ -732,20 +701,12 @@ impl Session {
         }
         // `self.cursor` moves when the writer confirms (in `serve`), so a failed ack can be
         // retried and is never confirmed without being stored.
-        let writer = self.state.writer.clone();
-        let (user_id, device_id) = (user.user_id(), user.device_id());
+        let acked = self.state.ack(user, upto);
         self.in_flight.push(
             async move {
-                match writer.ack(user_id, device_id, upto).await {
+                match acked.await {
                     Ok(()) => ServerFrame::Acked { req, upto },
-                    Err(e) => {
-                        tracing::error!(error = %e, "ack failed");
-                        ServerFrame::error(
-                            Some(req),
-                            ErrorCode::Internal,
-                            "the acknowledgement could not be stored",
-                        )
-                    }
+                    Err(e) => error_frame(req, &e, "the acknowledgement could not be stored"),
                 }
             }
             .boxed(),

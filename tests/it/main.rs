@@ -7,6 +7,7 @@ mod common;
 mod core;
 mod crash;
 mod irc;
+mod parity;
 mod proofs;
 mod props;
 mod rooms;

@@ -1,249 +1,42 @@
-//! The session's conversation requests: resolving `bob` / `#room` with the caller's
-//! permissions, room membership changes, history pages, search, read markers and unread
-//! counts. Every permission is checked here, on the server, against the store or the writer.
+//! The session's conversation requests: room membership changes, member and room lists,
+//! history pages, search, read markers and unread counts. Each is one call on the core
+//! ([`crate::core`]), which resolves names and checks every permission; this module only
+//! turns the answer into frames (and keeps pages and results within one frame).
 
 use super::{End, Session};
 use crate::auth::AuthedUser;
+use crate::core::{CoreError, Range, RoomRequest};
+use crate::native::refusals::error_frame;
 use crate::protocol::codec::encode_json;
-use crate::protocol::{
-    Conversation, ErrorCode, Message, RoomName, ServerFrame, Username, DEFAULT_HISTORY_PAGE,
-    MAX_FRAME_LEN, MAX_HISTORY_PAGE,
-};
-use crate::store::{HistoryScope, RoomChange, RoomRef, StoreError, Target};
+use crate::protocol::{ErrorCode, Message, ServerFrame, DEFAULT_HISTORY_PAGE, MAX_FRAME_LEN};
 
-/// Default number of search results (the largest is [`MAX_SEARCH_RESULTS`]).
+/// Default number of search results (the largest is
+/// [`MAX_SEARCH_RESULTS`](crate::protocol::MAX_SEARCH_RESULTS)).
 pub const DEFAULT_SEARCH_RESULTS: u32 = 20;
-pub use crate::protocol::MAX_SEARCH_RESULTS;
-
-/// A membership change asked for by the connection's user.
-pub(super) enum RoomOp {
-    Join,
-    Leave,
-    Delete,
-    Invite(String),
-    Kick(String),
-}
-
-/// The error code for a store refusal the client caused (as opposed to a server failure).
-pub(super) fn refusal_code(e: &StoreError) -> Option<ErrorCode> {
-    Some(match e {
-        StoreError::UnknownRoom(_) => ErrorCode::UnknownRoom,
-        StoreError::RoomExists(_) => ErrorCode::RoomExists,
-        StoreError::NotMember(_) => ErrorCode::NotMember,
-        StoreError::AlreadyMember(_) => ErrorCode::BadRequest,
-        StoreError::Forbidden(_) => ErrorCode::Forbidden,
-        _ => return None,
-    })
-}
 
 impl Session {
-    /// Answers a store error: the refusal's own code and text, or `internal`.
-    async fn store_error(&mut self, req: u64, e: StoreError) -> Result<(), End> {
-        match refusal_code(&e) {
-            Some(code) => self.reply_error(req, code, e.to_string()).await,
-            None => self.internal(req, &e).await,
-        }
-    }
-
-    /// Looks up a user by name; answers with an error and returns `None` if there is none.
-    async fn find_user(&mut self, req: u64, name: &str) -> Result<Option<(i64, String)>, End> {
-        let name = match Username::parse(name) {
-            Ok(n) => n,
-            Err(e) => {
-                self.reply_error(req, ErrorCode::InvalidName, e.to_string())
-                    .await?;
-                return Ok(None);
-            }
-        };
-        match self.state.find_user(&name).await {
-            Ok(Some(u)) => Ok(Some((u.id, u.name))),
-            Ok(None) => {
-                self.reply_error(
-                    req,
-                    ErrorCode::UnknownRecipient,
-                    format!("no such user: {name}"),
-                )
-                .await?;
-                Ok(None)
-            }
-            Err(e) => {
-                self.internal(req, &e).await?;
-                Ok(None)
-            }
-        }
-    }
-
-    /// Looks up a room by name; answers with an error and returns `None` if there is none.
-    async fn find_room(&mut self, req: u64, name: &str) -> Result<Option<RoomRef>, End> {
-        let name = match RoomName::parse(name) {
-            Ok(n) => n,
-            Err(e) => {
-                self.reply_error(req, ErrorCode::InvalidName, e.to_string())
-                    .await?;
-                return Ok(None);
-            }
-        };
-        match self.state.find_room(&name).await {
-            Ok(Some(r)) => Ok(Some(r)),
-            Ok(None) => {
-                self.reply_error(req, ErrorCode::UnknownRoom, format!("no such room: {name}"))
-                    .await?;
-                Ok(None)
-            }
-            Err(e) => {
-                self.internal(req, &e).await?;
-                Ok(None)
-            }
-        }
-    }
-
-    /// Resolves where a `send` goes. Room membership is checked by the writer at commit.
-    pub(super) async fn resolve_target(
-        &mut self,
-        req: u64,
-        to: &str,
-    ) -> Result<Option<Target>, End> {
-        if to.starts_with('#') {
-            Ok(self
-                .find_room(req, to)
-                .await?
-                .map(|r| Target::Room(r.id, r.name)))
-        } else {
-            Ok(self
-                .find_user(req, to)
-                .await?
-                .map(|(id, name)| Target::User(id, name)))
-        }
-    }
-
-    /// Resolves a conversation the caller wants to read: any user, or a room the caller is
-    /// currently a member of. Answers with an error and returns `None` otherwise.
-    async fn readable(
-        &mut self,
-        req: u64,
-        user: &AuthedUser,
-        name: &str,
-    ) -> Result<Option<(Conversation, HistoryScope)>, End> {
-        if !name.starts_with('#') {
-            let Some((peer_id, peer)) = self.find_user(req, name).await? else {
-                return Ok(None);
-            };
-            let Ok(peer) = Username::parse(&peer) else {
-                return Ok(None);
-            };
-            return Ok(Some((
-                Conversation::User(peer),
-                HistoryScope::Direct { peer_id },
-            )));
-        }
-        let Some(room) = self.find_room(req, name).await? else {
-            return Ok(None);
-        };
-        match self.state.store.is_member(room.id, user.user_id()).await {
-            Ok(true) => {}
-            Ok(false) => {
-                self.reply_error(
-                    req,
-                    ErrorCode::NotMember,
-                    format!("you are not a member of #{}", room.name),
-                )
-                .await?;
-                return Ok(None);
-            }
-            Err(e) => {
-                self.internal(req, &e).await?;
-                return Ok(None);
-            }
-        }
-        let Ok(name) = RoomName::parse(&room.name) else {
-            return Ok(None);
-        };
-        Ok(Some((
-            Conversation::Room(name),
-            HistoryScope::Room { room_id: room.id },
-        )))
-    }
-
-    pub(super) async fn room_create(
-        &mut self,
-        req: u64,
-        user: &AuthedUser,
-        room: &str,
-        private: bool,
-    ) -> Result<(), End> {
-        let name = match RoomName::parse(room) {
-            Ok(n) => n,
-            Err(e) => {
-                return self
-                    .reply_error(req, ErrorCode::InvalidName, e.to_string())
-                    .await
-            }
-        };
-        let change = RoomChange::Create {
-            name: name.as_str().to_string(),
-            private,
-            by: (user.user_id(), user.name().to_string()),
-        };
-        match self.state.writer.change_room(change).await {
-            Ok((_, event_id)) => {
-                self.write(&ServerFrame::RoomOk {
-                    req,
-                    room: name.to_string(),
-                    event_id: Some(event_id),
-                })
-                .await
-            }
-            Err(e) => self.store_error(req, e).await,
-        }
+    /// Answers a refusal or failure of the core.
+    async fn core_error(&mut self, req: u64, e: CoreError) -> Result<(), End> {
+        self.write(&error_frame(req, &e, "internal server error"))
+            .await
     }
 
     pub(super) async fn room_change(
         &mut self,
         req: u64,
         user: &AuthedUser,
-        room: &str,
-        op: RoomOp,
+        request: RoomRequest,
     ) -> Result<(), End> {
-        let Some(room) = self.find_room(req, room).await? else {
-            return Ok(());
-        };
-        let by = (user.user_id(), user.name().to_string());
-        let room_id = room.id;
-        let change = match op {
-            RoomOp::Join => RoomChange::Join { room_id, by },
-            RoomOp::Leave => RoomChange::Leave { room_id, by },
-            RoomOp::Delete => RoomChange::Delete { room_id, by },
-            RoomOp::Invite(who) => {
-                let Some(who) = self.find_user(req, &who).await? else {
-                    return Ok(());
-                };
-                RoomChange::Invite {
-                    room_id,
-                    by,
-                    user: who,
-                }
-            }
-            RoomOp::Kick(who) => {
-                let Some(who) = self.find_user(req, &who).await? else {
-                    return Ok(());
-                };
-                RoomChange::Kick {
-                    room_id,
-                    by,
-                    user: who,
-                }
-            }
-        };
-        match self.state.change_room(change).await {
-            Ok((_, event_id)) => {
+        match self.state.change_membership(user, request).await {
+            Ok(changed) => {
                 self.write(&ServerFrame::RoomOk {
                     req,
-                    room: format!("#{}", room.name),
-                    event_id: Some(event_id),
+                    room: changed.room,
+                    event_id: Some(changed.event_id),
                 })
                 .await
             }
-            Err(e) => self.store_error(req, e).await,
+            Err(e) => self.core_error(req, e).await,
         }
     }
 
@@ -253,9 +46,9 @@ impl Session {
         user: &AuthedUser,
         all: bool,
     ) -> Result<(), End> {
-        match self.state.store.room_list(user.user_id(), all).await {
+        match self.state.rooms(user, all).await {
             Ok(rooms) => self.write(&ServerFrame::Rooms { req, rooms }).await,
-            Err(e) => self.internal(req, &e).await,
+            Err(e) => self.core_error(req, e).await,
         }
     }
 
@@ -265,26 +58,8 @@ impl Session {
         user: &AuthedUser,
         room: &str,
     ) -> Result<(), End> {
-        let Some(room) = self.find_room(req, room).await? else {
-            return Ok(());
-        };
-        if room.private {
-            match self.state.store.is_member(room.id, user.user_id()).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    return self
-                        .reply_error(
-                            req,
-                            ErrorCode::NotMember,
-                            format!("#{} is private and you are not a member", room.name),
-                        )
-                        .await
-                }
-                Err(e) => return self.internal(req, &e).await,
-            }
-        }
-        match self.state.store.room_members(&room).await {
-            Ok(members) => {
+        match self.state.members(user, room).await {
+            Ok((room, members)) => {
                 self.write(&ServerFrame::Members {
                     req,
                     room: format!("#{}", room.name),
@@ -292,7 +67,7 @@ impl Session {
                 })
                 .await
             }
-            Err(e) => self.internal(req, &e).await,
+            Err(e) => self.core_error(req, e).await,
         }
     }
 
@@ -305,48 +80,42 @@ impl Session {
         after: Option<i64>,
         limit: Option<u32>,
     ) -> Result<(), End> {
-        let limit = limit.unwrap_or(DEFAULT_HISTORY_PAGE);
-        if limit == 0 {
-            return self
-                .reply_error(req, ErrorCode::BadRequest, "limit must be at least 1")
-                .await;
-        }
-        if before.is_some() && after.is_some() {
-            return self
-                .reply_error(req, ErrorCode::BadRequest, "give before or after, not both")
-                .await;
-        }
-        let limit = limit.min(MAX_HISTORY_PAGE);
-        let Some((_, scope)) = self.readable(req, user, peer).await? else {
-            return Ok(());
-        };
-        match self
-            .state
-            .store
-            .history(user.user_id(), scope, before, after, limit)
-            .await
-        {
-            Ok((mut messages, mut more)) => {
-                // Keep the page within one frame: drop the messages farthest from the anchor
-                // (they come with the next page).
-                let kept = fit_in_frame(&messages, after.is_some());
-                if kept < messages.len() {
-                    if after.is_some() {
-                        messages.truncate(kept);
-                    } else {
-                        messages.drain(..messages.len() - kept);
-                    }
-                    more = true;
-                }
-                self.write(&ServerFrame::History {
-                    req,
-                    messages,
-                    more,
-                })
-                .await
+        let range = match (before, after) {
+            (Some(_), Some(_)) => {
+                return self
+                    .reply_error(req, ErrorCode::BadRequest, "give before or after, not both")
+                    .await
             }
-            Err(e) => self.internal(req, &e).await,
+            (Some(id), None) => Range::Before(id),
+            (None, Some(id)) => Range::After(id),
+            (None, None) => Range::Latest,
+        };
+        let limit = limit.unwrap_or(DEFAULT_HISTORY_PAGE);
+        let page = match self.state.readable(user, peer).await {
+            Ok(conversation) => self.state.history(user, &conversation, range, limit).await,
+            Err(e) => Err(e),
+        };
+        let (mut messages, mut more) = match page {
+            Ok(page) => (page.messages, page.more),
+            Err(e) => return self.core_error(req, e).await,
+        };
+        // Keep the page within one frame: drop the messages farthest from the anchor (they
+        // come with the next page).
+        let kept = fit_in_frame(&messages, after.is_some());
+        if kept < messages.len() {
+            if after.is_some() {
+                messages.truncate(kept);
+            } else {
+                messages.drain(..messages.len() - kept);
+            }
+            more = true;
         }
+        self.write(&ServerFrame::History {
+            req,
+            messages,
+            more,
+        })
+        .await
     }
 
     pub(super) async fn search(
@@ -357,37 +126,15 @@ impl Session {
         within: Option<&str>,
         limit: Option<u32>,
     ) -> Result<(), End> {
-        let terms: Vec<String> = query
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|t| !t.is_empty())
-            .take(16)
-            .map(str::to_string)
-            .collect();
-        if terms.is_empty() {
-            return self
-                .reply_error(
-                    req,
-                    ErrorCode::BadRequest,
-                    "the search needs at least one word",
-                )
-                .await;
-        }
-        let limit = limit
-            .unwrap_or(DEFAULT_SEARCH_RESULTS)
-            .clamp(1, MAX_SEARCH_RESULTS);
         let scope = match within {
             None => None,
-            Some(name) => match self.readable(req, user, name).await? {
-                Some((_, scope)) => Some(scope),
-                None => return Ok(()),
+            Some(name) => match self.state.readable(user, name).await {
+                Ok(r) => Some(r),
+                Err(e) => return self.core_error(req, e).await,
             },
         };
-        match self
-            .state
-            .store
-            .search(user.user_id(), &terms, scope, limit)
-            .await
-        {
+        let limit = limit.unwrap_or(DEFAULT_SEARCH_RESULTS);
+        match self.state.search(user, query, scope.as_ref(), limit).await {
             Ok(mut results) => {
                 let mut budget = MAX_FRAME_LEN - 1024;
                 results.retain(|hit| {
@@ -399,7 +146,7 @@ impl Session {
                 self.write(&ServerFrame::SearchResults { req, results })
                     .await
             }
-            Err(e) => self.internal(req, &e).await,
+            Err(e) => self.core_error(req, e).await,
         }
     }
 
@@ -410,23 +157,13 @@ impl Session {
         conversation: &str,
         upto: Option<i64>,
     ) -> Result<(), End> {
-        let Some((conv, scope)) = self.readable(req, user, conversation).await? else {
-            return Ok(());
+        let readable = match self.state.readable(user, conversation).await {
+            Ok(r) => r,
+            Err(e) => return self.core_error(req, e).await,
         };
-        let latest = match self.state.store.latest_id(user.user_id(), scope).await {
-            Ok(id) => id.unwrap_or(0),
-            Err(e) => return self.internal(req, &e).await,
-        };
-        // A marker never points past the conversation's newest message.
-        let upto = upto.unwrap_or(latest).min(latest);
-        let key = conv.to_string();
-        match self
-            .state
-            .store
-            .set_read_marker(user.user_id(), &key, upto)
-            .await
-        {
+        match self.state.mark_read(user, &readable, upto).await {
             Ok(now) => {
+                let key = readable.conversation.to_string();
                 let conn = self.guard.as_ref().map_or(0, |g| g.conn_id());
                 let notice = encode_json(&ServerFrame::ReadMarker {
                     conversation: key.clone(),
@@ -440,17 +177,17 @@ impl Session {
                 })
                 .await
             }
-            Err(e) => self.internal(req, &e).await,
+            Err(e) => self.core_error(req, e).await,
         }
     }
 
     pub(super) async fn unread(&mut self, req: u64, user: &AuthedUser) -> Result<(), End> {
-        match self.state.store.unread(user.user_id()).await {
+        match self.state.unread(user).await {
             Ok(conversations) => {
                 self.write(&ServerFrame::Unread { req, conversations })
                     .await
             }
-            Err(e) => self.internal(req, &e).await,
+            Err(e) => self.core_error(req, e).await,
         }
     }
 }
