@@ -95,6 +95,7 @@ pub mod client;
 pub mod config;
 pub mod conn;
 pub mod core;
+pub mod ids;
 pub mod irc;
 pub mod native;
 pub mod protocol;
