@@ -10,10 +10,10 @@ use std::io::{IsTerminal, Read, Write};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use crate::client::inbox::{Inbox, InboxEvent};
 use crate::client::proof::ProofFile;
 use crate::client::state::{ChatHome, SavedLogin, SavedSession};
 use crate::client::terminal::terminal_safe;
-use crate::client::inbox::{Inbox, InboxEvent};
 use crate::client::{new_send_key, probe_fingerprint, ClientError, Connection, ServerAddr};
 use crate::protocol::{ErrorCode, Message, Secret, MAX_HISTORY_PAGE, MAX_SEARCH_RESULTS};
 use crate::tls::Fingerprint;

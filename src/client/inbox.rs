@@ -256,7 +256,9 @@ impl Inbox {
                 }
             }
             match self.marks.to_ack() {
-                Some(upto) => up.commit = Some(up.commit_task(&self.home, &self.login.session, upto)),
+                Some(upto) => {
+                    up.commit = Some(up.commit_task(&self.home, &self.login.session, upto))
+                }
                 None => return Ok(()),
             }
         }
@@ -354,7 +356,12 @@ impl Up {
 
     /// Records `upto` as `last_seen` for `session`, then acknowledges it: in that order, and
     /// the acknowledgement only once the record is on disk.
-    fn commit_task(&self, home: &ChatHome, session: &SavedSession, upto: i64) -> Task<(i64, Commit)> {
+    fn commit_task(
+        &self,
+        home: &ChatHome,
+        session: &SavedSession,
+        upto: i64,
+    ) -> Task<(i64, Commit)> {
         let (home, session, client) = (home.clone(), session.clone(), self.client.clone());
         Box::pin(async move {
             // Raised under the session lock, never lowered, and only while this login is the
@@ -398,7 +405,11 @@ async fn in_flight<T>(slot: &mut Option<Task<T>>) -> T {
 /// Connects, authenticates with the saved token, optionally fetches unread counts, reads
 /// this login's `last_seen` again (another process on this device may have raised it), and
 /// subscribes.
-async fn start(home: ChatHome, login: SavedLogin, unread_first: bool) -> Result<Started, ClientError> {
+async fn start(
+    home: ChatHome,
+    login: SavedLogin,
+    unread_first: bool,
+) -> Result<Started, ClientError> {
     let conn = Connection::connect(&login.addr, login.pin).await?;
     conn.client.auth(&login.session.token).await?;
     let (client, events) = conn.split();
@@ -627,7 +638,11 @@ mod tests {
         marks.show(3);
         assert_eq!(marks.to_ack(), Some(3));
         marks.record_failed(3);
-        assert_eq!(marks.to_ack(), None, "no acknowledgement without its record");
+        assert_eq!(
+            marks.to_ack(),
+            None,
+            "no acknowledgement without its record"
+        );
         assert!(marks.receive(4));
         marks.show(4);
         assert_eq!(marks.to_ack(), Some(4));

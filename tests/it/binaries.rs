@@ -1040,7 +1040,13 @@ fn recv_follow_keeps_its_login_across_a_reconnect() {
         Duration::from_secs(30),
         "chat recv --follow after a restart",
     );
-    check_message(&json_lines(&line)[0], later, "alice", "bob", "after the restart");
+    check_message(
+        &json_lines(&line)[0],
+        later,
+        "alice",
+        "bob",
+        "after the restart",
+    );
     drop(follower);
 
     // carol's message is still hers to receive.
