@@ -10,22 +10,17 @@ use std::io::{IsTerminal, Read, Write};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use crate::client::inbox::{Inbox, InboxEvent};
 use crate::client::proof::ProofFile;
 use crate::client::state::{ChatHome, SavedLogin, SavedSession};
 use crate::client::terminal::terminal_safe;
-use crate::client::{new_send_key, probe_fingerprint, ClientError, Connection, Event, ServerAddr};
+use crate::client::{new_send_key, probe_fingerprint, ClientError, Connection, ServerAddr};
 use crate::protocol::{ErrorCode, Message, Secret, MAX_HISTORY_PAGE, MAX_SEARCH_RESULTS};
 use crate::tls::Fingerprint;
 
 /// How many times `chat send` tries (with the same idempotency key) when the connection
 /// breaks before the server confirms.
 const SEND_ATTEMPTS: u32 = 3;
-/// First and longest wait before `chat recv --follow` reconnects.
-const RECONNECT_MIN: std::time::Duration = std::time::Duration::from_millis(500);
-const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Keepalive period of `chat recv --follow`.
-const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// chat: the client for chatd.
 #[derive(Debug, Parser)]
@@ -358,12 +353,7 @@ async fn connect_saved(home: &ChatHome) -> Result<(Connection, SavedSession)> {
     let conn = Connection::connect(&addr, pin).await?;
     match conn.client.auth(&session.token).await {
         Ok(_) => Ok((conn, session)),
-        Err(e) if matches!(e.code(), Some(ErrorCode::InvalidToken)) => Err(anyhow!(
-            "the saved session for {} on {} is no longer valid (revoked or logged out); log in again",
-            session.user,
-            session.server
-        )),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(session_error(&session, e)),
     }
 }
 
@@ -442,103 +432,59 @@ fn is_transient(e: &anyhow::Error) -> bool {
 /// `chat recv`. With `--follow`, a lost connection (a server restart, a network cut) is
 /// retried with backoff (0.5 s doubling to 30 s) and delivery resumes from the cursor;
 /// messages already shown are not shown again. A revoked session or disabled account ends it.
+/// The loop itself (dedupe, record-then-ack, reconnects, pings) is [`Inbox`]'s; this prints.
 async fn recv(home: &ChatHome, follow: bool, json: bool, show: Show) -> Result<()> {
-    let mut shown = 0;
-    let mut backoff = RECONNECT_MIN;
+    let login = home.saved_login()?;
+    let mut inbox = Inbox::new(home.clone(), login);
+    // Polled (and so installed as the SIGINT handler) only with --follow.
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     loop {
-        let connected = std::time::Instant::now();
-        match recv_once(home, follow, json, show, &mut shown, &mut interrupted).await {
-            Ok(()) => return Ok(()),
-            Err(e) if follow && is_transient(&e) => {
-                if connected.elapsed() > RECONNECT_MAX {
-                    backoff = RECONNECT_MIN;
-                }
+        let event = tokio::select! {
+            event = inbox.next() => event,
+            _ = &mut interrupted, if follow => {
+                inbox.flush().await?;
+                return Ok(());
+            }
+        };
+        match event {
+            InboxEvent::Message(m) => {
+                print_message(&m, json, show)?;
+                inbox.show(m.id);
+            }
+            // Everything printed is recorded and acknowledged.
+            InboxEvent::Idle if !follow => return Ok(()),
+            InboxEvent::CommitFailed(e) => return Err(e.into()),
+            InboxEvent::Disconnected { error, retry_in } if follow => {
                 eprintln!(
-                    "chat: {e:#}; reconnecting in {:.1} s",
-                    backoff.as_secs_f64()
+                    "chat: {:#}; reconnecting in {:.1} s",
+                    anyhow::Error::from(error),
+                    retry_in.as_secs_f64()
                 );
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = &mut interrupted => return Ok(()),
-                }
-                backoff = (backoff * 2).min(RECONNECT_MAX);
             }
-            Err(e) => return Err(e),
+            InboxEvent::Disconnected { error, .. } | InboxEvent::Ended(error) => {
+                return Err(session_error(inbox.session(), error));
+            }
+            InboxEvent::Connecting { .. }
+            | InboxEvent::Connected { .. }
+            | InboxEvent::CaughtUp
+            | InboxEvent::ReadMarker { .. }
+            | InboxEvent::Idle => {}
         }
     }
 }
 
-/// One connection's worth of `chat recv`. `shown` is the highest id printed so far in this
-/// run (the saved `last_seen` may lag it by what was shown but not yet acknowledged).
-async fn recv_once(
-    home: &ChatHome,
-    follow: bool,
-    json: bool,
-    show: Show,
-    shown: &mut i64,
-    interrupted: &mut std::pin::Pin<&mut impl std::future::Future<Output = std::io::Result<()>>>,
-) -> Result<()> {
-    let (conn, mut session) = connect_saved(home).await?;
-    session.last_seen = session.last_seen.max(*shown);
-    let (client, mut events) = conn.split();
-    let cursor = client.subscribe().await?;
-    let mut highest = cursor;
-    let mut acked = cursor;
-    let mut caught_up = false;
-    let mut ping = tokio::time::interval(PING_EVERY);
-    ping.reset();
-    loop {
-        tokio::select! {
-            event = events.recv() => match event {
-                Some(Event::Message(m)) => {
-                    highest = highest.max(m.id);
-                    if m.id > session.last_seen {
-                        print_message(&m, json, show)?;
-                        session.last_seen = m.id;
-                        *shown = m.id;
-                    }
-                }
-                Some(Event::CaughtUp { .. }) => caught_up = true,
-                Some(Event::ReadMarker { .. }) => {}
-                Some(Event::Closed(reason)) => return Err(ClientError::Closed(reason).into()),
-                None => return Err(ClientError::Closed(None).into()),
-            },
-            _ = ping.tick(), if follow => client.ping().await?,
-            _ = &mut *interrupted, if follow => {
-                commit(home, &session, &client, &mut acked, highest).await?;
-                return Ok(());
-            }
-        }
-        // Acknowledge whenever nothing more is immediately waiting: after the backlog, and
-        // after each burst of live messages.
-        if caught_up && events.is_empty() {
-            commit(home, &session, &client, &mut acked, highest).await?;
-            if !follow {
-                return Ok(());
-            }
-        }
+/// A client error in the words `chat` uses for a saved session the server no longer takes.
+fn session_error(session: &SavedSession, error: ClientError) -> anyhow::Error {
+    if matches!(error.code(), Some(ErrorCode::InvalidToken)) {
+        anyhow!(
+            "the saved session for {} on {} is no longer valid (revoked or logged out); log in again",
+            session.user,
+            session.server
+        )
+    } else {
+        error.into()
     }
-}
-
-/// Records what was shown, then moves the server cursor: in that order, so a crash in
-/// between never shows a message twice. The record only raises `last_seen` in the saved
-/// session, and only while that is still this login (the TUI or another `chat` may have
-/// written it since it was read at connect).
-async fn commit(
-    home: &ChatHome,
-    session: &SavedSession,
-    client: &crate::client::Client,
-    acked: &mut i64,
-    highest: i64,
-) -> Result<()> {
-    if highest <= *acked {
-        return Ok(());
-    }
-    home.raise_last_seen(session, session.last_seen)?;
-    *acked = client.ack(highest).await?;
-    Ok(())
 }
 
 async fn history(

@@ -5,8 +5,10 @@
 //! exchanges `hello`/`welcome`. A connection is full duplex: a reader task routes responses
 //! to the request that is waiting for them (by `req`) and pushes (`msg`, `caught_up`, and
 //! errors without a `req`) to an [`Event`] channel; requests can be pipelined from any number
-//! of tasks through cloned [`Client`] handles.
+//! of tasks through cloned [`Client`] handles. [`inbox`] is the delivery loop on top of it
+//! (resume, dedupe, record, ack) that `chat recv` and the TUI share.
 
+pub mod inbox;
 pub mod proof;
 pub mod state;
 pub mod terminal;

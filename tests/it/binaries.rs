@@ -1003,6 +1003,62 @@ fn recv_never_lowers_last_seen_nor_overwrites_a_newer_login() {
     assert_eq!(server.terminate().code(), Some(0));
 }
 
+/// `chat recv --follow` keeps the login it started with across a reconnect. It used to
+/// load `session.json` afresh on every reconnect: after another account logged in with the
+/// same `CHAT_HOME`, it went on as that account, with its own dedupe mark, and so hid that
+/// account's older messages and acknowledged them unseen: they were never shown anywhere.
+#[test]
+fn recv_follow_keeps_its_login_across_a_reconnect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = Server::start(dir);
+    for user in ["alice", "bob", "carol"] {
+        add_user(dir, user);
+    }
+    login(dir, &server, "alice");
+    login(dir, &server, "bob");
+    // Older than anything bob's follower shows, for an account not logged in yet.
+    let early = send(dir, "alice", &["carol", "for", "carol"], None);
+
+    let (follower, lines, _err) = follow(dir, "bob");
+    let first = send(dir, "alice", &["bob", "for", "bob"], None);
+    let line = lines.next(Duration::from_secs(20), "chat recv --follow");
+    check_message(&json_lines(&line)[0], first, "alice", "bob", "for bob");
+
+    // carol logs in with bob's CHAT_HOME while bob's follower runs.
+    let mut cmd = chat(dir, "bob");
+    cmd.args(["login", "--server", &server.addr, "--user", "carol"])
+        .args(["--pin", &server.pin, "--password-stdin"]);
+    run(cmd, Some(&format!("{PASSWORD}\n"))).assert_ok("chat login as carol");
+
+    // A restart makes the follower reconnect: still as bob.
+    let addr = server.addr.clone();
+    assert_eq!(server.terminate().code(), Some(0));
+    let server = Server::start_on(dir, &addr);
+    let later = send(dir, "alice", &["bob", "after", "the", "restart"], None);
+    let line = lines.next(
+        Duration::from_secs(30),
+        "chat recv --follow after a restart",
+    );
+    check_message(
+        &json_lines(&line)[0],
+        later,
+        "alice",
+        "bob",
+        "after the restart",
+    );
+    drop(follower);
+
+    // carol's message is still hers to receive.
+    let mut cmd = chat(dir, "bob");
+    cmd.args(["recv", "--json"]);
+    let out = run(cmd, None).assert_ok("chat recv as carol");
+    let got = json_lines(&out.stdout);
+    assert_eq!(got.len(), 1, "carol's recv printed:\n{}", out.stdout);
+    check_message(&got[0], early, "alice", "carol", "for carol");
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
 /// On a terminal, `chat history` shows control characters and bidi overrides of a message
 /// visibly and harmlessly; into a pipe it prints them exactly. The terminal is a real
 /// pseudo-terminal made by `script(1)` (util-linux).

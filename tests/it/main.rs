@@ -6,6 +6,7 @@ mod binaries;
 mod common;
 mod core;
 mod crash;
+mod inbox;
 mod irc;
 mod parity;
 mod proofs;
