@@ -210,11 +210,6 @@ impl FromIterator<(i64, Room)> for Rooms {
 }
 
 impl Rooms {
-    /// The live room `room_id`.
-    pub fn get(&self, room_id: i64) -> Option<&Room> {
-        self.rooms.get(&room_id)
-    }
-
     /// The members of `room_id` now (none for a room that is not live).
     pub fn members(&self, room_id: i64) -> Arc<Vec<i64>> {
         self.rooms
@@ -568,7 +563,7 @@ mod tests {
             );
             assert_eq!(e.span, Span::Opens(BOB));
             assert_eq!((&*e.members, &*e.audience), (&vec![BOB], &vec![BOB]));
-            let room = state.get(100).unwrap();
+            let room = state.rooms.get(&100).unwrap();
             assert_eq!(
                 (room.name.as_str(), room.owner_id, room.private),
                 ("new", BOB, private)
@@ -627,7 +622,7 @@ mod tests {
             Err(forbidden(RoomAction::JoinPrivate, "secret"))
         );
         commit(&mut state, invite(SECRET, ALICE, BOB)).unwrap();
-        assert!(state.get(SECRET).unwrap().is_member(BOB));
+        assert!(state.rooms.get(&SECRET).unwrap().is_member(BOB));
     }
 
     #[test]
@@ -726,7 +721,7 @@ mod tests {
                 name: "secret".into()
             })
         );
-        assert!(state.get(SECRET).is_none());
+        assert!(state.rooms.get(&SECRET).is_none());
         // Once the others have gone, the owner is alone.
         commit(&mut state, leave(OPS, BOB)).unwrap();
         assert_eq!(
@@ -761,7 +756,7 @@ mod tests {
                 name: "ops".into()
             })
         );
-        assert!(state.get(OPS).is_none());
+        assert!(state.rooms.get(&OPS).is_none());
         assert_eq!(state.decide(&join(OPS, BOB)), Err(UNKNOWN));
     }
 
@@ -925,7 +920,7 @@ mod tests {
     #[test]
     fn a_re_read_reports_the_rooms_that_went_with_their_members() {
         let mut state = rooms(&[BOB], &[CAROL]);
-        let fresh: Rooms = [(SECRET, state.get(SECRET).unwrap().clone())]
+        let fresh: Rooms = [(SECRET, state.rooms.get(&SECRET).unwrap().clone())]
             .into_iter()
             .chain([(50, Room::new("later".into(), BOB, false, vec![BOB]))])
             .collect();
@@ -933,7 +928,7 @@ mod tests {
         assert_eq!(gone.len(), 1);
         assert_eq!((gone[0].0, gone[0].1.name.as_str()), (OPS, "ops"));
         assert_eq!(*gone[0].1.members, vec![ALICE, BOB]);
-        assert!(state.get(OPS).is_none() && state.get(50).is_some());
+        assert!(state.rooms.get(&OPS).is_none() && state.rooms.get(&50).is_some());
         let ids: Vec<i64> = state
             .replace(Rooms::default())
             .into_iter()
