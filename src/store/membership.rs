@@ -721,7 +721,7 @@ mod tests {
                 name: "secret".into()
             })
         );
-        assert!(state.rooms.get(&SECRET).is_none());
+        assert!(!state.rooms.contains_key(&SECRET));
         // Once the others have gone, the owner is alone.
         commit(&mut state, leave(OPS, BOB)).unwrap();
         assert_eq!(
@@ -756,7 +756,7 @@ mod tests {
                 name: "ops".into()
             })
         );
-        assert!(state.rooms.get(&OPS).is_none());
+        assert!(!state.rooms.contains_key(&OPS));
         assert_eq!(state.decide(&join(OPS, BOB)), Err(UNKNOWN));
     }
 
@@ -928,7 +928,7 @@ mod tests {
         assert_eq!(gone.len(), 1);
         assert_eq!((gone[0].0, gone[0].1.name.as_str()), (OPS, "ops"));
         assert_eq!(*gone[0].1.members, vec![ALICE, BOB]);
-        assert!(state.rooms.get(&OPS).is_none() && state.rooms.get(&50).is_some());
+        assert!(!state.rooms.contains_key(&OPS) && state.rooms.contains_key(&50));
         let ids: Vec<i64> = state
             .replace(Rooms::default())
             .into_iter()
