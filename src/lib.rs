@@ -16,8 +16,10 @@
 //! - [`protocol`]: the wire vocabulary (`Request`, `ServerFrame`, `ErrorCode`, `Secret`,
 //!   `Username`, limits); [`protocol::codec`] does the framing.
 //! - [`store`]: the SQLite pool, the embedded `migrations/`, typed queries, the single
-//!   [`store::Writer`] task that group-commits sends and acks, and beside it a WAL
-//!   checkpointer and the search indexer (the full-text index is a derived file of its own).
+//!   [`store::Writer`] task that group-commits sends and acks (and executes membership
+//!   changes), the membership rules as pure functions (`store/membership.rs`: a change → the
+//!   event or a typed [`store::Refusal`]), and beside the writer a WAL checkpointer and the
+//!   search indexer (the full-text index is a derived file of its own).
 //! - [`core`]: what every front end shares, protocol-neutral: `ServerState` (store, auth,
 //!   writer, limits, user and room caches), [`core::hub`] (live connections and fan-out of
 //!   committed messages) and [`core::delivery`] (the backlog → live hand-off).

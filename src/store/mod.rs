@@ -4,14 +4,18 @@
 //! embedded migrations, and offers typed queries for accounts, devices and history.
 //! Message inserts and cursor moves do not go through `Store` directly: they go through the
 //! single [`Writer`] task (module `writer`), which batches them into one transaction per group
-//! commit. Beside it run a WAL checkpointer (module `checkpoint`) and the search indexer
-//! (module `search`: the full-text index is a derived database file of its own). A serving
+//! commit. The writer is also the only place room membership changes, but the rules are in
+//! module `membership`: pure functions from the in-memory rooms and a [`RoomChange`] (or a
+//! send) to the events to store or a typed [`Refusal`]. Beside the writer run a WAL
+//! checkpointer (module `checkpoint`) and the search indexer (module `search`: the
+//! full-text index is a derived database file of its own). A serving
 //! process holds [`DbLock`] on the database (module `lock`), so no second server can write
 //! it. Nothing outside this module sees an sqlx type.
 
 mod checkpoint;
 mod irc;
 mod lock;
+mod membership;
 mod messages;
 mod proofs;
 mod rooms;
@@ -30,9 +34,10 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use crate::protocol::{format_timestamp, Username};
 
 pub use lock::{holder as lock_holder, DbLock, Holder, LockError};
+pub use membership::{Refusal, RoomAction, RoomChange};
 pub use messages::HistoryScope;
 pub use rooms::RoomRef;
-pub use writer::{Audience, Committed, Delivery, NewMessage, RoomChange, Target, Writer};
+pub use writer::{Audience, Committed, Delivery, NewMessage, Target, Writer};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -100,6 +105,43 @@ pub enum StoreError {
     AlreadyMember(String),
     #[error("{0}")]
     Forbidden(String),
+}
+
+/// Today's wording of each refusal of the membership rules. The rules themselves answer with
+/// a typed [`Refusal`] (module `membership`); this keeps the store's errors as they were until
+/// the front ends word refusals themselves.
+impl From<Refusal> for StoreError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::UnknownRoom { room: Some(room) } => StoreError::UnknownRoom(format!("#{room}")),
+            Refusal::UnknownRoom { room: None } => StoreError::UnknownRoom("that room".into()),
+            Refusal::RoomExists { room } => StoreError::RoomExists(format!("#{room}")),
+            Refusal::NotMember { room } => {
+                StoreError::NotMember(format!("you are not a member of #{room}"))
+            }
+            Refusal::UserNotMember { room, user } => {
+                StoreError::NotMember(format!("{user} is not a member of #{room}"))
+            }
+            Refusal::AlreadyMember { room } => {
+                StoreError::AlreadyMember(format!("you are already a member of #{room}"))
+            }
+            Refusal::UserAlreadyMember { room, user } => {
+                StoreError::AlreadyMember(format!("{user} is already a member of #{room}"))
+            }
+            Refusal::Forbidden { action, room } => StoreError::Forbidden(match action {
+                RoomAction::Invite => format!("only the owner of #{room} can invite"),
+                RoomAction::Kick => format!("only the owner of #{room} can kick"),
+                RoomAction::KickOwner => format!("the owner of #{room} cannot be kicked"),
+                RoomAction::Delete => format!("only the owner of #{room} can delete it"),
+                RoomAction::JoinPrivate => {
+                    format!("#{room} is private: its owner must invite you")
+                }
+                RoomAction::LeaveAsOwner => format!(
+                    "the owner cannot leave #{room} while others are members; delete the room instead"
+                ),
+            }),
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {

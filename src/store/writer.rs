@@ -1,5 +1,11 @@
-//! The single writer task: group commit for message inserts and cursor moves, and the
-//! authority on room membership.
+//! The single writer task: group commit for message inserts and cursor moves, and the one
+//! place where room membership changes.
+//!
+//! The rules of membership (who may create, join, invite, leave, kick, delete, and who may
+//! send to a room) are not here: they are pure functions in `membership`, over the in-memory
+//! [`Rooms`] this task owns. The writer asks them, executes what they decide (SQL, ids, the
+//! commit) and applies the decision to [`Rooms`] only after the commit; a refusal goes back to
+//! the submitter as it was decided.
 //!
 //! Sessions submit [`NewMessage`]s, acks and [`RoomChange`]s through a bounded channel. The
 //! task takes one operation, drains whatever else is already queued (up to [`MAX_BATCH`]),
@@ -30,6 +36,7 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::checkpoint::{self, Checkpointer};
+use super::membership::{Decision, Event, EventRoom, Refusal, Room, RoomChange, Rooms, Span};
 use super::search::SearchIndex;
 use super::{now_micros, StoreError};
 use crate::protocol::{format_timestamp, Message, MessageKind};
@@ -67,36 +74,6 @@ pub struct NewMessage {
     pub key: String,
     /// An action (emote): shown as `* sender body`.
     pub action: bool,
-}
-
-/// A membership change. Each is stored as an event in the room's history.
-#[derive(Debug, Clone)]
-pub enum RoomChange {
-    /// Create a room owned by `by`, who becomes its first member.
-    Create {
-        name: String,
-        private: bool,
-        by: (i64, String),
-    },
-    /// `by` joins a public room.
-    Join { room_id: i64, by: (i64, String) },
-    /// `by` (the owner) adds `user`.
-    Invite {
-        room_id: i64,
-        by: (i64, String),
-        user: (i64, String),
-    },
-    /// `by` leaves. The owner may leave only when alone in the room, which deletes it (as
-    /// [`RoomChange::Delete`]).
-    Leave { room_id: i64, by: (i64, String) },
-    /// `by` (the owner) deletes the room, as the operator's `chatd room del` does.
-    Delete { room_id: i64, by: (i64, String) },
-    /// `by` (the owner) removes `user`.
-    Kick {
-        room_id: i64,
-        by: (i64, String),
-        user: (i64, String),
-    },
 }
 
 /// The outcome of a send: where the message is stored.
@@ -213,7 +190,7 @@ pub(super) async fn start(
         conn,
         next_id: row.get::<i64, _>(0) + 1,
         last_sent_at: row.get(1),
-        rooms: HashMap::new(),
+        rooms: Rooms::default(),
         on_commit,
         wal_restart: Arc::new(AtomicBool::new(false)),
         committed: watch::Sender::new(row.get::<i64, _>(0)),
@@ -252,22 +229,13 @@ pub(super) async fn start(
     Ok((Writer { tx }, handle))
 }
 
-/// The writer's view of one room.
-struct RoomState {
-    name: String,
-    owner_id: i64,
-    private: bool,
-    /// Current members, sorted; replaced (not mutated) on every change so committed
-    /// deliveries keep the list in force at their id.
-    members: Arc<Vec<i64>>,
-}
-
 struct State {
     pool: SqlitePool,
     conn: SqliteConnection,
     next_id: i64,
     last_sent_at: i64,
-    rooms: HashMap<i64, RoomState>,
+    /// The live rooms and their members, as committed (the rules are in `membership`).
+    rooms: Rooms,
     on_commit: OnCommit,
     /// The highest id committed so far, for the search indexer.
     committed: watch::Sender<i64>,
@@ -361,25 +329,20 @@ impl State {
                 .or_default()
                 .push(s.get::<i64, _>(1));
         }
-        let fresh: HashMap<i64, RoomState> = rooms
+        let fresh: Rooms = rooms
             .into_iter()
             .map(|r| {
                 let id: i64 = r.get(0);
-                let state = RoomState {
-                    name: r.get(1),
-                    owner_id: r.get::<Option<i64>, _>(2).unwrap_or(0),
-                    private: r.get::<i64, _>(3) != 0,
-                    members: Arc::new(members.remove(&id).unwrap_or_default()),
-                };
-                (id, state)
+                let room = Room::new(
+                    r.get(1),
+                    r.get::<Option<i64>, _>(2).unwrap_or(0),
+                    r.get::<i64, _>(3) != 0,
+                    members.remove(&id).unwrap_or_default(),
+                );
+                (id, room)
             })
             .collect();
-        let previous = std::mem::replace(&mut self.rooms, fresh);
-        let mut gone: Vec<(i64, RoomState)> = previous
-            .into_iter()
-            .filter(|(id, _)| !self.rooms.contains_key(id))
-            .collect();
-        gone.sort_by_key(|(id, _)| *id);
+        let gone = self.rooms.replace(fresh);
         let mut events = Vec::with_capacity(gone.len());
         for (room_id, room) in gone {
             if let Some(event_id) = self.announce_deletion(room_id, room).await? {
@@ -395,7 +358,7 @@ impl State {
     async fn announce_deletion(
         &mut self,
         room_id: i64,
-        room: RoomState,
+        room: Room,
     ) -> Result<Option<i64>, StoreError> {
         let event_id = self.next_id;
         let now = now_micros().max(self.last_sent_at);
@@ -449,14 +412,9 @@ impl State {
     /// An owner's deletion: the operator's deletion ([`super::rooms::mark_room_deleted`]),
     /// then the same re-read of the rooms that tells the members. Returns `(room id, event
     /// id)`.
-    async fn delete_room(&mut self, room_id: i64) -> Result<(i64, i64), StoreError> {
-        let name = self
-            .rooms
-            .get(&room_id)
-            .map(|r| r.name.clone())
-            .ok_or_else(|| StoreError::UnknownRoom("that room".into()))?;
+    async fn delete_room(&mut self, room_id: i64, name: &str) -> Result<(i64, i64), StoreError> {
         let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
-        super::rooms::mark_room_deleted(&mut tx, room_id, &name).await?;
+        super::rooms::mark_room_deleted(&mut tx, room_id, name).await?;
         tx.commit().await?;
         let events = self.load_rooms().await?;
         let event_id = events
@@ -538,11 +496,7 @@ impl State {
         let (to, audience) = match m.target {
             Target::User(recipient_id, name) => (name, Audience::Direct { recipient_id }),
             Target::Room(room_id, name) => {
-                let members = self
-                    .rooms
-                    .get(&room_id)
-                    .map(|r| Arc::clone(&r.members))
-                    .unwrap_or_default();
+                let members = self.rooms.members(room_id);
                 (format!("#{name}"), Audience::Room { members })
             }
         };
@@ -569,13 +523,10 @@ impl State {
         let Target::Room(room_id, name) = &m.target else {
             return None;
         };
-        match self.rooms.get(room_id) {
-            None => Some(StoreError::UnknownRoom(format!("#{name}"))),
-            Some(r) if r.members.binary_search(&m.sender_id).is_err() => Some(
-                StoreError::NotMember(format!("you are not a member of #{name}")),
-            ),
-            Some(_) => None,
-        }
+        self.rooms
+            .may_send(m.sender_id, *room_id, name)
+            .err()
+            .map(StoreError::from)
     }
 
     /// Stores one batch in one transaction. Returns, per send, where it went, and the
@@ -801,256 +752,103 @@ impl State {
         }
     }
 
-    /// Validates and commits one membership change with its event; on success updates the
-    /// in-memory membership and fans the event out. Returns `(room id, event id)`.
+    /// Decides one membership change (module `membership`) and, when allowed, carries it
+    /// out: commits its event, or deletes the room. Returns `(room id, event id)`.
     async fn change_room(&mut self, change: RoomChange) -> Result<(i64, i64), StoreError> {
-        let room_of = |id: i64| {
-            self.rooms
-                .get(&id)
-                .ok_or_else(|| StoreError::UnknownRoom("that room".into()))
-        };
-        let is_member = |r: &RoomState, user: i64| r.members.binary_search(&user).is_ok();
-        // Validate against the current membership.
-        match &change {
-            RoomChange::Create { .. } => {}
-            RoomChange::Join { room_id, by } => {
-                let r = room_of(*room_id)?;
-                if is_member(r, by.0) {
-                    return Err(StoreError::AlreadyMember(format!(
-                        "you are already a member of #{}",
-                        r.name
-                    )));
-                }
-                if r.private {
-                    return Err(StoreError::Forbidden(format!(
-                        "#{} is private: its owner must invite you",
-                        r.name
-                    )));
-                }
-            }
-            RoomChange::Invite { room_id, by, user } => {
-                let r = room_of(*room_id)?;
-                if r.owner_id != by.0 {
-                    return Err(StoreError::Forbidden(format!(
-                        "only the owner of #{} can invite",
-                        r.name
-                    )));
-                }
-                if is_member(r, user.0) {
-                    return Err(StoreError::AlreadyMember(format!(
-                        "{} is already a member of #{}",
-                        user.1, r.name
-                    )));
-                }
-            }
-            RoomChange::Leave { room_id, by } => {
-                let r = room_of(*room_id)?;
-                if !is_member(r, by.0) {
-                    return Err(StoreError::NotMember(format!(
-                        "you are not a member of #{}",
-                        r.name
-                    )));
-                }
-                // The owner alone in the room may leave: the room is deleted (a room
-                // created by mistake can be undone). With others in it, the owner stays.
-                if r.owner_id == by.0 && r.members.len() > 1 {
-                    return Err(StoreError::Forbidden(format!(
-                        "the owner cannot leave #{} while others are members; delete the room instead",
-                        r.name
-                    )));
-                }
-            }
-            RoomChange::Delete { room_id, by } => {
-                let r = room_of(*room_id)?;
-                if r.owner_id != by.0 {
-                    return Err(StoreError::Forbidden(format!(
-                        "only the owner of #{} can delete it",
-                        r.name
-                    )));
-                }
-            }
-            RoomChange::Kick { room_id, by, user } => {
-                let r = room_of(*room_id)?;
-                if r.owner_id != by.0 {
-                    return Err(StoreError::Forbidden(format!(
-                        "only the owner of #{} can kick",
-                        r.name
-                    )));
-                }
-                if user.0 == r.owner_id {
-                    return Err(StoreError::Forbidden(format!(
-                        "the owner of #{} cannot be kicked",
-                        r.name
-                    )));
-                }
-                if !is_member(r, user.0) {
-                    return Err(StoreError::NotMember(format!(
-                        "{} is not a member of #{}",
-                        user.1, r.name
-                    )));
-                }
-            }
+        match self.rooms.decide(&change)? {
+            Decision::Event(event) => self.store_event(event).await,
+            Decision::Delete { room_id, name } => self.delete_room(room_id, &name).await,
         }
+    }
 
-        match &change {
-            RoomChange::Delete { room_id, .. } => return self.delete_room(*room_id).await,
-            RoomChange::Leave { room_id, by }
-                if self.rooms.get(room_id).is_some_and(|r| r.owner_id == by.0) =>
-            {
-                return self.delete_room(*room_id).await
-            }
-            _ => {}
-        }
-
+    /// Commits a membership event (for a creation, with its room) and the span it opens or
+    /// closes; then applies it to the in-memory membership and fans it out to its audience.
+    /// Returns `(room id, event id)`.
+    async fn store_event(&mut self, event: Event) -> Result<(i64, i64), StoreError> {
         let event_id = self.next_id;
         let now = now_micros().max(self.last_sent_at);
         let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
-        let (room_id, sender, member, kind, joining, leaving) = match &change {
-            RoomChange::Create { name, private, by } => {
+        let room_id = match &event.room {
+            EventRoom::New { name, private } => {
                 let inserted = sqlx::query(
                     "INSERT INTO rooms (name, created_at, owner_id, private) VALUES (?, ?, ?, ?) \
                      RETURNING id",
                 )
                 .bind(name)
                 .bind(now)
-                .bind(by.0)
+                .bind(event.by.0)
                 .bind(*private as i64)
                 .fetch_one(&mut *tx)
                 .await;
-                let room_id: i64 = match inserted {
-                    Ok(row) => row.get(0),
+                match inserted {
+                    Ok(row) => row.get::<i64, _>(0),
+                    // Names are the database's to keep unique (see `membership`).
                     Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                        return Err(StoreError::RoomExists(format!("#{name}")));
+                        return Err(Refusal::RoomExists { room: name.clone() }.into());
                     }
                     Err(e) => return Err(e.into()),
-                };
-                (
-                    room_id,
-                    by.clone(),
-                    None,
-                    MessageKind::Create,
-                    Some(by.0),
-                    None,
-                )
+                }
             }
-            RoomChange::Join { room_id, by } => (
-                *room_id,
-                by.clone(),
-                None,
-                MessageKind::Join,
-                Some(by.0),
-                None,
-            ),
-            RoomChange::Invite { room_id, by, user } => (
-                *room_id,
-                by.clone(),
-                Some(user.clone()),
-                MessageKind::Invite,
-                Some(user.0),
-                None,
-            ),
-            RoomChange::Leave { room_id, by } => (
-                *room_id,
-                by.clone(),
-                None,
-                MessageKind::Leave,
-                None,
-                Some(by.0),
-            ),
-            RoomChange::Kick { room_id, by, user } => (
-                *room_id,
-                by.clone(),
-                Some(user.clone()),
-                MessageKind::Kick,
-                None,
-                Some(user.0),
-            ),
-            // Handled above.
-            RoomChange::Delete { .. } => return Err(StoreError::UnknownRoom("that room".into())),
+            EventRoom::Live { id, .. } => *id,
         };
         sqlx::query(
             "INSERT INTO messages (id, sender_id, room_id, body, sent_at, client_key, kind, member_id) \
              VALUES (?, ?, ?, '', ?, ?, ?, ?)",
         )
         .bind(event_id)
-        .bind(sender.0)
+        .bind(event.by.0)
         .bind(room_id)
         .bind(now)
         // Control characters are refused in client keys, so this can never collide.
         .bind(format!("\u{1}event:{event_id}"))
-        .bind(kind.as_str())
-        .bind(member.as_ref().map(|m| m.0))
+        .bind(event.kind.as_str())
+        .bind(event.member.as_ref().map(|m| m.0))
         .execute(&mut *tx)
         .await?;
-        if let Some(user) = joining {
-            sqlx::query("INSERT INTO room_spans (room_id, user_id, joined_id) VALUES (?, ?, ?)")
+        match event.span {
+            Span::Opens(user) => {
+                sqlx::query(
+                    "INSERT INTO room_spans (room_id, user_id, joined_id) VALUES (?, ?, ?)",
+                )
                 .bind(room_id)
                 .bind(user)
                 .bind(event_id)
                 .execute(&mut *tx)
                 .await?;
-        }
-        if let Some(user) = leaving {
-            sqlx::query(
-                "UPDATE room_spans SET left_id = ? WHERE room_id = ? AND user_id = ? AND left_id IS NULL",
-            )
-            .bind(event_id)
-            .bind(room_id)
-            .bind(user)
-            .execute(&mut *tx)
-            .await?;
+            }
+            Span::Closes(user) => {
+                sqlx::query(
+                    "UPDATE room_spans SET left_id = ? WHERE room_id = ? AND user_id = ? AND left_id IS NULL",
+                )
+                .bind(event_id)
+                .bind(room_id)
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         tx.commit().await?;
         self.next_id += 1;
         self.publish_committed(event_id);
         self.last_sent_at = now;
 
-        // Update membership; the event reaches the members after a join, and the members
-        // before a leave (so the one leaving sees it too).
-        if let RoomChange::Create { name, private, by } = &change {
-            self.rooms.insert(
-                room_id,
-                RoomState {
-                    name: name.clone(),
-                    owner_id: by.0,
-                    private: *private,
-                    members: Arc::new(Vec::new()),
-                },
-            );
-        }
-        let Some(room) = self.rooms.get_mut(&room_id) else {
-            return Ok((room_id, event_id));
-        };
-        let before = Arc::clone(&room.members);
-        let mut next: Vec<i64> = before.as_ref().clone();
-        if let Some(user) = joining {
-            if let Err(pos) = next.binary_search(&user) {
-                next.insert(pos, user);
-            }
-        }
-        if let Some(user) = leaving {
-            next.retain(|u| *u != user);
-        }
-        room.members = Arc::new(next);
-        let audience = if leaving.is_some() {
-            before
-        } else {
-            Arc::clone(&room.members)
-        };
+        self.rooms.apply(room_id, &event);
         let delivery = Delivery {
             message: Message {
                 id: event_id,
-                from: sender.1,
-                to: format!("#{}", room.name),
+                from: event.by.1,
+                to: format!("#{}", event.room.name()),
                 body: String::new(),
                 sent_at: format_timestamp(now),
-                kind,
-                member: member.map(|m| m.1),
+                kind: event.kind,
+                member: event.member.map(|m| m.1),
                 action: false,
             },
-            sender_id: sender.0,
+            sender_id: event.by.0,
             sender_device_id: 0,
-            audience: Audience::Room { members: audience },
+            audience: Audience::Room {
+                members: event.audience,
+            },
             marks_read: false,
         };
         (self.on_commit)(vec![delivery]);

@@ -670,3 +670,86 @@ async fn actions_are_stored_and_delivered_as_actions() {
     assert!(hits[0].message.action);
     assert_eq!(page[0].shown_text(&page[0].body), "* alice waves");
 }
+
+/// Every refusal of the membership rules reaches a client with its code and today's words.
+/// The rules answer with a typed refusal now (`store::membership`); until the front ends
+/// word refusals themselves, the store's errors make the same text as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_membership_refusal_keeps_its_code_and_words() {
+    let server = TestServer::start().await;
+    server.add_users(&["alice", "bob", "carol"]).await;
+    let (alice, _) = server.login("alice").await;
+    let (bob, _) = server.login("bob").await;
+    let (carol, _) = server.login("carol").await;
+    alice.client.room_create("#ops", false).await.unwrap();
+    alice.client.room_create("#secret", true).await.unwrap();
+    bob.client.room_join("#ops").await.unwrap();
+    let (a, b, c) = (&alice.client, &bob.client, &carol.client);
+    let cases = [
+        (
+            a.room_create("#ops", false).await,
+            ErrorCode::RoomExists,
+            "room #ops already exists",
+        ),
+        (
+            b.room_join("#ops").await,
+            ErrorCode::BadRequest,
+            "you are already a member of #ops",
+        ),
+        (
+            c.room_join("#secret").await,
+            ErrorCode::Forbidden,
+            "#secret is private: its owner must invite you",
+        ),
+        (
+            b.room_invite("#ops", "carol").await,
+            ErrorCode::Forbidden,
+            "only the owner of #ops can invite",
+        ),
+        (
+            a.room_invite("#ops", "bob").await,
+            ErrorCode::BadRequest,
+            "bob is already a member of #ops",
+        ),
+        (
+            c.room_leave("#ops").await,
+            ErrorCode::NotMember,
+            "you are not a member of #ops",
+        ),
+        (
+            a.room_leave("#ops").await,
+            ErrorCode::Forbidden,
+            "the owner cannot leave #ops while others are members; delete the room instead",
+        ),
+        (
+            b.room_del("#ops").await,
+            ErrorCode::Forbidden,
+            "only the owner of #ops can delete it",
+        ),
+        (
+            b.room_kick("#ops", "carol").await,
+            ErrorCode::Forbidden,
+            "only the owner of #ops can kick",
+        ),
+        (
+            a.room_kick("#ops", "alice").await,
+            ErrorCode::Forbidden,
+            "the owner of #ops cannot be kicked",
+        ),
+        (
+            a.room_kick("#ops", "carol").await,
+            ErrorCode::NotMember,
+            "carol is not a member of #ops",
+        ),
+        (
+            c.send("#ops", "let me in", "k").await.map(|s| s.id),
+            ErrorCode::NotMember,
+            "you are not a member of #ops",
+        ),
+    ];
+    for (i, (result, code, words)) in cases.into_iter().enumerate() {
+        let err = result.expect_err(words);
+        assert_eq!(err.code(), Some(code), "case {i}: {err}");
+        assert_eq!(err.to_string(), format!("{words} ({code})"), "case {i}");
+    }
+}
