@@ -15,7 +15,7 @@ use crate::auth::{check_password_policy, Hasher};
 use crate::config::{self, FileConfig, Overrides};
 use crate::protocol::{RoomName, Secret, Username};
 use crate::server::Server;
-use crate::store::{Durability, Store};
+use crate::store::{Durability, Refusal, Store, StoreError};
 
 /// chatd: a self-hosted, encrypted, authenticated chat server.
 #[derive(Debug, Parser)]
@@ -405,8 +405,13 @@ async fn room_command(store: &Store, cmd: RoomCommand) -> Result<()> {
         RoomCommand::Del { name } => {
             let room =
                 RoomName::parse(&name).with_context(|| format!("invalid room name {name:?}"))?;
-            store.delete_room(&room).await?;
-            println!("deleted {room}");
+            match store.delete_room(&room).await {
+                Ok(()) => println!("deleted {room}"),
+                Err(StoreError::Refused(Refusal::UnknownRoom { .. })) => {
+                    anyhow::bail!("no such room: {room}")
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(())

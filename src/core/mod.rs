@@ -17,7 +17,7 @@ pub mod sending;
 
 pub use rate::Operation;
 pub use reading::{Page, Range, Readable};
-pub use refusal::{CoreError, MemberAction, Refusal};
+pub use refusal::{CoreError, MemberAction, Refusal, RoomAction, RoomRefusal};
 pub use rooms::{RoomChanged, RoomRequest};
 pub use sending::{Outgoing, Sending};
 

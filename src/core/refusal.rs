@@ -31,7 +31,7 @@ pub enum Refusal {
     /// An invite or kick by someone who is not a member of the room.
     OutsideRoom { room: String, action: MemberAction },
     /// A membership change or a send the room rules refuse.
-    Room(StoreRefusal),
+    Room(RoomRefusal),
     /// A message body with nothing but white space.
     EmptyMessage,
     /// A message body over the server's limit.
@@ -51,8 +51,9 @@ pub enum MemberAction {
     Kick,
 }
 
-/// A refusal by the room rules, as the store's writer reports it.
-pub type StoreRefusal = StoreError;
+/// A refusal by the room rules (`store::membership`), as the writer reports it.
+pub use crate::store::Refusal as RoomRefusal;
+pub use crate::store::RoomAction;
 
 /// What a core operation can end with besides its result.
 #[derive(Debug)]
@@ -72,24 +73,11 @@ impl From<Refusal> for CoreError {
 impl From<StoreError> for CoreError {
     /// A store error is a refusal when the room rules made it, a failure otherwise.
     fn from(e: StoreError) -> Self {
-        if is_room_refusal(&e) {
-            CoreError::Refused(Refusal::Room(e))
-        } else {
-            CoreError::Internal(e)
+        match e {
+            StoreError::Refused(r) => CoreError::Refused(Refusal::Room(r)),
+            other => CoreError::Internal(other),
         }
     }
-}
-
-/// True for the store errors that are the room rules' refusals.
-fn is_room_refusal(e: &StoreError) -> bool {
-    matches!(
-        e,
-        StoreError::UnknownRoom(_)
-            | StoreError::RoomExists(_)
-            | StoreError::NotMember(_)
-            | StoreError::AlreadyMember(_)
-            | StoreError::Forbidden(_)
-    )
 }
 
 impl std::fmt::Display for CoreError {

@@ -6,12 +6,13 @@
 use super::caps::Cap;
 use super::message::IrcMessage;
 use super::numerics::*;
+use super::refusals;
 use super::session::{End, Session, Stream};
 use super::translate::{source_of, ROOM_DELETED};
 use super::MAX_JOIN_TARGETS;
 use crate::auth::AuthedUser;
-use crate::core::{CoreError, Refusal, RoomRequest};
-use crate::store::{RoomRef, StoreError};
+use crate::core::{CoreError, Refusal, RoomAction, RoomRefusal, RoomRequest};
+use crate::store::RoomRef;
 
 impl<S: Stream> Session<S> {
     /// Finds a live room, or the numeric saying there is none.
@@ -79,15 +80,18 @@ impl<S: Stream> Session<S> {
             Err(CoreError::Refused(Refusal::BadRoomName { .. })) => Ok(vec![
                 self.num(ERR_BADCHANMASK, [channel, "Bad channel name"])
             ]),
-            Err(CoreError::Refused(Refusal::Room(StoreError::AlreadyMember(_)))) => Ok(Vec::new()),
-            Err(CoreError::Refused(Refusal::Room(StoreError::Forbidden(text)))) => Ok(vec![self
-                .num(
-                    ERR_INVITEONLYCHAN,
-                    [
-                        display.as_str(),
-                        &format!("Cannot join channel (+i): {text}"),
-                    ],
-                )]),
+            Err(CoreError::Refused(Refusal::Room(RoomRefusal::AlreadyMember { .. }))) => {
+                Ok(Vec::new())
+            }
+            Err(CoreError::Refused(Refusal::Room(
+                r @ RoomRefusal::Forbidden {
+                    action: RoomAction::JoinPrivate,
+                    ..
+                },
+            ))) => Ok(vec![self.num(
+                ERR_INVITEONLYCHAN,
+                [display.as_str(), &refusals::room_text(&r)],
+            )]),
             Err(e) => Ok(vec![self.refusal(&display, e)?]),
         }
     }
@@ -111,22 +115,34 @@ impl<S: Stream> Session<S> {
             Refusal::BadUserName { name, .. } => {
                 self.num(ERR_NOSUCHNICK, [name.as_str(), "No such nick"])
             }
-            Refusal::Room(e) => match e {
-                StoreError::UnknownRoom(_) => {
-                    self.num(ERR_NOSUCHCHANNEL, [channel, "No such channel"])
+            Refusal::Room(r) => {
+                let text = refusals::room_text(&r);
+                match &r {
+                    RoomRefusal::UnknownRoom { .. } => {
+                        self.num(ERR_NOSUCHCHANNEL, [channel, text.as_str()])
+                    }
+                    RoomRefusal::NotMember { .. } => {
+                        self.num(ERR_NOTONCHANNEL, [channel, text.as_str()])
+                    }
+                    RoomRefusal::UserNotMember { user, .. } => self.num(
+                        ERR_USERNOTINCHANNEL,
+                        [user.as_str(), channel, text.as_str()],
+                    ),
+                    RoomRefusal::AlreadyMember { .. } => self.num(
+                        ERR_USERONCHANNEL,
+                        [self.nick().as_str(), channel, text.as_str()],
+                    ),
+                    RoomRefusal::UserAlreadyMember { user, .. } => {
+                        self.num(ERR_USERONCHANNEL, [user.as_str(), channel, text.as_str()])
+                    }
+                    RoomRefusal::Forbidden { .. } => {
+                        self.num(ERR_CHANOPRIVSNEEDED, [channel, text.as_str()])
+                    }
+                    RoomRefusal::RoomExists { .. } => {
+                        self.num(ERR_UNKNOWNERROR, [channel, text.as_str()])
+                    }
                 }
-                StoreError::NotMember(text) => self.num(ERR_NOTONCHANNEL, [channel, text.as_str()]),
-                StoreError::AlreadyMember(text) => {
-                    self.num(ERR_USERONCHANNEL, [channel, text.as_str()])
-                }
-                StoreError::Forbidden(text) => {
-                    self.num(ERR_CHANOPRIVSNEEDED, [channel, text.as_str()])
-                }
-                StoreError::RoomExists(text) => {
-                    self.num(ERR_UNKNOWNERROR, [channel, text.as_str()])
-                }
-                other => return Err(self.internal(&other)),
-            },
+            }
             other => {
                 tracing::error!(refusal = ?other, "unexpected refusal of a room request");
                 self.num(ERR_UNKNOWNERROR, [channel, "Request refused"])
@@ -213,19 +229,6 @@ impl<S: Stream> Session<S> {
             }
             Err(CoreError::Refused(Refusal::UnknownUser { .. } | Refusal::BadUserName { .. })) => {
                 return Ok(vec![self.num(ERR_NOSUCHNICK, [nick, "No such nick"])])
-            }
-            Err(CoreError::Refused(Refusal::Room(StoreError::NotMember(text)))) if !invite => {
-                let display = self.display_room(channel).await;
-                return Ok(vec![self.num(
-                    ERR_USERNOTINCHANNEL,
-                    [nick, display.as_str(), text.as_str()],
-                )]);
-            }
-            Err(CoreError::Refused(Refusal::Room(StoreError::AlreadyMember(text)))) => {
-                let display = self.display_room(channel).await;
-                return Ok(vec![
-                    self.num(ERR_USERONCHANNEL, [nick, display.as_str(), text.as_str()])
-                ]);
             }
             Err(e) => {
                 let display = self.display_room(channel).await;

@@ -8,13 +8,15 @@ use futures::FutureExt;
 use super::caps::Cap;
 use super::message::IrcMessage;
 use super::numerics::*;
+use super::refusals;
 use super::session::{Done, End, Incoming, Reply, Session, Stream};
 use super::translate::message_lines;
 use super::MULTILINE_MAX_LINES;
 use crate::auth::AuthedUser;
+use crate::core::RoomRefusal;
 use crate::core::{CoreError, Outgoing, Refusal};
 use crate::protocol::{format_timestamp, Message, MessageKind};
-use crate::store::{StoreError, Target};
+use crate::store::Target;
 
 impl<S: Stream> Session<S> {
     pub(super) async fn privmsg(
@@ -358,15 +360,10 @@ pub(super) fn ctcp_action(text: &str) -> Option<&str> {
 /// The numeric refusing a send, from the writer's answer.
 fn send_refusal(server: &str, me: &str, to: &str, e: &CoreError) -> IrcMessage {
     let (code, text) = match e {
-        CoreError::Refused(Refusal::Room(StoreError::NotMember(text))) => {
-            (ERR_CANNOTSENDTOCHAN, text.clone())
+        CoreError::Refused(Refusal::Room(r @ RoomRefusal::UnknownRoom { .. })) => {
+            (ERR_NOSUCHCHANNEL, refusals::room_text(r))
         }
-        CoreError::Refused(Refusal::Room(StoreError::UnknownRoom(_))) => {
-            (ERR_NOSUCHCHANNEL, "No such channel".to_string())
-        }
-        CoreError::Refused(Refusal::Room(StoreError::Forbidden(text))) => {
-            (ERR_CANNOTSENDTOCHAN, text.clone())
-        }
+        CoreError::Refused(Refusal::Room(r)) => (ERR_CANNOTSENDTOCHAN, refusals::room_text(r)),
         other => {
             tracing::error!(error = %other, "IRC send failed");
             (

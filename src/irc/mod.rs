@@ -29,6 +29,7 @@ mod commands;
 mod history;
 mod messages;
 mod numerics;
+mod refusals;
 mod register;
 mod session;
 mod translate;

@@ -8,8 +8,8 @@
 //! its history. The writer (`writer.rs`) executes a decision (SQL, ids, the commit) and only
 //! after the commit calls [`Rooms::apply`], so the state never runs ahead of what is stored.
 //!
-//! A refusal carries names, never sentences: the edge that shows it chooses the words (until
-//! the front ends do, `From<Refusal> for StoreError` in the store's root makes today's).
+//! A refusal carries names, never sentences: the front end that shows it chooses the words
+//! (`native::refusals`, `irc::refusals`).
 //!
 //! Room names are the database's to keep unique, not this state's: an operator's
 //! `chatd room del` frees a name in the database a moment before the writer re-reads the
@@ -424,7 +424,6 @@ impl Rooms {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoreError;
 
     const ALICE: i64 = 1;
     const BOB: i64 = 2;
@@ -943,86 +942,5 @@ mod tests {
         let room = Room::new("r".into(), 3, false, vec![3, 1, 2, 1]);
         assert_eq!(*room.members, vec![1, 2, 3]);
         assert!(room.is_member(2) && !room.is_member(4));
-    }
-
-    #[test]
-    fn refusals_become_todays_store_errors() {
-        let text = |r: Refusal| match StoreError::from(r) {
-            StoreError::UnknownRoom(t) => ("unknown", t),
-            StoreError::RoomExists(t) => ("exists", t),
-            StoreError::NotMember(t) => ("not member", t),
-            StoreError::AlreadyMember(t) => ("already", t),
-            StoreError::Forbidden(t) => ("forbidden", t),
-            other => panic!("unexpected {other:?}"),
-        };
-        let ops = || "ops".to_string();
-        let cases = [
-            (Refusal::UnknownRoom { room: None }, "unknown", "that room"),
-            (
-                Refusal::UnknownRoom { room: Some(ops()) },
-                "unknown",
-                "#ops",
-            ),
-            (Refusal::RoomExists { room: ops() }, "exists", "#ops"),
-            (
-                Refusal::NotMember { room: ops() },
-                "not member",
-                "you are not a member of #ops",
-            ),
-            (
-                Refusal::UserNotMember {
-                    room: ops(),
-                    user: "bob".into(),
-                },
-                "not member",
-                "bob is not a member of #ops",
-            ),
-            (
-                Refusal::AlreadyMember { room: ops() },
-                "already",
-                "you are already a member of #ops",
-            ),
-            (
-                Refusal::UserAlreadyMember {
-                    room: ops(),
-                    user: "bob".into(),
-                },
-                "already",
-                "bob is already a member of #ops",
-            ),
-            (
-                forbidden(RoomAction::JoinPrivate, "ops"),
-                "forbidden",
-                "#ops is private: its owner must invite you",
-            ),
-            (
-                forbidden(RoomAction::Invite, "ops"),
-                "forbidden",
-                "only the owner of #ops can invite",
-            ),
-            (
-                forbidden(RoomAction::LeaveAsOwner, "ops"),
-                "forbidden",
-                "the owner cannot leave #ops while others are members; delete the room instead",
-            ),
-            (
-                forbidden(RoomAction::Delete, "ops"),
-                "forbidden",
-                "only the owner of #ops can delete it",
-            ),
-            (
-                forbidden(RoomAction::Kick, "ops"),
-                "forbidden",
-                "only the owner of #ops can kick",
-            ),
-            (
-                forbidden(RoomAction::KickOwner, "ops"),
-                "forbidden",
-                "the owner of #ops cannot be kicked",
-            ),
-        ];
-        for (refusal, variant, words) in cases {
-            assert_eq!(text(refusal), (variant, words.to_string()));
-        }
     }
 }

@@ -95,52 +95,15 @@ pub enum StoreError {
     Database(Box<dyn std::error::Error + Send + Sync>),
     #[error("the message writer has stopped")]
     WriterGone,
-    #[error("no such room: {0}")]
-    UnknownRoom(String),
-    #[error("room {0} already exists")]
-    RoomExists(String),
-    #[error("{0}")]
-    NotMember(String),
-    #[error("{0}")]
-    AlreadyMember(String),
-    #[error("{0}")]
-    Forbidden(String),
+    /// The membership rules refused a change or a send: a fact for the front end to put
+    /// into words (the text here is for logs only).
+    #[error("refused by the room rules: {0:?}")]
+    Refused(Refusal),
 }
 
-/// Today's wording of each refusal of the membership rules. The rules themselves answer with
-/// a typed [`Refusal`] (module `membership`); this keeps the store's errors as they were until
-/// the front ends word refusals themselves.
 impl From<Refusal> for StoreError {
     fn from(refusal: Refusal) -> Self {
-        match refusal {
-            Refusal::UnknownRoom { room: Some(room) } => StoreError::UnknownRoom(format!("#{room}")),
-            Refusal::UnknownRoom { room: None } => StoreError::UnknownRoom("that room".into()),
-            Refusal::RoomExists { room } => StoreError::RoomExists(format!("#{room}")),
-            Refusal::NotMember { room } => {
-                StoreError::NotMember(format!("you are not a member of #{room}"))
-            }
-            Refusal::UserNotMember { room, user } => {
-                StoreError::NotMember(format!("{user} is not a member of #{room}"))
-            }
-            Refusal::AlreadyMember { room } => {
-                StoreError::AlreadyMember(format!("you are already a member of #{room}"))
-            }
-            Refusal::UserAlreadyMember { room, user } => {
-                StoreError::AlreadyMember(format!("{user} is already a member of #{room}"))
-            }
-            Refusal::Forbidden { action, room } => StoreError::Forbidden(match action {
-                RoomAction::Invite => format!("only the owner of #{room} can invite"),
-                RoomAction::Kick => format!("only the owner of #{room} can kick"),
-                RoomAction::KickOwner => format!("the owner of #{room} cannot be kicked"),
-                RoomAction::Delete => format!("only the owner of #{room} can delete it"),
-                RoomAction::JoinPrivate => {
-                    format!("#{room} is private: its owner must invite you")
-                }
-                RoomAction::LeaveAsOwner => format!(
-                    "the owner cannot leave #{room} while others are members; delete the room instead"
-                ),
-            }),
-        }
+        StoreError::Refused(refusal)
     }
 }
 

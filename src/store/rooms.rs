@@ -138,7 +138,9 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
         let Some(id) = row.map(|r| r.get::<i64, _>(0)) else {
-            return Err(StoreError::UnknownRoom(name.to_string()));
+            return Err(StoreError::Refused(super::Refusal::UnknownRoom {
+                room: Some(name.as_str().to_string()),
+            }));
         };
         mark_room_deleted(&mut tx, id, name.as_str()).await?;
         tx.commit().await?;
