@@ -631,6 +631,12 @@ fn actions_show_as_emotes_and_owners_delete_rooms_with_the_real_binaries() {
     cmd.args(["room", "list", "--all"]);
     let out = run(cmd, None).assert_ok("chat room list");
     assert_eq!(out.stdout, "", "the room is gone");
+    // The operator's deletion of a room that is no longer there says so in words.
+    let mut cmd = chatd(dir);
+    cmd.args(["room", "del", "#typo-room"]);
+    let line =
+        run(cmd, None).assert_clean_failure("chatd room del of a gone room", "chatd: error:");
+    assert_eq!(line, "chatd: error: no such room: #typo-room");
 
     assert_eq!(server.terminate().code(), Some(0));
 }
