@@ -9,9 +9,8 @@ use super::message::IrcMessage;
 use super::session::{in_batch, End, Session, Stream};
 use super::translate::{irc_time, message_lines, parse_time};
 use crate::auth::AuthedUser;
-use crate::protocol::codec::encode_json;
 use crate::protocol::{
-    format_timestamp, Message, MessageKind, RoomName, ServerFrame, Username, MAX_HISTORY_PAGE,
+    format_timestamp, Message, MessageKind, RoomName, Username, MAX_HISTORY_PAGE,
 };
 use crate::store::HistoryScope;
 
@@ -356,10 +355,10 @@ impl<S: Stream> Session<S> {
             .await
             .map_err(|e| self.internal(&e))?;
         let conn = self.guard.as_ref().map_or(0, |g| g.conn_id());
-        let notice = encode_json(&ServerFrame::ReadMarker {
+        let notice = crate::core::hub::ReadMarker {
             conversation: conversation.clone(),
             upto: now,
-        });
+        };
         self.state.hub.notify_user(user.user_id(), conn, notice);
         let line = self.markread_line(&conversation, Some(now)).await;
         Ok(vec![line])
