@@ -381,3 +381,117 @@ impl Hub {
         self.lock().sessions.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::MessageKind;
+
+    fn direct(id: i64, sender: i64, recipient: i64, body: &str) -> Delivery {
+        Delivery {
+            message: Message {
+                id,
+                from: "alice".into(),
+                to: "bob".into(),
+                body: body.into(),
+                sent_at: "2026-01-01T00:00:00.000000Z".into(),
+                kind: MessageKind::Text,
+                member: None,
+                action: false,
+            },
+            sender_id: sender,
+            sender_device_id: 100 + sender,
+            audience: Audience::Direct {
+                recipient_id: recipient,
+            },
+            marks_read: true,
+        }
+    }
+
+    /// Registers and subscribes a device of `user`.
+    fn subscribe(hub: &Arc<Hub>, user: i64, device: i64, max_bytes: usize) -> Connection {
+        let (guard, kicks) = hub.register(user, device);
+        let live = hub
+            .subscribe(guard.conn_id(), user, device, 16, max_bytes)
+            .unwrap();
+        Connection {
+            _guard: guard,
+            kicks,
+            live,
+        }
+    }
+
+    struct Connection {
+        _guard: SessionGuard,
+        kicks: mpsc::Receiver<ErrorCode>,
+        live: LiveQueue,
+    }
+
+    impl Connection {
+        fn take(&mut self) -> Option<Push> {
+            let push = self.live.rx.try_recv().ok()?;
+            self.live.queued.fetch_sub(push.cost(), Ordering::Relaxed);
+            Some(push)
+        }
+    }
+
+    #[test]
+    fn a_message_is_one_shared_push_whose_native_frame_is_made_once() {
+        let hub = Arc::new(Hub::default());
+        let mut bob1 = subscribe(&hub, 2, 21, 1 << 20);
+        let mut bob2 = subscribe(&hub, 2, 22, 1 << 20);
+        // alice's other device learns the read marker her send moved.
+        let mut alice2 = subscribe(&hub, 1, 99, 1 << 20);
+        hub.deliver(vec![direct(7, 1, 2, "hi")]);
+        let (Some(Push::Message(a)), Some(Push::Message(b))) = (bob1.take(), bob2.take()) else {
+            panic!("both of bob's devices get the message");
+        };
+        assert!(Arc::ptr_eq(&a, &b), "one push, shared");
+        assert_eq!((a.get().id, a.get().body.as_str()), (7, "hi"));
+        let mut made = 0;
+        let mut encode = |m: &Message| {
+            made += 1;
+            Bytes::from(m.body.clone())
+        };
+        let first = a.native_frame(&mut encode);
+        let second = b.native_frame(&mut encode);
+        assert_eq!(made, 1, "encoded once for every connection");
+        assert_eq!(first.as_ptr(), second.as_ptr(), "the same bytes");
+        match (alice2.take(), alice2.take()) {
+            (Some(Push::Message(m)), Some(Push::ReadMarker(r))) => {
+                assert_eq!(m.get().id, 7);
+                assert_eq!(
+                    r.get(),
+                    &ReadMarker {
+                        conversation: "bob".into(),
+                        upto: 7
+                    }
+                );
+            }
+            other => panic!("message then read marker, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_queue_past_its_byte_budget_kicks_its_connection_only() {
+        let hub = Arc::new(Hub::default());
+        let body = "x".repeat(1000);
+        let budget = 3 * (body.len() + 200);
+        let mut slow = subscribe(&hub, 2, 21, budget);
+        let mut fast = subscribe(&hub, 2, 22, 1 << 20);
+        for id in 1..=3 {
+            hub.deliver(vec![direct(id, 1, 2, &body)]);
+            assert!(fast.take().is_some());
+        }
+        assert!(slow.kicks.try_recv().is_err(), "three fit");
+        hub.deliver(vec![direct(4, 1, 2, &body)]);
+        assert_eq!(slow.kicks.try_recv(), Ok(ErrorCode::SlowConsumer));
+        assert!(fast.take().is_some());
+        assert!(fast.kicks.try_recv().is_err());
+        // What is taken from the queue is given back to its budget.
+        while slow.take().is_some() {}
+        assert_eq!(slow.live.queued.load(Ordering::Relaxed), 0);
+        hub.deliver(vec![direct(5, 1, 2, &body)]);
+        assert!(slow.take().is_some());
+    }
+}
