@@ -23,7 +23,9 @@
 //! - [`core`]: what every front end shares, protocol-neutral: `ServerState` (store, auth,
 //!   writer, limits, user and room caches), [`core::hub`] (live connections and fan-out of
 //!   committed messages) and [`core::delivery`] (the backlog → live hand-off).
-//! - [`conn`]: connection plumbing shared by the front ends (the per-address slot).
+//! - [`conn`]: connection plumbing shared by the front ends: the TLS accept with its
+//!   timeout, registration with the hub and the revocation re-check, the kick-aware
+//!   bounded write, the per-address slot.
 //! - [`native`]: the native front end; `native/session.rs` is one connection's state
 //!   machine (frames in, core calls, frames out), `native/session/rooms.rs` its conversation
 //!   requests.

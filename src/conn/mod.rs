@@ -1,53 +1,30 @@
-//! Connection plumbing every front end shares: the per-address connection count
-//! (`AddressSlot`) that the listeners take for each accepted connection and the session
-//! holds until it ends.
+//! Connection plumbing every front end shares (the native one, the IRC gateway, and the
+//! WebSocket one to come), so that each phase of a connection is bounded, and ends, the
+//! same way whatever the connection speaks:
+//!
+//! - [`handshake`]: the TLS accept within the handshake timeout, and the plain answer to a
+//!   client that speaks plaintext to a TLS port (the words are the front end's);
+//! - [`register`]: registration of an authenticated connection with the hub, then the
+//!   revocation re-check that closes the window between the credential check and the
+//!   registration;
+//! - [`kicks`]: the kick reasons the hub sends a registered connection;
+//! - [`write`]: the bounded write, which also ends at once when the hub kicks the
+//!   connection (a peer that does not read must not keep its queue until the write
+//!   timeout);
+//! - [`slot`]: the per-address connection count the listeners take for each connection.
+//!
+//! `conn` sits above [`crate::core`] (it registers with the hub) and below the front ends
+//! and the listeners; `core` never imports it. It knows no wire format and makes no text
+//! for the peer: what a connection is told stays its front end's.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+pub(crate) mod handshake;
+pub(crate) mod kicks;
+pub(crate) mod register;
+pub(crate) mod slot;
+pub(crate) mod write;
 
-/// One connection's place in the per-address count; released when dropped.
-pub(crate) struct AddressSlot {
-    counts: Arc<Mutex<HashMap<String, usize>>>,
-    key: Option<String>,
-}
-
-impl AddressSlot {
-    /// Counts a connection from `ip`, or refuses it when the address is at its limit.
-    /// Loopback addresses are not counted.
-    pub(crate) fn take(
-        counts: &Arc<Mutex<HashMap<String, usize>>>,
-        ip: std::net::IpAddr,
-        limit: usize,
-    ) -> Option<AddressSlot> {
-        if ip.is_loopback() {
-            return Some(AddressSlot {
-                counts: Arc::clone(counts),
-                key: None,
-            });
-        }
-        let key = crate::auth::address_bucket(ip);
-        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(key.clone()).or_insert(0);
-        if *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(AddressSlot {
-            counts: Arc::clone(counts),
-            key: Some(key),
-        })
-    }
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let Some(key) = &self.key else { return };
-        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(key) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(key);
-            }
-        }
-    }
-}
+pub(crate) use handshake::accept_tls;
+pub(crate) use kicks::Kicks;
+pub(crate) use register::register_session;
+pub(crate) use slot::AddressSlot;
+pub(crate) use write::{bounded_write, WriteError, GOODBYE};

@@ -1,10 +1,12 @@
 //! The protocol-neutral core: what every front end (the native protocol, the IRC gateway)
 //! shares. `ServerState` holds the store, auth, the writer and the hub, the limits, and
-//! the caches of users and rooms; [`hub`] fans committed messages out to live connections;
-//! [`delivery`] is the backlog → live hand-off every front end uses to deliver to a device.
+//! the caches of users and rooms; [`hub`] fans typed pushes (committed messages, read
+//! markers) out to live connections; [`delivery`] is the backlog → live hand-off every
+//! front end uses to deliver to a device.
 //!
 //! No wire format lives here: front ends ([`crate::native`], [`crate::irc`]) encode what
-//! the core hands them. Nothing here imports a front end or the listeners
+//! the core hands them. Nothing here imports a front end, the connection plumbing
+//! ([`crate::conn`], which registers sessions with the hub) or the listeners
 //! ([`crate::server`]).
 
 pub mod delivery;
@@ -26,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::auth::{Auth, AuthLimits};
-use crate::protocol::{ErrorCode, RoomName, Username, DEFAULT_MAX_BODY_BYTES};
+use crate::protocol::{RoomName, Username, DEFAULT_MAX_BODY_BYTES};
 use crate::store::{RoomRef, Store, UserRef, Writer};
 
 use hub::Hub;
@@ -116,23 +118,6 @@ impl ServerState {
             users: Mutex::new(HashMap::new()),
             rooms: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// Registers an authenticated connection with the hub, then re-checks its device: a
-    /// revocation that landed between the credential check and the registration was not
-    /// seen by the revocation watcher, so it is caught here. `Ok(None)`: the device is no
-    /// longer valid (the registration is dropped again).
-    pub async fn register_session(
-        &self,
-        user: &crate::auth::AuthedUser,
-    ) -> Result<
-        Option<(hub::SessionGuard, tokio::sync::mpsc::Receiver<ErrorCode>)>,
-        crate::store::StoreError,
-    > {
-        let registered = self.hub.register(user.user_id(), user.device_id());
-        let device = user.device_id();
-        let valid = self.store.valid_devices(&[device]).await?;
-        Ok(valid.contains(&device).then_some(registered))
     }
 
     /// Finds a live account by name, through a small cache.

@@ -10,8 +10,7 @@ use super::session::{in_batch, End, Session, Stream};
 use super::translate::{irc_time, message_lines, parse_time};
 use crate::auth::AuthedUser;
 use crate::core::{CoreError, Range, Readable};
-use crate::protocol::codec::encode_json;
-use crate::protocol::{format_timestamp, Message, MessageKind, ServerFrame, MAX_HISTORY_PAGE};
+use crate::protocol::{format_timestamp, Message, MessageKind, MAX_HISTORY_PAGE};
 
 /// A point in a conversation, as an id boundary.
 #[derive(Debug, Clone, Copy)]
@@ -325,10 +324,10 @@ impl<S: Stream> Session<S> {
             .map_err(|e| self.internal(&e))?;
         let conversation = readable.conversation.to_string();
         let conn = self.guard.as_ref().map_or(0, |g| g.conn_id());
-        let notice = encode_json(&ServerFrame::ReadMarker {
+        let notice = crate::core::hub::ReadMarker {
             conversation: conversation.clone(),
             upto: now,
-        });
+        };
         self.state.hub.notify_user(user.user_id(), conn, notice);
         let line = self.markread_line(&conversation, Some(now)).await;
         Ok(vec![line])

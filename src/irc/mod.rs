@@ -9,7 +9,8 @@
 //!
 //! An IRC connection is a device: `account@name` at login selects the device `name`,
 //! `account` alone the device `irc`. Delivery is the native backlog → live hand-off after
-//! that device's cursor. IRC has no acknowledgements, so the gateway sends `PING` after the
+//! that device's cursor; the hub's pushes are typed, and the gateway renders its lines
+//! from them (no native frame in between). IRC has no acknowledgements, so the gateway sends `PING` after the
 //! messages it wrote and moves the cursor only when the matching `PONG` comes back: a client
 //! that disconnects before answering gets the messages again.
 //!
@@ -18,7 +19,10 @@
 //! `commands` dispatches commands and answers queries (WHO, WHOIS, MODE), `messages`
 //! PRIVMSG/NOTICE and multiline, `channels` channels as rooms, `history` CHATHISTORY and MARKREAD,
 //! `translate` turns stored messages into IRC lines, `numerics` names the replies,
-//! `session` ties them together for one connection. `docs/irc.md` is the user's view.
+//! `session` ties them together for one connection. The connection plumbing (the TLS
+//! accept, registration with the hub and its revocation re-check, the kick-aware bounded
+//! write) is [`crate::conn`]'s, shared with the native front end. `docs/irc.md` is the
+//! user's view.
 
 pub mod codec;
 pub mod message;
@@ -36,16 +40,13 @@ mod translate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::{timeout, Instant};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::conn::AddressSlot;
+use crate::conn::{accept_tls, AddressSlot};
 use crate::core::ServerState;
 
 /// Every user's host in their IRC source (`alice!alice@chatd`), and the server name when
@@ -137,44 +138,20 @@ const MAX_UNREGISTERED_LINES: usize = 64;
 const PLAINTEXT_REPLY: &[u8] =
     b"ERROR :this port speaks IRC over TLS; enable TLS in your client\r\n";
 
-/// Serves one IRC-over-TLS connection.
+/// Serves one IRC-over-TLS connection: the TLS handshake ([`crate::conn`]'s, with this
+/// gateway's answer to a plaintext client), then the session.
 pub(crate) async fn serve_tls(
     state: Arc<ServerState>,
     server_name: IrcServerName,
     acceptor: TlsAcceptor,
-    mut tcp: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
     _slots: (OwnedSemaphorePermit, AddressSlot),
 ) {
-    let _ = tcp.set_nodelay(true);
-    let deadline = Instant::now() + state.limits.handshake_timeout;
-    let mut first = [0u8; 1];
-    match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
-        Ok(Ok(1)) if first[0] == 0x16 => {}
-        Ok(Ok(1)) => {
-            tracing::debug!(%peer, "plaintext client on the IRC TLS port");
-            let _ = timeout(Duration::from_secs(1), tcp.write_all(PLAINTEXT_REPLY)).await;
-            let _ = timeout(Duration::from_secs(1), tcp.shutdown()).await;
-            // Read what the client already sent (briefly, boundedly): closing with unread
-            // input would reset the connection and could destroy the reply before it is read.
-            let mut sink = [0u8; 4096];
-            let _ = timeout(Duration::from_secs(1), async {
-                for _ in 0..16 {
-                    if !matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {
-                        break;
-                    }
-                }
-            })
-            .await;
-            return;
-        }
-        _ => return,
-    }
-    match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => session::run(state, server_name, tls, peer, shutdown).await,
-        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "IRC TLS handshake failed"),
-        Err(_) => tracing::debug!(%peer, "IRC TLS handshake timed out"),
+    let limit = state.limits.handshake_timeout;
+    if let Some(tls) = accept_tls(acceptor, tcp, peer, limit, PLAINTEXT_REPLY).await {
+        session::run(state, server_name, tls, peer, shutdown).await;
     }
 }
 

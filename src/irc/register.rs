@@ -274,10 +274,10 @@ impl<S: Stream> Session<S> {
     /// Registers the connection with the hub, then re-checks the device, closing the window
     /// between the credential check and the registration (as the native session does).
     async fn authenticated(&mut self, user: AuthedUser) -> Result<(), End> {
-        match self.state.register_session(&user).await {
+        match crate::conn::register_session(&self.state, &user).await {
             Ok(Some((guard, kicked))) => {
                 self.guard = Some(guard);
-                self.kicked = Some(kicked);
+                self.kicked = kicked;
                 self.user = Some(user);
                 Ok(())
             }

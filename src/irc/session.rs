@@ -11,6 +11,13 @@
 //! the messages (its `PONG` proves it read everything written before): at most one such PING
 //! is outstanding, and each PONG acknowledges, through the writer, everything written before
 //! its PING.
+//!
+//! The hub's pushes are typed (`core::hub::Push`): messages and read markers become lines
+//! straight from the typed value, for this reader's nick and capabilities. Every write goes
+//! through [`crate::conn`]'s bounded write, shared with the native session: it ends the
+//! session at once when the hub kicks it (a slow consumer, a revocation), even while a
+//! client that does not read blocks the write; the session then sends the `ERROR` line
+//! saying why, if the socket still takes it within the time of a goodbye.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,11 +41,11 @@ use super::IrcServerName;
 use super::MAX_UNREGISTERED_LINES;
 use crate::auth::AuthedUser;
 use crate::bucket::TokenBucket;
+use crate::conn::{bounded_write, Kicks, WriteError, GOODBYE};
 use crate::core::delivery::{start_delivery, BacklogEvent};
 use crate::core::hub::{LiveQueue, Push, SessionGuard};
 use crate::core::ServerState;
-use crate::protocol::codec::parse_server_frame;
-use crate::protocol::{ErrorCode, ServerFrame};
+use crate::protocol::ErrorCode;
 
 /// What the session's byte stream must be: TLS or (loopback) plain TCP.
 pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -118,7 +125,8 @@ pub(super) struct Session<S> {
     pub registered: bool,
     unregistered_lines: usize,
     pub guard: Option<SessionGuard>,
-    pub kicked: Option<mpsc::Receiver<ErrorCode>>,
+    /// Why the hub wants this connection closed; ends every write at once.
+    pub kicked: Kicks,
     /// Answers to commands, in command order: each is written once it and every answer
     /// before it are complete.
     pub replies: FuturesOrdered<BoxFuture<'static, Done>>,
@@ -167,7 +175,7 @@ pub(super) async fn run<S: Stream>(
         registered: false,
         unregistered_lines: 0,
         guard: None,
-        kicked: None,
+        kicked: Kicks::none(),
         replies: FuturesOrdered::new(),
         in_flight: FuturesUnordered::new(),
         backlog: None,
@@ -196,7 +204,18 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     }
 }
 
-async fn recv_live(live: &mut Option<LiveQueue>) -> Option<Arc<Push>> {
+/// How a session kicked by the hub ends: the ERROR line says why.
+fn kicked(code: ErrorCode) -> End {
+    End::Close(match code {
+        ErrorCode::SlowConsumer => {
+            "Too many undelivered messages queued; reconnect to resume".into()
+        }
+        ErrorCode::SessionRevoked => "This session was revoked or the account disabled".into(),
+        _ => "Closed by the server".into(),
+    })
+}
+
+async fn recv_live(live: &mut Option<LiveQueue>) -> Option<Push> {
     match live {
         Some(live) => live.recv().await,
         None => std::future::pending().await,
@@ -218,13 +237,7 @@ impl<S: Stream> Session<S> {
             let result = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return End::Shutdown,
-                Some(code) = recv_opt(&mut self.kicked) => {
-                    return End::Close(match code {
-                        ErrorCode::SlowConsumer => "Too many undelivered messages queued; reconnect to resume".into(),
-                        ErrorCode::SessionRevoked => "This session was revoked or the account disabled".into(),
-                        _ => "Closed by the server".into(),
-                    });
-                }
+                code = self.kicked.next() => return kicked(code),
                 Some(done) = self.replies.next(), if !self.replies.is_empty() => {
                     self.on_done(done).await
                 }
@@ -455,10 +468,13 @@ impl<S: Stream> Session<S> {
             }
             framed.flush().await
         };
-        match timeout(self.state.limits.write_timeout, write).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(End::Gone),
-        }
+        let limit = self.state.limits.write_timeout;
+        bounded_write(limit, &mut self.kicked, write)
+            .await
+            .map_err(|e| match e {
+                WriteError::Failed => End::Gone,
+                WriteError::Kicked(code) => kicked(code),
+            })
     }
 
     /// Starts delivery for this device: the backlog after its cursor, then live.
@@ -514,15 +530,17 @@ impl<S: Stream> Session<S> {
         }
     }
 
+    /// Writes a live push as IRC lines, made from the typed value for this reader.
     async fn on_push(&mut self, push: &Push) -> Result<(), End> {
-        match parse_server_frame(&push.frame) {
-            Ok(ServerFrame::Msg { message }) if message.id > self.live_floor => {
+        match push {
+            Push::Message(m) if m.get().id > self.live_floor => {
+                let message = m.get();
                 if self.echoed.remove(&message.id) {
                     self.max_pushed = self.max_pushed.max(message.id);
                     return self.request_ack().await;
                 }
                 let lines = message_lines(
-                    &message,
+                    message,
                     &self.nick(),
                     self.server_name.as_str(),
                     self.caps,
@@ -532,17 +550,16 @@ impl<S: Stream> Session<S> {
                 self.max_pushed = self.max_pushed.max(message.id);
                 self.request_ack().await
             }
-            Ok(ServerFrame::ReadMarker { conversation, upto }) => {
+            Push::Message(_) => Ok(()),
+            Push::ReadMarker(r) => {
                 if !self.caps.has(Cap::ReadMarker) {
                     return Ok(());
                 }
-                let line = self.markread_line(&conversation, Some(upto)).await;
+                let marker = r.get();
+                let line = self
+                    .markread_line(&marker.conversation, Some(marker.upto))
+                    .await;
                 self.write(vec![line]).await
-            }
-            Ok(_) => Ok(()),
-            Err(e) => {
-                tracing::error!(error = %e, "undecodable push");
-                Ok(())
             }
         }
     }
@@ -589,6 +606,10 @@ impl<S: Stream> Session<S> {
     /// Ends the session: lets sends and acknowledgements already accepted reach the writer
     /// (answering them when the peer is still there), says why, closes.
     async fn finish(mut self, end: End) {
+        // Nothing more is delivered: the live queue (all a slow consumer piled up) is
+        // released now, not after the goodbye.
+        self.live = None;
+        self.backlog = None;
         let grace = self.state.limits.shutdown_grace;
         let reason = match end {
             End::Gone => {
@@ -617,9 +638,12 @@ impl<S: Stream> Session<S> {
             }
         };
         let _ = timeout(grace, drain).await;
+        // The ERROR line is tried even after a kick (another may be pending already), for the
+        // time of a goodbye: a peer that does not read does not get more.
+        self.kicked = Kicks::none();
         let line = IrcMessage::new("ERROR", [reason]);
-        let _ = timeout(Duration::from_secs(2), self.write(vec![line])).await;
-        let _ = timeout(Duration::from_secs(2), self.framed.get_mut().shutdown()).await;
+        let _ = timeout(GOODBYE, self.write(vec![line])).await;
+        let _ = timeout(GOODBYE, self.framed.get_mut().shutdown()).await;
         // Read what the client still sends (briefly, boundedly): closing with unread input
         // resets the connection, which can destroy the ERROR line before the client reads it.
         let _ = timeout(Duration::from_secs(1), async {

@@ -8,6 +8,15 @@
 //! backlog → live hand-off: a helper task streams stored messages after the device's cursor,
 //! subscribes to the hub, streams the last stored page, and hands over the live queue; the
 //! session then sends `caught_up` and forwards only live messages with higher ids.
+//!
+//! The hub's pushes are typed; this session writes each as its native frame, encoded once
+//! per push for every native connection it reaches ([`crate::core::hub::Shared`]). The
+//! connection plumbing is [`crate::conn`]'s, shared with the IRC gateway: the TLS accept
+//! (with this front end's answer to a plaintext client), the registration with the hub and
+//! its revocation re-check, and the bounded write, which ends the session at once when the
+//! hub kicks it (a slow consumer, a revocation) even while a peer that does not read
+//! blocks it; the session then tells the peer why, if its socket still takes a frame, in
+//! the short time of a goodbye.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,14 +38,16 @@ use tokio_util::sync::CancellationToken;
 mod rooms;
 
 use crate::auth::{AuthError, AuthedUser};
-use crate::conn::AddressSlot;
+use crate::conn::{
+    accept_tls, bounded_write, register_session, AddressSlot, Kicks, WriteError, GOODBYE,
+};
 use crate::core::delivery::{start_delivery, BacklogEvent};
-use crate::core::hub::{LiveQueue, Push, SessionGuard};
+use crate::core::hub::{LiveQueue, Push, ReadMarker, SessionGuard};
 use crate::core::ServerState;
 use crate::core::{Operation, Outgoing, RoomRequest};
 use crate::native::refusals::{error_frame, refusal_frame};
 use crate::protocol::codec::{encode_json, parse_request, FrameCodec, FrameError};
-use crate::protocol::{ErrorCode, Request, Secret, ServerFrame, PROTOCOL_VERSION};
+use crate::protocol::{ErrorCode, Message, Request, Secret, ServerFrame, PROTOCOL_VERSION};
 
 /// Longest a refused (`rate_limited`) login waits before it is answered.
 const LOGIN_TARPIT: Duration = Duration::from_secs(1);
@@ -45,48 +56,25 @@ const LOGIN_TARPIT: Duration = Duration::from_secs(1);
 const PLAINTEXT_REPLY: &[u8] =
     b"chatd: this port speaks TLS 1.3 with length-delimited JSON frames; use the chat client\r\n";
 
+/// Serves one native connection: the TLS handshake, then the session until it ends.
 pub(crate) async fn run(
     state: Arc<ServerState>,
     acceptor: TlsAcceptor,
-    mut tcp: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
     _slots: (OwnedSemaphorePermit, AddressSlot),
 ) {
-    let _ = tcp.set_nodelay(true);
-    let limits = &state.limits;
-    // A TLS connection starts with a handshake record (0x16). Anything else is a plaintext
-    // client: tell it in plain words instead of failing inside the TLS library.
-    let handshake_deadline = Instant::now() + limits.handshake_timeout;
-    let mut first = [0u8; 1];
-    match tokio::time::timeout_at(handshake_deadline, tcp.peek(&mut first)).await {
-        Ok(Ok(1)) if first[0] == 0x16 => {}
-        Ok(Ok(1)) => {
-            tracing::debug!(%peer, "plaintext client on the TLS port");
-            let _ = timeout(Duration::from_secs(1), tcp.write_all(PLAINTEXT_REPLY)).await;
-            let _ = timeout(Duration::from_secs(1), tcp.shutdown()).await;
-            return;
-        }
-        _ => return,
-    }
-    let tls =
-        match tokio::time::timeout_at(handshake_deadline, Box::pin(acceptor.accept(tcp))).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "TLS handshake timed out");
-                return;
-            }
-        };
+    let limit = state.limits.handshake_timeout;
+    let Some(tls) = accept_tls(acceptor, tcp, peer, limit, PLAINTEXT_REPLY).await else {
+        return;
+    };
     let mut session = Session {
         framed: Framed::new(tls, FrameCodec::new()),
         peer,
         user: None,
         guard: None,
-        kicked: None,
+        kicked: Kicks::none(),
         said_hello: false,
         in_flight: FuturesUnordered::new(),
         backlog: None,
@@ -116,6 +104,9 @@ enum End {
     Error(ServerFrame),
     /// Close after the peer's logout was answered.
     LoggedOut,
+    /// The hub kicked the session (revoked, slow consumer): close at once, telling the
+    /// peer why if its socket still takes a frame.
+    Kicked(ErrorCode),
     /// The server is shutting down.
     Shutdown,
 }
@@ -126,7 +117,7 @@ struct Session {
     peer: SocketAddr,
     user: Option<AuthedUser>,
     guard: Option<SessionGuard>,
-    kicked: Option<mpsc::Receiver<ErrorCode>>,
+    kicked: Kicks,
     said_hello: bool,
     in_flight: FuturesUnordered<BoxFuture<'static, ServerFrame>>,
     backlog: Option<mpsc::Receiver<BacklogEvent>>,
@@ -177,34 +168,40 @@ fn operation(request: &Request) -> Operation {
     }
 }
 
-/// How a session kicked by the hub ends.
-fn kicked(code: ErrorCode) -> End {
+/// The last frame of a session kicked by the hub.
+fn kick_frame(code: ErrorCode) -> ServerFrame {
     let message = match code {
         ErrorCode::SlowConsumer => "too many undelivered messages queued; reconnect to resume",
         ErrorCode::SessionRevoked => "this session was revoked or the account disabled",
         _ => "closed by the server",
     };
-    End::Error(ServerFrame::error(None, code, message))
+    ServerFrame::error(None, code, message)
 }
 
-/// Runs a write to the peer within `limit`. A write blocked by a peer that does not read
-/// still ends at once when the session is kicked (a slow consumer, a revocation): the
-/// queue that filled up must not wait for the write timeout to be released.
-async fn bounded_write<E>(
-    limit: Duration,
-    kicks: &mut Option<mpsc::Receiver<ErrorCode>>,
-    write: impl std::future::Future<Output = Result<(), E>>,
-) -> Result<(), End> {
-    tokio::select! {
-        written = timeout(limit, write) => match written {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(End::Gone),
-        },
-        Some(code) = recv_opt(kicks) => Err(kicked(code)),
+/// How a session whose bounded write did not complete ends.
+fn write_failed(e: WriteError) -> End {
+    match e {
+        WriteError::Failed => End::Gone,
+        WriteError::Kicked(code) => End::Kicked(code),
     }
 }
 
-async fn recv_live(live: &mut Option<LiveQueue>) -> Option<Arc<Push>> {
+/// The `msg` frame of a pushed message: made once per message, for every connection.
+fn msg_frame(message: &Message) -> Bytes {
+    encode_json(&ServerFrame::Msg {
+        message: message.clone(),
+    })
+}
+
+/// The `read_marker` frame of a pushed read marker: made once per push.
+fn read_marker_frame(marker: &ReadMarker) -> Bytes {
+    encode_json(&ServerFrame::ReadMarker {
+        conversation: marker.conversation.clone(),
+        upto: marker.upto,
+    })
+}
+
+async fn recv_live(live: &mut Option<LiveQueue>) -> Option<Push> {
     match live {
         Some(live) => live.recv().await,
         None => std::future::pending().await,
@@ -226,7 +223,7 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return End::Shutdown,
-                Some(code) = recv_opt(&mut self.kicked) => return kicked(code),
+                code = self.kicked.next() => return End::Kicked(code),
                 Some(frame) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     if let ServerFrame::Acked { upto, .. } = frame {
                         self.cursor = self.cursor.max(upto);
@@ -244,12 +241,8 @@ impl Session {
                     let Some(push) = push else {
                         return End::Gone;
                     };
-                    // Id 0 marks a notice (a read marker), not a message.
-                    if push.id == 0 || push.id > self.live_floor {
-                        if let Err(end) = self.write_raw(vec![push.frame.clone()]).await {
-                            return end;
-                        }
-                        self.max_pushed = self.max_pushed.max(push.id);
+                    if let Err(end) = self.on_push(&push).await {
+                        return end;
                     }
                 }
                 frame = self.framed.next(), if can_read => {
@@ -522,10 +515,10 @@ impl Session {
     /// landed between the credential check and the registration was not seen by the
     /// revocation watcher, so it is caught here.
     async fn authenticated(&mut self, req: u64, user: AuthedUser) -> Result<(), End> {
-        match self.state.register_session(&user).await {
+        match register_session(&self.state, &user).await {
             Ok(Some((guard, kicked))) => {
                 self.guard = Some(guard);
-                self.kicked = Some(kicked);
+                self.kicked = kicked;
                 self.user = Some(user);
                 Ok(())
             }
@@ -673,6 +666,23 @@ impl Session {
         }
     }
 
+    /// Writes a live push: a message above what the backlog already sent, or a read
+    /// marker. The frame is the one shared by every native connection the push reaches.
+    async fn on_push(&mut self, push: &Push) -> Result<(), End> {
+        match push {
+            Push::Message(m) if m.get().id <= self.live_floor => Ok(()),
+            Push::Message(m) => {
+                self.write_raw(vec![m.native_frame(msg_frame)]).await?;
+                self.max_pushed = self.max_pushed.max(m.get().id);
+                Ok(())
+            }
+            Push::ReadMarker(r) => {
+                self.write_raw(vec![r.native_frame(read_marker_frame)])
+                    .await
+            }
+        }
+    }
+
     async fn ack(&mut self, req: u64, user: &AuthedUser, upto: i64) -> Result<(), End> {
         if !self.subscribed {
             return self
@@ -746,7 +756,9 @@ impl Session {
             Ok::<(), FrameError>(())
         };
         self.unflushed = true;
-        bounded_write(self.state.limits.write_timeout, &mut self.kicked, write).await
+        bounded_write(self.state.limits.write_timeout, &mut self.kicked, write)
+            .await
+            .map_err(write_failed)
     }
 
     /// True when a codec buffer has memory but no bytes in it.
@@ -771,16 +783,24 @@ impl Session {
     async fn flush(&mut self) -> Result<(), End> {
         self.unflushed = false;
         let flush = self.framed.flush();
-        bounded_write(self.state.limits.write_timeout, &mut self.kicked, flush).await
+        bounded_write(self.state.limits.write_timeout, &mut self.kicked, flush)
+            .await
+            .map_err(write_failed)
     }
 
     /// Ends the session as `end` says: finishes in-flight sends at shutdown, sends a last
     /// error frame where there is one, and closes TLS cleanly.
     async fn finish(mut self, end: End) {
+        // Nothing more is delivered: the live queue (all a slow consumer piled up) is
+        // released now, not after the goodbye.
+        self.live = None;
+        self.backlog = None;
+        let kicked = matches!(end, End::Kicked(_));
         let last = match end {
             End::Gone => return,
             End::LoggedOut => None,
             End::Error(frame) => Some(frame),
+            End::Kicked(code) => Some(kick_frame(code)),
             End::Shutdown => Some(ServerFrame::error(
                 None,
                 ErrorCode::ShuttingDown,
@@ -798,16 +818,23 @@ impl Session {
             }
         };
         let _ = timeout(grace, drain).await;
-        let _ = self.flush().await;
+        // A kicked peer may not be reading at all: what is still buffered gets the time of
+        // a goodbye, not of a write.
+        let flush_limit = if kicked {
+            GOODBYE
+        } else {
+            self.state.limits.write_timeout
+        };
+        let _ = timeout(flush_limit, self.flush()).await;
         if let Some(frame) = last {
             if let Some(req) = frame.req() {
                 tracing::debug!(peer = %self.peer, req, "closing after error");
             }
-            let _ = timeout(Duration::from_secs(2), async {
+            let _ = timeout(GOODBYE, async {
                 let _ = self.framed.send(encode_json(&frame)).await;
             })
             .await;
         }
-        let _ = timeout(Duration::from_secs(2), self.framed.get_mut().shutdown()).await;
+        let _ = timeout(GOODBYE, self.framed.get_mut().shutdown()).await;
     }
 }

@@ -1657,3 +1657,94 @@ async fn weechat_over_tls_with_sasl_talks_with_a_native_client_both_ways() {
         let _ = child.kill().await;
     }
 }
+
+// ----- issue 13: one core for every front end -------------------------------------------
+
+/// Whether the server takes one more IRC-over-TLS connection right now: a connection over
+/// `max_connections` is closed at once, before the TLS handshake completes.
+async fn another_connection_served(server: &TestServer) -> bool {
+    let addr: SocketAddr = server.irc_tls.unwrap();
+    chat_svc::client::connect_tls(&addr.into(), Some(server.pin))
+        .await
+        .is_ok()
+}
+
+/// A kicked slow IRC reader is closed at once. A client that stops reading blocks the
+/// gateway's write; the hub fills its live queue and kicks it as a slow consumer, and the
+/// connection must end then, releasing its queue, not when the write timeout (600 s here)
+/// is up. That it ended is seen without reading from it (reading would unblock the write):
+/// the server takes two connections, alice's and bob's, and a third is served again only
+/// once bob's is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kicked_slow_irc_reader_is_closed_at_once() {
+    const MESSAGES: usize = 1200;
+    let limits = chat_svc::server::Limits {
+        live_queue: 64,
+        live_queue_bytes: 256 * 1024,
+        // A blocked write alone would not end the session within the test.
+        write_timeout: Duration::from_secs(600),
+        max_connections: 2,
+        ..test_limits()
+    };
+    let server = TestServer::start_irc(limits).await;
+    server.add_users(&["alice", "bob"]).await;
+    let mut bob = Irc::tls(&server).await;
+    bob.sasl("bob", PASSWORD, ALL_CAPS).await;
+    bob.auto_pong = false;
+    bob.sync().await;
+    let (alice, _) = server.login("alice").await;
+    assert!(
+        !another_connection_served(&server).await,
+        "a third connection is refused while alice's and bob's are open"
+    );
+    // bob now reads nothing while alice sends far more than the socket buffers hold, one
+    // message at a time: slowly enough that bob's session keeps up with its queue until
+    // its socket is full, so that the kick comes while a write is blocked.
+    let body = "x".repeat(chat_svc::protocol::DEFAULT_MAX_BODY_BYTES);
+    for i in 0..MESSAGES {
+        alice
+            .client
+            .send("bob", &body, &format!("big-{i}"))
+            .await
+            .unwrap();
+    }
+    // Closed at once: well within 20 s (the goodbye takes a few), not 600.
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        while !another_connection_served(&server).await {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the kicked IRC reader still holds its connection (its write waits for the timeout)"
+    );
+    // What bob's socket still holds ends in the close, the ERROR line first if it fitted.
+    // (The close may come without TLS close_notify: bob was not reading it either.)
+    let mut live = std::collections::HashSet::new();
+    let mut error = None;
+    loop {
+        let mut line = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), bob.reader.read_line(&mut line))
+            .await
+            .expect("the closed connection did not end");
+        if !matches!(read, Ok(n) if n > 0) {
+            break;
+        }
+        let m = IrcMessage::parse(line.trim_end_matches("\r\n")).unwrap();
+        if let Some(id) = m.tag_value("msgid") {
+            live.insert(id.to_string());
+        }
+        if m.command == "ERROR" {
+            error = Some(m.params.join(" "));
+        }
+    }
+    assert!(
+        live.len() < MESSAGES,
+        "all {} messages were delivered",
+        live.len()
+    );
+    if let Some(error) = error {
+        assert!(error.contains("undelivered"), "{error}");
+    }
+}

@@ -165,10 +165,10 @@ impl Session {
             Ok(now) => {
                 let key = readable.conversation.to_string();
                 let conn = self.guard.as_ref().map_or(0, |g| g.conn_id());
-                let notice = encode_json(&ServerFrame::ReadMarker {
+                let notice = crate::core::hub::ReadMarker {
                     conversation: key.clone(),
                     upto: now,
-                });
+                };
                 self.state.hub.notify_user(user.user_id(), conn, notice);
                 self.write(&ServerFrame::ReadOk {
                     req,
