@@ -20,15 +20,20 @@
 //!   changes), the membership rules as pure functions (`store/membership.rs`: a change → the
 //!   event or a typed [`store::Refusal`]), and beside the writer a WAL checkpointer and the
 //!   search indexer (the full-text index is a derived file of its own).
-//! - [`core`]: what every front end shares, protocol-neutral: `ServerState` (store, auth,
-//!   writer, limits, user and room caches), [`core::hub`] (live connections and fan-out of
-//!   committed messages) and [`core::delivery`] (the backlog → live hand-off).
-//! - [`conn`]: connection plumbing shared by the front ends: the TLS accept with its
-//!   timeout, registration with the hub and the revocation re-check, the kick-aware
-//!   bounded write, the per-address slot.
+//! - [`core`]: protocol-neutral, every operation a user can perform, with its
+//!   authorization: `ServerState` (store, auth, writer, hub, limits, user and room caches);
+//!   [`core::reading`] (names, the one rule for who may read a conversation or see a room's
+//!   members, history, search, read markers, unread), [`core::rooms`] (membership changes),
+//!   [`core::sending`] (a send's checks and hand-off to the writer), [`core::refusal`] (typed
+//!   refusals: the front ends make the words), [`core::rate`] (each operation's cost from the
+//!   connection's bucket), [`core::hub`] (live connections and fan-out of typed pushes) and
+//!   [`core::delivery`] (the backlog → live hand-off).
+//! - [`conn`]: connection plumbing every front end shares: the TLS accept with its timeout,
+//!   the kick-aware bounded write, hub registration with the revocation re-check, the
+//!   per-address slot.
 //! - [`native`]: the native front end; `native/session.rs` is one connection's state
 //!   machine (frames in, core calls, frames out), `native/session/rooms.rs` its conversation
-//!   requests.
+//!   requests, `native/refusals.rs` every refusal as an `error` frame.
 //! - [`server`]: the listeners above every front end: `Server::start` and
 //!   `Server::run(listener, shutdown)` (or `run_with` to serve the IRC listeners too), the
 //!   accept loops, the revocation watcher. Nothing but `cli` and `bench` imports it.
@@ -36,11 +41,14 @@
 //!   throttling (per account, per address, server-wide), the device cap.
 //! - [`tls`]: the crypto provider, the server certificate (rcgen), key fingerprints; the
 //!   client's pinning verifier is [`tls::pin`].
-//! - [`irc`]: the IRC gateway: IRC clients on the same auth, writer, hub and store, an IRC
-//!   connection being a named device whose cursor moves only when a PONG proves receipt;
-//!   `docs/irc.md` is the user's view.
+//! - [`irc`]: the IRC gateway: IRC clients on the same core, an IRC connection being a
+//!   named device whose cursor moves only when a PONG proves receipt; its commands are core
+//!   calls, its numerics the core's refusals in IRC's words; `docs/irc.md` is the user's view.
 //! - [`client`]: the async client library used by `chat`, the tests and the bench;
-//!   [`client::state`] owns `known_servers` and `session.json` in `$CHAT_HOME`.
+//!   [`client::state`] owns `known_servers` and `session.json` in `$CHAT_HOME`;
+//!   [`client::inbox`] is the delivery loop `chat recv` and the TUI share: resume from the
+//!   cursor, drop what was seen, record `last_seen` before acking, reconnect with backoff,
+//!   keepalive.
 //! - [`config`]: server settings, flags and `CHATD_*` > TOML file > defaults.
 //! - [`cli`]: what each `chatd` and `chat` subcommand does.
 //! - [`tui`]: the full-screen terminal client (`chat` with no command): a state machine
@@ -49,17 +57,18 @@
 //! - [`bench`]: `chatd bench`, load scenarios over real TLS with [`client`], against an
 //!   in-process [`server`] or another one; its submodules import one way (see its docs).
 //! - `bucket`: the token bucket behind per-connection and login rates.
+//! - [`ids`]: the typed ids `UserId`, `DeviceId`, `RoomId`, `MessageId`.
 //!
-//! The imports between these modules point one way: `protocol`, `store`, `auth`, `tls`,
-//! `bucket` at the bottom; `core` and `conn` above them; the front ends (`native`, `irc`)
+//! The imports between these modules point one way: `ids`, `protocol`, `store`, `auth`,
+//! `tls`, `bucket` at the bottom; `core` and `conn` above them; the front ends (`native`, `irc`)
 //! above those; `server` above the front ends; `cli` on top (`client` and `tui` use only
 //! `protocol`, `tls` and `client`). `python3 .ci/modcycles.py src` checks that there is no
 //! cycle, and CI runs it.
 //!
 //! # How a message travels
 //!
-//! `send` reaches the sender's session, which validates it and queues it to the writer. The
-//! writer stores everything queued in one transaction, assigning ids in commit order, and
+//! `send` reaches the sender's session, which hands it to the core (`ServerState::send`:
+//! checks, addressing) and the core queues it to the writer. The writer stores everything queued in one transaction, assigning ids in commit order, and
 //! only after the commit answers the session (which replies `sent{id}`) and hands the new
 //! messages to the hub. The hub puts each one on the bounded queue of every subscribed
 //! connection of the recipient (and of the sender's other devices); each of those sessions
@@ -68,6 +77,10 @@
 //!
 //! # Invariants
 //!
+//! - No rule lives in a front end: who may read, send, join, invite, kick or delete, and what
+//!   each request costs from the rate bucket, is decided in [`core`] (and, for membership,
+//!   the store's pure rules), once; a front end only translates a typed refusal.
+//! - English text is made at the edge that shows it: `store` and `core` report typed facts.
 //! - Only [`protocol`] knows the wire encoding; everyone else exchanges typed values. The
 //!   IRC text form lives in [`irc`] alone, which translates it to the same typed values.
 //! - One message path: the IRC gateway stores, authorizes and delivers through the same
