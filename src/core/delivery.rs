@@ -8,10 +8,40 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::hub::LiveQueue;
+use super::refusal::{CoreError, Refusal};
 use super::ServerState;
 use crate::auth::AuthedUser;
 use crate::protocol::Message;
 use crate::store::Store;
+
+/// A device's delivery, once started: its cursor and the hand-off's events.
+pub struct Subscription {
+    /// The device's cursor: delivery starts after it.
+    pub cursor: i64,
+    /// Pages of the backlog, then `CaughtUp` with the live queue.
+    pub events: mpsc::Receiver<BacklogEvent>,
+}
+
+impl ServerState {
+    /// Starts delivery to `user`'s device on the registered connection `conn`: everything
+    /// after the device's cursor, then live. Refused when the device no longer exists (it
+    /// was revoked or logged out since the connection authenticated).
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        user: &AuthedUser,
+        conn: u64,
+    ) -> Result<Subscription, CoreError> {
+        let cursor = self
+            .store
+            .device_cursor(user.device_id())
+            .await?
+            .ok_or(CoreError::Refused(Refusal::Revoked))?;
+        Ok(Subscription {
+            cursor,
+            events: start_delivery(self, conn, user, cursor),
+        })
+    }
+}
 
 /// Messages fetched from the store per backlog page.
 const BACKLOG_PAGE: u32 = 1000;

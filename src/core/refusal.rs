@@ -38,6 +38,8 @@ pub enum Refusal {
     MessageTooLarge { size: usize, max: usize },
     /// An idempotency key that is empty, too long, or has control characters.
     BadKey { max: usize },
+    /// The caller's device no longer exists: revoked, logged out or its account disabled.
+    Revoked,
     /// A page size of 0.
     ZeroLimit,
     /// A search with no word in it.

@@ -42,9 +42,9 @@ use super::MAX_UNREGISTERED_LINES;
 use crate::auth::AuthedUser;
 use crate::bucket::TokenBucket;
 use crate::conn::{bounded_write, Kicks, WriteError, GOODBYE};
-use crate::core::delivery::{start_delivery, BacklogEvent};
+use crate::core::delivery::BacklogEvent;
 use crate::core::hub::{LiveQueue, Push, SessionGuard};
-use crate::core::ServerState;
+use crate::core::{CoreError, ServerState};
 use crate::protocol::ErrorCode;
 
 /// What the session's byte stream must be: TLS or (loopback) plain TCP.
@@ -479,20 +479,22 @@ impl<S: Stream> Session<S> {
 
     /// Starts delivery for this device: the backlog after its cursor, then live.
     pub async fn subscribe(&mut self, user: &AuthedUser) -> Result<(), End> {
-        let cursor = match self.state.store.device_cursor(user.device_id()).await {
-            Ok(Some(c)) => c,
-            Ok(None) => return Err(End::Close("This session was revoked".into())),
-            Err(e) => {
+        let Some(conn) = self.guard.as_ref().map(|g| g.conn_id()) else {
+            return Err(End::Close("Internal server error".into()));
+        };
+        let subscription = match self.state.subscribe(user, conn).await {
+            Ok(s) => s,
+            Err(CoreError::Refused(_)) => {
+                return Err(End::Close("This session was revoked".into()))
+            }
+            Err(CoreError::Internal(e)) => {
                 tracing::error!(error = %e, "cannot read an IRC device's cursor");
                 return Err(End::Close("Internal server error".into()));
             }
         };
-        self.cursor = cursor;
-        self.max_pushed = cursor;
-        let Some(conn) = self.guard.as_ref().map(|g| g.conn_id()) else {
-            return Err(End::Close("Internal server error".into()));
-        };
-        self.backlog = Some(start_delivery(&self.state, conn, user, cursor));
+        self.cursor = subscription.cursor;
+        self.max_pushed = subscription.cursor;
+        self.backlog = Some(subscription.events);
         Ok(())
     }
 
@@ -587,9 +589,9 @@ impl<S: Stream> Session<S> {
         }
         self.ack_ping = None;
         if let Some(user) = self.user.clone() {
-            let writer = self.state.writer.clone();
+            let acked = self.state.ack(&user, upto);
             self.in_flight.push(Box::pin(async move {
-                match writer.ack(user.user_id(), user.device_id(), upto).await {
+                match acked.await {
                     Ok(()) => Done::Acked(upto),
                     Err(e) => {
                         tracing::error!(error = %e, "IRC ack failed");

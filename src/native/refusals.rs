@@ -64,6 +64,10 @@ pub(crate) fn refusal_frame(req: u64, r: &Refusal) -> ServerFrame {
             ErrorCode::BadRequest,
             format!("key must be 1 to {max} bytes without control characters"),
         ),
+        Refusal::Revoked => (
+            ErrorCode::SessionRevoked,
+            "this session was revoked".to_string(),
+        ),
         Refusal::ZeroLimit => (
             ErrorCode::BadRequest,
             "limit must be at least 1".to_string(),

@@ -41,10 +41,10 @@ use crate::auth::{AuthError, AuthedUser};
 use crate::conn::{
     accept_tls, bounded_write, register_session, AddressSlot, Kicks, WriteError, GOODBYE,
 };
-use crate::core::delivery::{start_delivery, BacklogEvent};
+use crate::core::delivery::BacklogEvent;
 use crate::core::hub::{LiveQueue, Push, ReadMarker, SessionGuard};
 use crate::core::ServerState;
-use crate::core::{Operation, Outgoing, RoomRequest};
+use crate::core::{CoreError, Operation, Outgoing, Refusal, RoomRequest};
 use crate::native::refusals::{error_frame, refusal_frame};
 use crate::protocol::codec::{encode_json, parse_request, FrameCodec, FrameError};
 use crate::protocol::{ErrorCode, Message, Request, Secret, ServerFrame, PROTOCOL_VERSION};
@@ -612,21 +612,6 @@ impl Session {
                 )
                 .await;
         }
-        let cursor = match self.state.store.device_cursor(user.device_id()).await {
-            Ok(Some(c)) => c,
-            Ok(None) => {
-                return Err(End::Error(ServerFrame::error(
-                    Some(req),
-                    ErrorCode::SessionRevoked,
-                    "this session was revoked",
-                )))
-            }
-            Err(e) => return self.internal(req, &e).await,
-        };
-        self.subscribed = true;
-        self.cursor = cursor;
-        self.max_pushed = cursor;
-        self.write(&ServerFrame::Subscribed { req, cursor }).await?;
         let Some(conn) = self.guard.as_ref().map(|g| g.conn_id()) else {
             return Err(End::Error(ServerFrame::error(
                 None,
@@ -634,7 +619,24 @@ impl Session {
                 "delivery failed inside the server; reconnect to resume",
             )));
         };
-        self.backlog = Some(start_delivery(&self.state, conn, user, cursor));
+        let subscription = match self.state.subscribe(user, conn).await {
+            Ok(s) => s,
+            // A revoked device ends the session.
+            Err(e @ CoreError::Refused(Refusal::Revoked)) => {
+                return Err(End::Error(error_frame(req, &e, "")))
+            }
+            Err(e) => {
+                return self
+                    .write(&error_frame(req, &e, "internal server error"))
+                    .await
+            }
+        };
+        let cursor = subscription.cursor;
+        self.subscribed = true;
+        self.cursor = cursor;
+        self.max_pushed = cursor;
+        self.write(&ServerFrame::Subscribed { req, cursor }).await?;
+        self.backlog = Some(subscription.events);
         Ok(())
     }
 
