@@ -3,9 +3,9 @@
 
 use sqlx::Row;
 
-use super::{now_micros, Store, StoreError};
+use super::{now_micros, SqliteStore, StoreError};
 
-impl Store {
+impl SqliteStore {
     /// The IRC device `name` of a user: found by name, or created with its cursor at the
     /// user's acknowledged mark (like a new `chat login`) unless the account already has
     /// `max` devices (`None` then). `token_hash` is stored for a new device only; its token is

@@ -5,7 +5,7 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{SqliteStore, StoreError};
 use crate::protocol::{format_timestamp, Message, MessageKind, SearchHit, UnreadInfo};
 
 /// Columns every message query selects, in the order [`message_from_row`] reads them.
@@ -53,7 +53,7 @@ impl HistoryScope {
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Messages for a user's device with ids above `after`, oldest first, at most `limit`:
     /// direct messages to or from the user and room messages within the user's membership
     /// spans — except what this very device sent (it knows those already; live delivery

@@ -1,16 +1,27 @@
-//! Storage: the only module that contains SQL.
+//! Storage: the only module that contains SQL, behind one seam.
 //!
-//! [`Store`] owns the SQLite pool (WAL mode, `synchronous=FULL` by default), runs the
-//! embedded migrations, and offers typed queries for accounts, devices and history.
-//! Message inserts and cursor moves do not go through `Store` directly: they go through the
-//! single [`Writer`] task (module `writer`), which batches them into one transaction per group
-//! commit. The writer is also the only place room membership changes, but the rules are in
-//! module `membership`: pure functions from the in-memory rooms and a [`RoomChange`] (or a
-//! send) to the events to store or a typed [`Refusal`]. Beside the writer run a WAL
-//! checkpointer (module `checkpoint`) and the search indexer (module `search`: the
-//! full-text index is a derived database file of its own). A serving
-//! process holds [`DbLock`] on the database (module `lock`), so no second server can write
-//! it. Nothing outside this module sees an sqlx type.
+//! [`Store`] (module `seam`) is the one storage type the code above `store` uses: an enum
+//! over the backends, each public method handed to the backend by one dispatch macro, so a
+//! second backend adds a variant and one arm and the compiler lists what it must implement
+//! (the module docs of `seam` say what a backend must provide). [`DbTarget`] names the
+//! database to open: a path or `sqlite:` URL; `postgres://` is refused until issue 14.
+//!
+//! Shared by every backend: [`StoreError`], the typed records ([`UserRef`], [`RoomRef`],
+//! [`Credentials`], [`DeviceRecord`], …), [`HistoryScope`], the writer's vocabulary
+//! ([`Writer`], the handle: a bounded channel of operations; [`NewMessage`], [`Target`],
+//! [`Committed`], [`Delivery`]) and the membership rules (module `membership`: pure
+//! functions from the in-memory rooms and a [`RoomChange`] or a send to the events to store
+//! or a typed [`Refusal`]), which every backend's writer task applies.
+//!
+//! The only backend today is SQLite, [`SqliteStore`]: the pool (WAL mode, `synchronous=FULL`
+//! by default, see [`Durability`]), the embedded migrations and the queries (here and in
+//! modules `messages`, `rooms`, `irc`, `proofs`). Message inserts and cursor moves do not go
+//! through the store's methods: they go through the single writer task (module `writer`),
+//! which batches them into one transaction per group commit and is the only place room
+//! membership changes. Beside the writer run a WAL checkpointer (module `checkpoint`) and the
+//! search indexer (module `search`: the full-text index is a derived database file of its
+//! own). A serving process holds [`DbLock`] on the database file (module `lock`), so no
+//! second server can write it. Nothing outside this module sees an sqlx type.
 
 mod checkpoint;
 mod irc;
@@ -19,6 +30,7 @@ mod membership;
 mod messages;
 mod proofs;
 mod rooms;
+mod seam;
 mod search;
 mod writer;
 
@@ -37,11 +49,12 @@ pub use lock::{holder as lock_holder, DbLock, Holder, LockError};
 pub use membership::{Refusal, RoomAction, RoomChange};
 pub use messages::HistoryScope;
 pub use rooms::RoomRef;
+pub use seam::{DbTarget, DbTargetError, Store};
 pub use writer::{Audience, Committed, Delivery, NewMessage, Target, Writer};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// How hard a commit tries to survive power loss.
+/// How hard a SQLite commit tries to survive power loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
@@ -151,9 +164,10 @@ pub struct DeviceRecord {
     pub disabled: bool,
 }
 
-/// The storage handle. Cheap to clone.
+/// The SQLite backend behind [`Store`]: one database file served by one process. Cheap to
+/// clone.
 #[derive(Clone)]
-pub struct Store {
+pub struct SqliteStore {
     pool: SqlitePool,
     /// How every connection is opened (the writer's checkpointer and indexer open more).
     options: SqliteConnectOptions,
@@ -161,10 +175,10 @@ pub struct Store {
     search: search::SearchIndex,
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed, with mode 0600) the SQLite database at `path` and applies
     /// pending migrations.
-    pub async fn open(path: &Path, durability: Durability) -> Result<Store, StoreError> {
+    pub async fn open(path: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
         let open_err = |reason: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
             path: path.display().to_string(),
             reason,
@@ -203,7 +217,7 @@ impl Store {
             .await
             .map_err(|e| StoreError::Migrate(Box::new(e)))?;
         let search = search::SearchIndex::open(&options, path).await?;
-        Ok(Store {
+        Ok(SqliteStore {
             pool,
             options,
             search,

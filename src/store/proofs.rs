@@ -4,12 +4,12 @@
 use rand::RngCore;
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{SqliteStore, StoreError};
 
 /// Name of the login-proof HMAC key in `server_secrets`.
 const PROOF_KEY: &str = "login_proof_hmac_sha256";
 
-impl Store {
+impl SqliteStore {
     /// The server's login-proof key (32 random bytes), created on first use. Concurrent
     /// first calls agree: the insert is ignored when a key exists, and the stored one is read.
     pub async fn login_proof_key(&self) -> Result<[u8; 32], StoreError> {

@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use super::{bump_epoch, Store, StoreError};
+use super::{bump_epoch, SqliteStore, StoreError};
 use crate::protocol::{MemberInfo, RoomInfo, RoomName};
 
 /// A live (not deleted) room.
@@ -28,7 +28,7 @@ pub struct RoomSummary {
     pub messages: i64,
 }
 
-impl Store {
+impl SqliteStore {
     /// Finds a live room by name.
     pub async fn find_room(&self, name: &RoomName) -> Result<Option<RoomRef>, StoreError> {
         let row = sqlx::query(
