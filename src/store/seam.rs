@@ -21,6 +21,13 @@
 //!   same semantics (every word quoted, no query syntax from users);
 //! - the auth epoch bumped by every change that can end sessions, in the same transaction;
 //! - [`StoreError`] for every failure: typed facts, no backend type leaking out.
+//!
+//! What stays SQLite's: the pool and its PRAGMAs, [`Durability`] (`synchronous`), the WAL
+//! checkpointer, the search index file beside the database and the file lock
+//! ([`super::DbLock`]: one serving process per file). The writer's handle and its operations
+//! (`writer::Op`) are shared; a second backend's writer task consumes the same operations
+//! from the same kind of channel (their visibility is `writer`'s own today, so that backend
+//! widens it to `store`).
 
 use std::collections::HashSet;
 use std::fmt;

@@ -155,3 +155,28 @@ async fn the_search_index_is_private_fresh_and_rebuilt_when_lost() {
     task.await.unwrap();
     store.close().await;
 }
+
+/// A `sqlite:` URL opens the same database a path does, through the one seam; a
+/// `postgres://` URL is refused.
+#[tokio::test]
+async fn a_sqlite_url_opens_the_same_database_as_its_path() {
+    use chat_svc::store::{DbTarget, DbTargetError};
+    let (_dir, path, store, alice, _) = store_with_two_users().await;
+    store.close().await;
+
+    let url = format!("sqlite:{}", path.display());
+    let target: DbTarget = url.parse().unwrap();
+    let store = Store::connect(&target, Durability::Full).await.unwrap();
+    let found = store
+        .find_user(&Username::parse("alice").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, alice);
+    store.close().await;
+
+    assert_eq!(
+        "postgres://chat@localhost/chat".parse::<DbTarget>(),
+        Err(DbTargetError::PostgresNotBuilt)
+    );
+}
