@@ -381,18 +381,21 @@ impl FromStr for DbTarget {
             return Err(DbTargetError::PostgresNotBuilt);
         }
         let path = match s.strip_prefix("sqlite:") {
-            Some(rest) => rest.strip_prefix("//").unwrap_or(rest),
+            Some(rest) => {
+                let path = rest.strip_prefix("//").unwrap_or(rest);
+                // The database must be a file (the lock and the search index sit beside
+                // it), opened with the server's own options.
+                if path == ":memory:" || path.contains('?') {
+                    return Err(DbTargetError::Unsupported(s.to_owned()));
+                }
+                path
+            }
             // Anything else that looks like a URL is a mistake, not a file name.
             None if s.contains("://") => return Err(DbTargetError::Unsupported(s.to_owned())),
             None => s,
         };
-        // The database must be a file: the lock and the search index sit beside it.
-        if path.is_empty() || path == ":memory:" || path.contains('?') {
-            return Err(if path.is_empty() {
-                DbTargetError::Empty(s.to_owned())
-            } else {
-                DbTargetError::Unsupported(s.to_owned())
-            });
+        if path.is_empty() {
+            return Err(DbTargetError::Empty(s.to_owned()));
         }
         Ok(DbTarget::Sqlite(PathBuf::from(path)))
     }
@@ -424,6 +427,8 @@ mod tests {
         assert_eq!("sqlite:chatd.db".parse(), sqlite("chatd.db"));
         assert_eq!("sqlite://chatd.db".parse(), sqlite("chatd.db"));
         assert_eq!("sqlite:///var/chatd.db".parse(), sqlite("/var/chatd.db"));
+        // Only the URL form takes options; a file name is a file name.
+        assert_eq!("odd?name.db".parse(), sqlite("odd?name.db"));
     }
 
     #[test]
