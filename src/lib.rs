@@ -15,7 +15,11 @@
 //!
 //! - [`protocol`]: the wire vocabulary (`Request`, `ServerFrame`, `ErrorCode`, `Secret`,
 //!   `Username`, limits); [`protocol::codec`] does the framing.
-//! - [`store`]: the SQLite pool, the embedded `migrations/`, typed queries, the single
+//! - [`store`]: one seam, [`store::Store`], an enum over storage backends (today only
+//!   SQLite's `SqliteStore`), each method handed to the backend by one dispatch macro
+//!   (`store/seam.rs` says what a backend must provide); [`store::DbTarget`] names the
+//!   database (a path or `sqlite:`; `postgres://` is refused until it is built). Behind it:
+//!   the SQLite pool, the embedded `migrations/`, typed queries, the single
 //!   [`store::Writer`] task that group-commits sends and acks (and executes membership
 //!   changes), the membership rules as pure functions (`store/membership.rs`: a change → the
 //!   event or a typed [`store::Refusal`]), and beside the writer a WAL checkpointer and the

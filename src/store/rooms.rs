@@ -130,7 +130,7 @@ impl SqliteStore {
 
     /// Deletes a room (operator command): it disappears with its history for every member;
     /// its name becomes free. Running servers notice through the auth epoch: the writer
-    /// re-reads the rooms and tells the former members (see [`mark_room_deleted`]).
+    /// re-reads the rooms and tells the former members (see `mark_room_deleted`).
     pub async fn delete_room(&self, name: &RoomName) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query("SELECT id FROM rooms WHERE name = ? AND deleted = 0")
