@@ -58,7 +58,7 @@
 //! - [`tui`]: the full-screen terminal client (`chat` with no command): a state machine
 //!   (`tui/state.rs`), rendering (`tui/render.rs`), the input editor and its connection
 //!   (`tui/net.rs`) on [`client`].
-//! - [`bench`]: `chatd bench`, load scenarios over real TLS with [`client`], against an
+//! - [`bench`](mod@bench): `chatd bench`, load scenarios over real TLS with [`client`], against an
 //!   in-process [`server`] or another one; its submodules import one way (see its docs).
 //! - `bucket`: the token bucket behind per-connection and login rates.
 //! - [`ids`]: the typed ids `UserId`, `DeviceId`, `RoomId`, `MessageId`.

@@ -2,7 +2,7 @@
 //! idempotency key), where it goes (a user or a room, by name), and its hand-off to the
 //! writer. Whether the sender may post to a room is decided by the writer at commit, against
 //! the membership in force at the message's id; a refusal comes back as
-//! [`Refusal::Room`](super::refusal::Refusal::Room).
+//! [`Refusal::Room`].
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
