@@ -10,6 +10,7 @@ use futures::FutureExt;
 use super::refusal::{CoreError, Refusal};
 use super::ServerState;
 use crate::auth::AuthedUser;
+use crate::ids::MessageId;
 use crate::protocol::{is_blank, MAX_SEND_KEY_LEN};
 use crate::store::{Committed, NewMessage, Target};
 
@@ -38,10 +39,10 @@ impl ServerState {
     pub async fn target(&self, name: &str) -> Result<Target, CoreError> {
         if name.starts_with('#') {
             let room = self.room_named(name).await?;
-            Ok(Target::Room(room.id, room.name))
+            Ok(Target::Room(room.id, room.name.as_str().to_string()))
         } else {
             let user = self.user_named(name).await?;
-            Ok(Target::User(user.id, user.name))
+            Ok(Target::User(user.id, user.name.to_string()))
         }
     }
 
@@ -89,7 +90,7 @@ impl ServerState {
     }
 
     /// Moves the device's cursor to `upto`; resolves once that is committed.
-    pub fn ack(&self, user: &AuthedUser, upto: i64) -> BoxFuture<'static, Result<(), CoreError>> {
+    pub fn ack(&self, user: &AuthedUser, upto: MessageId) -> BoxFuture<'static, Result<(), CoreError>> {
         let writer = self.writer.clone();
         let (user_id, device_id) = (user.user_id(), user.device_id());
         async move {

@@ -10,6 +10,7 @@ use super::session::{in_batch, End, Session, Stream};
 use super::translate::{irc_time, message_lines, parse_time};
 use crate::auth::AuthedUser;
 use crate::core::{CoreError, Range, Readable};
+use crate::ids::MessageId;
 use crate::protocol::{format_timestamp, Message, MessageKind, MAX_HISTORY_PAGE};
 
 /// A point in a conversation, as an id boundary.
@@ -227,8 +228,8 @@ impl<S: Stream> Session<S> {
             return Ok(Vec::new());
         }
         let range = match (before, after) {
-            (Some(id), _) => Range::Before(id),
-            (None, Some(id)) => Range::After(id),
+            (Some(id), _) => Range::Before(MessageId(id)),
+            (None, Some(id)) => Range::After(MessageId(id)),
             (None, None) => Range::Latest,
         };
         match self.state.history(user, conversation, range, limit).await {
@@ -242,7 +243,7 @@ impl<S: Stream> Session<S> {
         match point {
             Point::Open => Ok(i64::MAX),
             Point::Id(id) => Ok(id),
-            Point::Time(t) => Ok(self.id_at(t.saturating_sub(1)).await? + 1),
+            Point::Time(t) => Ok(self.id_at(t.saturating_sub(1)).await?.get() + 1),
         }
     }
 
@@ -251,11 +252,11 @@ impl<S: Stream> Session<S> {
         match point {
             Point::Open => Ok(0),
             Point::Id(id) => Ok(id),
-            Point::Time(t) => self.id_at(end_of_millisecond(t)).await,
+            Point::Time(t) => Ok(self.id_at(end_of_millisecond(t)).await?.get()),
         }
     }
 
-    async fn id_at(&mut self, micros: i64) -> Result<i64, End> {
+    async fn id_at(&mut self, micros: i64) -> Result<MessageId, End> {
         self.state
             .last_id_at(micros)
             .await
@@ -334,7 +335,11 @@ impl<S: Stream> Session<S> {
     }
 
     /// `user`'s marker of a conversation (`None` if unset or unreadable).
-    pub(super) async fn marker_of(&mut self, user: &AuthedUser, r: &Readable) -> Option<i64> {
+    pub(super) async fn marker_of(
+        &mut self,
+        user: &AuthedUser,
+        r: &Readable,
+    ) -> Option<MessageId> {
         self.state.read_marker(user, r).await.unwrap_or(None)
     }
 
@@ -343,7 +348,7 @@ impl<S: Stream> Session<S> {
         &mut self,
         user: &AuthedUser,
         conversation: &str,
-    ) -> Option<i64> {
+    ) -> Option<MessageId> {
         match self.state.readable(user, conversation).await {
             Ok(r) => self.marker_of(user, &r).await,
             Err(_) => None,
@@ -354,9 +359,9 @@ impl<S: Stream> Session<S> {
     pub(super) async fn markread_line(
         &mut self,
         conversation: &str,
-        upto: Option<i64>,
+        upto: Option<MessageId>,
     ) -> IrcMessage {
-        let time = match upto.filter(|id| *id > 0) {
+        let time = match upto.filter(|id| id.get() > 0) {
             Some(id) => self.state.sent_at(id).await.unwrap_or(None),
             None => None,
         };

@@ -6,6 +6,7 @@
 use super::{End, Session};
 use crate::auth::AuthedUser;
 use crate::core::{CoreError, Range, RoomRequest};
+use crate::ids::MessageId;
 use crate::native::refusals::error_frame;
 use crate::protocol::codec::encode_json;
 use crate::protocol::{ErrorCode, Message, ServerFrame, DEFAULT_HISTORY_PAGE, MAX_FRAME_LEN};
@@ -32,7 +33,7 @@ impl Session {
                 self.write(&ServerFrame::RoomOk {
                     req,
                     room: changed.room,
-                    event_id: Some(changed.event_id),
+                    event_id: Some(changed.event_id.get()),
                 })
                 .await
             }
@@ -86,8 +87,8 @@ impl Session {
                     .reply_error(req, ErrorCode::BadRequest, "give before or after, not both")
                     .await
             }
-            (Some(id), None) => Range::Before(id),
-            (None, Some(id)) => Range::After(id),
+            (Some(id), None) => Range::Before(MessageId(id)),
+            (None, Some(id)) => Range::After(MessageId(id)),
             (None, None) => Range::Latest,
         };
         let limit = limit.unwrap_or(DEFAULT_HISTORY_PAGE);
@@ -161,7 +162,11 @@ impl Session {
             Ok(r) => r,
             Err(e) => return self.core_error(req, e).await,
         };
-        match self.state.mark_read(user, &readable, upto).await {
+        match self
+            .state
+            .mark_read(user, &readable, upto.map(MessageId))
+            .await
+        {
             Ok(now) => {
                 let key = readable.conversation.to_string();
                 let conn = self.guard.as_ref().map_or(0, |g| g.conn_id());
@@ -173,7 +178,7 @@ impl Session {
                 self.write(&ServerFrame::ReadOk {
                     req,
                     conversation: key,
-                    upto: now,
+                    upto: now.get(),
                 })
                 .await
             }
