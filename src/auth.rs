@@ -27,8 +27,8 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use crate::ids::{DeviceId, UserId};
 use crate::bucket::TokenBucket;
+use crate::ids::{DeviceId, UserId};
 use crate::protocol::{Secret, Username};
 use crate::store::{Credentials, Store, StoreError};
 use proof::{ProofKey, ProofNonce, ValidProof, PROOF_FAILURE_BUDGET};
@@ -374,9 +374,9 @@ impl Auth {
         peer: IpAddr,
     ) -> Result<LoginGrant, AuthError> {
         let creds = self.check_password(user, password, proof, peer).await?;
-        let proof = self
-            .proof_key
-            .issue(creds.user_id.get(), creds.name.as_str(), proof::unix_now());
+        let proof =
+            self.proof_key
+                .issue(creds.user_id.get(), creds.name.as_str(), proof::unix_now());
         let (token, hash) = new_token();
         let device_name: String = device_name.chars().take(64).collect();
         let max = self.limits.max_devices_per_account;

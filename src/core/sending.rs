@@ -90,7 +90,11 @@ impl ServerState {
     }
 
     /// Moves the device's cursor to `upto`; resolves once that is committed.
-    pub fn ack(&self, user: &AuthedUser, upto: MessageId) -> BoxFuture<'static, Result<(), CoreError>> {
+    pub fn ack(
+        &self,
+        user: &AuthedUser,
+        upto: MessageId,
+    ) -> BoxFuture<'static, Result<(), CoreError>> {
         let writer = self.writer.clone();
         let (user_id, device_id) = (user.user_id(), user.device_id());
         async move {

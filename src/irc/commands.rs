@@ -147,7 +147,7 @@ impl<S: Stream> Session<S> {
         if mask.starts_with('#') {
             match self.state.members(user, &mask).await {
                 Ok((room, members)) => {
-                    let display = format!("#{}", room.name);
+                    let display = room.name.to_string();
                     for member in members {
                         out.push(who_line(
                             self,

@@ -335,11 +335,7 @@ impl<S: Stream> Session<S> {
     }
 
     /// `user`'s marker of a conversation (`None` if unset or unreadable).
-    pub(super) async fn marker_of(
-        &mut self,
-        user: &AuthedUser,
-        r: &Readable,
-    ) -> Option<MessageId> {
+    pub(super) async fn marker_of(&mut self, user: &AuthedUser, r: &Readable) -> Option<MessageId> {
         self.state.read_marker(user, r).await.unwrap_or(None)
     }
 

@@ -41,11 +41,11 @@ use super::IrcServerName;
 use super::MAX_UNREGISTERED_LINES;
 use crate::auth::AuthedUser;
 use crate::bucket::TokenBucket;
-use crate::ids::MessageId;
 use crate::conn::{bounded_write, Kicks, WriteError, GOODBYE};
 use crate::core::delivery::BacklogEvent;
 use crate::core::hub::{LiveQueue, Push, SessionGuard};
 use crate::core::{CoreError, ServerState};
+use crate::ids::MessageId;
 use crate::protocol::ErrorCode;
 
 /// What the session's byte stream must be: TLS or (loopback) plain TCP.

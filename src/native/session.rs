@@ -44,8 +44,8 @@ use crate::conn::{
 use crate::core::delivery::BacklogEvent;
 use crate::core::hub::{LiveQueue, Push, ReadMarker, SessionGuard};
 use crate::core::ServerState;
-use crate::ids::MessageId;
 use crate::core::{CoreError, Operation, Outgoing, Refusal, RoomRequest};
+use crate::ids::MessageId;
 use crate::native::refusals::{error_frame, refusal_frame};
 use crate::protocol::codec::{encode_json, parse_request, FrameCodec, FrameError};
 use crate::protocol::{ErrorCode, Message, Request, Secret, ServerFrame, PROTOCOL_VERSION};

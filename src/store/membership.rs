@@ -32,7 +32,10 @@ pub enum RoomChange {
         by: (UserId, String),
     },
     /// `by` joins a public room.
-    Join { room_id: RoomId, by: (UserId, String) },
+    Join {
+        room_id: RoomId,
+        by: (UserId, String),
+    },
     /// `by` (the owner) adds `user`.
     Invite {
         room_id: RoomId,
@@ -41,9 +44,15 @@ pub enum RoomChange {
     },
     /// `by` leaves. The owner may leave only when alone in the room, which deletes it (as
     /// [`RoomChange::Delete`]).
-    Leave { room_id: RoomId, by: (UserId, String) },
+    Leave {
+        room_id: RoomId,
+        by: (UserId, String),
+    },
     /// `by` (the owner) deletes the room, as the operator's `chatd room del` does.
-    Delete { room_id: RoomId, by: (UserId, String) },
+    Delete {
+        room_id: RoomId,
+        by: (UserId, String),
+    },
     /// `by` (the owner) removes `user`.
     Kick {
         room_id: RoomId,
@@ -563,12 +572,12 @@ mod tests {
             );
             assert_eq!(e.span, Span::Opens(BOB));
             assert_eq!((&*e.members, &*e.audience), (&vec![BOB], &vec![BOB]));
-            let room = state.rooms.get(&100).unwrap();
+            let room = state.rooms.get(&RoomId(100)).unwrap();
             assert_eq!(
                 (room.name.as_str(), room.owner_id, room.private),
                 ("new", BOB, private)
             );
-            assert_eq!(state.may_send(BOB, 100, "new"), Ok(()));
+            assert_eq!(state.may_send(BOB, RoomId(100), "new"), Ok(()));
         }
     }
 
@@ -845,7 +854,7 @@ mod tests {
     fn every_change_to_a_room_that_is_not_live_is_refused() {
         let mut state = rooms(&[BOB], &[]);
         commit(&mut state, delete(OPS, ALICE)).unwrap();
-        for room in [OPS, 999] {
+        for room in [OPS, RoomId(999)] {
             for change in [
                 join(room, CAROL),
                 invite(room, ALICE, CAROL),
@@ -865,7 +874,7 @@ mod tests {
         assert_eq!(state.may_send(ALICE, OPS, "ops"), Ok(()));
         assert_eq!(state.may_send(BOB, OPS, "ops"), Ok(()));
         let not_member = || Err(Refusal::NotMember { room: "ops".into() });
-        assert_eq!(state.may_send(99, OPS, "ops"), not_member());
+        assert_eq!(state.may_send(UserId(99), OPS, "ops"), not_member());
         // A former member, gone of their own accord or kicked.
         commit(&mut state, leave(OPS, BOB)).unwrap();
         assert_eq!(state.may_send(BOB, OPS, "ops"), not_member());

@@ -472,10 +472,7 @@ impl Store {
     }
 
     /// Of the given device ids, those that still exist and whose account is enabled.
-    pub async fn valid_devices(
-        &self,
-        ids: &[DeviceId],
-    ) -> Result<HashSet<DeviceId>, StoreError> {
+    pub async fn valid_devices(&self, ids: &[DeviceId]) -> Result<HashSet<DeviceId>, StoreError> {
         let mut valid = HashSet::new();
         for chunk in ids.chunks(500) {
             let mut q = QueryBuilder::<Sqlite>::new(

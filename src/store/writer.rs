@@ -161,10 +161,7 @@ impl Writer {
 
     /// Applies a membership change; resolves with `(room id, event message id)` once
     /// committed, or with the reason it is not allowed.
-    pub async fn change_room(
-        &self,
-        change: RoomChange,
-    ) -> Result<(RoomId, MessageId), StoreError> {
+    pub async fn change_room(&self, change: RoomChange) -> Result<(RoomId, MessageId), StoreError> {
         self.submit(|done| Op::Room(change, done)).await
     }
 
@@ -769,10 +766,7 @@ impl State {
 
     /// Decides one membership change (module `membership`) and, when allowed, carries it
     /// out: commits its event, or deletes the room. Returns `(room id, event id)`.
-    async fn change_room(
-        &mut self,
-        change: RoomChange,
-    ) -> Result<(RoomId, MessageId), StoreError> {
+    async fn change_room(&mut self, change: RoomChange) -> Result<(RoomId, MessageId), StoreError> {
         match self.rooms.decide(&change)? {
             Decision::Event(event) => self.store_event(event).await,
             Decision::Delete { room_id, name } => self.delete_room(room_id, &name).await,

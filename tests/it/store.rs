@@ -1,13 +1,14 @@
 //! The store and its writer on their own: a real SQLite database in a temporary directory.
 
+use chat_svc::ids::{DeviceId, MessageId, UserId};
 use chat_svc::protocol::Username;
 use chat_svc::store::{Durability, NewMessage, Store, Target};
 
-fn message(sender_id: i64, to: (i64, &str), key: &str, body: &str) -> NewMessage {
+fn message(sender_id: UserId, to: (UserId, &str), key: &str, body: &str) -> NewMessage {
     NewMessage {
         sender_id,
         sender_name: "alice".into(),
-        sender_device_id: 0,
+        sender_device_id: DeviceId(0),
         target: Target::User(to.0, to.1.into()),
         body: body.into(),
         key: key.into(),
@@ -16,7 +17,7 @@ fn message(sender_id: i64, to: (i64, &str), key: &str, body: &str) -> NewMessage
 }
 
 /// A store in a fresh directory with accounts alice and bob (their ids).
-async fn store_with_two_users() -> (tempfile::TempDir, std::path::PathBuf, Store, i64, i64) {
+async fn store_with_two_users() -> (tempfile::TempDir, std::path::PathBuf, Store, UserId, UserId) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("chatd.db");
     let store = Store::open(&path, Durability::Full).await.unwrap();
@@ -43,7 +44,7 @@ async fn a_failed_group_commit_is_rolled_back_and_the_writer_goes_on() {
         .unwrap();
     // No account 999999: the foreign key refuses the insert, so the batch fails.
     let refused = writer
-        .send(message(999_999, (bob, "bob"), "k2", "never stored"))
+        .send(message(UserId(999_999), (bob, "bob"), "k2", "never stored"))
         .await;
     assert!(refused.is_err(), "{refused:?}");
     let second = writer
@@ -60,7 +61,10 @@ async fn a_failed_group_commit_is_rolled_back_and_the_writer_goes_on() {
     assert_eq!(again.id, second.id);
     writer.ack(bob, bob_device, first.id).await.unwrap();
 
-    let backlog = store.backlog(bob, bob_device, 0, 100).await.unwrap();
+    let backlog = store
+        .backlog(bob, bob_device, MessageId(0), 100)
+        .await
+        .unwrap();
     let bodies: Vec<&str> = backlog.iter().map(|m| m.body.as_str()).collect();
     assert_eq!(bodies, ["before", "after"]);
     assert_eq!(

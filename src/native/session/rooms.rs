@@ -63,7 +63,7 @@ impl Session {
             Ok((room, members)) => {
                 self.write(&ServerFrame::Members {
                     req,
-                    room: format!("#{}", room.name),
+                    room: room.name.to_string(),
                     members,
                 })
                 .await
