@@ -374,9 +374,9 @@ impl Auth {
         peer: IpAddr,
     ) -> Result<LoginGrant, AuthError> {
         let creds = self.check_password(user, password, proof, peer).await?;
-        let proof =
-            self.proof_key
-                .issue(creds.user_id.get(), creds.name.as_str(), proof::unix_now());
+        let proof = self
+            .proof_key
+            .issue(creds.user_id, creds.name.as_str(), proof::unix_now());
         let (token, hash) = new_token();
         let device_name: String = device_name.chars().take(64).collect();
         let max = self.limits.max_devices_per_account;
@@ -500,7 +500,7 @@ impl Auth {
         let Some(creds) = self.store.credentials(name).await? else {
             return Ok(None);
         };
-        if creds.user_id.get() != proof.user_id {
+        if creds.user_id != proof.user_id {
             return Ok(None);
         }
         // Loaded before the lock (a store read cannot wait under a std mutex); an entry
