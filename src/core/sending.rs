@@ -39,10 +39,10 @@ impl ServerState {
     pub async fn target(&self, name: &str) -> Result<Target, CoreError> {
         if name.starts_with('#') {
             let room = self.room_named(name).await?;
-            Ok(Target::Room(room.id, room.name.as_str().to_string()))
+            Ok(Target::Room(room.id, room.name))
         } else {
             let user = self.user_named(name).await?;
-            Ok(Target::User(user.id, user.name.to_string()))
+            Ok(Target::User(user.id, user.name))
         }
     }
 
@@ -70,8 +70,9 @@ impl ServerState {
         }
         let target = self.target(&message.to).await?;
         let to = match &target {
-            Target::Room(_, name) => format!("#{name}"),
-            Target::User(_, name) => name.clone(),
+            // `#room` or `bob`: the names' `Display`.
+            Target::Room(_, name) => name.to_string(),
+            Target::User(_, name) => name.to_string(),
         };
         let new = NewMessage {
             sender_id: user.user_id(),

@@ -19,7 +19,7 @@ enum Point {
     /// `*`: no bound.
     Open,
     /// `msgid=`: exactly this message.
-    Id(i64),
+    Id(MessageId),
     /// `timestamp=`: between messages; the last id at or before it.
     Time(i64),
 }
@@ -73,7 +73,7 @@ impl<S: Stream> Session<S> {
             "LATEST" => {
                 let floor = self.after_id(first).await?;
                 let mut page = self.page(user, &scope, None, None, limit).await?;
-                page.retain(|msg| msg.id > floor);
+                page.retain(|msg| MessageId(msg.id) > floor);
                 page
             }
             "BEFORE" => {
@@ -88,7 +88,7 @@ impl<S: Stream> Session<S> {
                 let centre = self.after_id(first).await?;
                 let older = limit.div_ceil(2);
                 let mut page = self
-                    .page(user, &scope, Some(centre + 1), None, older)
+                    .page(user, &scope, Some(MessageId(centre.get() + 1)), None, older)
                     .await?;
                 page.extend(
                     self.page(user, &scope, None, Some(centre), limit - older)
@@ -113,7 +113,7 @@ impl<S: Stream> Session<S> {
                 } else {
                     self.page(user, &scope, Some(high), None, limit).await?
                 };
-                page.retain(|msg| msg.id > low && msg.id < high);
+                page.retain(|msg| MessageId(msg.id) > low && MessageId(msg.id) < high);
                 page
             }
             _ => {
@@ -220,16 +220,16 @@ impl<S: Stream> Session<S> {
         &mut self,
         user: &AuthedUser,
         conversation: &Readable,
-        before: Option<i64>,
-        after: Option<i64>,
+        before: Option<MessageId>,
+        after: Option<MessageId>,
         limit: u32,
     ) -> Result<Vec<Message>, End> {
         if limit == 0 {
             return Ok(Vec::new());
         }
         let range = match (before, after) {
-            (Some(id), _) => Range::Before(MessageId(id)),
-            (None, Some(id)) => Range::After(MessageId(id)),
+            (Some(id), _) => Range::Before(id),
+            (None, Some(id)) => Range::After(id),
             (None, None) => Range::Latest,
         };
         match self.state.history(user, conversation, range, limit).await {
@@ -239,20 +239,20 @@ impl<S: Stream> Session<S> {
     }
 
     /// The id below which `point` begins: messages strictly before it have smaller ids.
-    async fn before_id(&mut self, point: Point) -> Result<i64, End> {
+    async fn before_id(&mut self, point: Point) -> Result<MessageId, End> {
         match point {
-            Point::Open => Ok(i64::MAX),
+            Point::Open => Ok(MessageId(i64::MAX)),
             Point::Id(id) => Ok(id),
-            Point::Time(t) => Ok(self.id_at(t.saturating_sub(1)).await?.get() + 1),
+            Point::Time(t) => Ok(MessageId(self.id_at(t.saturating_sub(1)).await?.get() + 1)),
         }
     }
 
     /// The id after which `point` ends: messages strictly after it have larger ids.
-    async fn after_id(&mut self, point: Point) -> Result<i64, End> {
+    async fn after_id(&mut self, point: Point) -> Result<MessageId, End> {
         match point {
-            Point::Open => Ok(0),
+            Point::Open => Ok(MessageId(0)),
             Point::Id(id) => Ok(id),
-            Point::Time(t) => Ok(self.id_at(end_of_millisecond(t)).await?.get()),
+            Point::Time(t) => self.id_at(end_of_millisecond(t)).await,
         }
     }
 
@@ -386,7 +386,7 @@ fn parse_point(text: &str) -> Option<Point> {
         return Some(Point::Open);
     }
     if let Some(id) = text.strip_prefix("msgid=") {
-        return id.parse().ok().map(Point::Id);
+        return id.parse().ok().map(|id| Point::Id(MessageId(id)));
     }
     text.strip_prefix("timestamp=")
         .and_then(parse_time)

@@ -376,7 +376,10 @@ impl Session {
                 before,
                 after,
                 limit,
-            } => self.history(req, user, &peer, before, after, limit).await,
+            } => {
+                let (before, after) = (before.map(MessageId), after.map(MessageId));
+                self.history(req, user, &peer, before, after, limit).await
+            }
             Request::RoomCreate { req, room, private } => {
                 self.room_change(req, user, RoomRequest::Create { room, private })
                     .await
@@ -424,7 +427,10 @@ impl Session {
                 req,
                 conversation,
                 upto,
-            } => self.read(req, user, &conversation, upto).await,
+            } => {
+                self.read(req, user, &conversation, upto.map(MessageId))
+                    .await
+            }
             Request::Unread { req } => self.unread(req, user).await,
             Request::Logout { req } => match self.state.auth.logout(user).await {
                 Ok(()) => {

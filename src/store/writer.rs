@@ -40,7 +40,7 @@ use super::membership::{Decision, Event, EventRoom, Refusal, Room, RoomChange, R
 use super::search::SearchIndex;
 use super::{now_micros, StoreError};
 use crate::ids::{DeviceId, MessageId, RoomId, UserId};
-use crate::protocol::{format_timestamp, Message, MessageKind};
+use crate::protocol::{format_timestamp, Message, MessageKind, RoomName, Username};
 
 /// Most operations stored in one transaction.
 pub const MAX_BATCH: usize = 4096;
@@ -58,9 +58,9 @@ pub type OnCommit = Box<dyn Fn(Vec<Delivery>) + Send + Sync>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// A user (id, name).
-    User(UserId, String),
-    /// A room (id, name without `#`).
-    Room(RoomId, String),
+    User(UserId, Username),
+    /// A room (id, name).
+    Room(RoomId, RoomName),
 }
 
 /// A message to store.
@@ -505,10 +505,12 @@ impl State {
 
     fn delivery(&self, m: NewMessage, id: MessageId, sent_at: i64) -> Delivery {
         let (to, audience) = match m.target {
-            Target::User(recipient_id, name) => (name, Audience::Direct { recipient_id }),
+            Target::User(recipient_id, name) => {
+                (name.to_string(), Audience::Direct { recipient_id })
+            }
             Target::Room(room_id, name) => {
                 let members = self.rooms.members(room_id);
-                (format!("#{name}"), Audience::Room { members })
+                (name.to_string(), Audience::Room { members })
             }
         };
         Delivery {
@@ -535,7 +537,7 @@ impl State {
             return None;
         };
         self.rooms
-            .may_send(m.sender_id, *room_id, name)
+            .may_send(m.sender_id, *room_id, name.as_str())
             .err()
             .map(StoreError::from)
     }
@@ -899,8 +901,9 @@ fn push_read_markers(
         .map(|(id, i)| {
             let m = &sends[i].0;
             let conversation = match &m.target {
-                Target::User(_, name) => name.clone(),
-                Target::Room(_, name) => format!("#{name}"),
+                // `bob` or `#room`: the names' `Display`.
+                Target::User(_, name) => name.to_string(),
+                Target::Room(_, name) => name.to_string(),
             };
             (m.sender_id.get(), conversation, id)
         })

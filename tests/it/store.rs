@@ -9,7 +9,7 @@ fn message(sender_id: UserId, to: (UserId, &str), key: &str, body: &str) -> NewM
         sender_id,
         sender_name: "alice".into(),
         sender_device_id: DeviceId(0),
-        target: Target::User(to.0, to.1.into()),
+        target: Target::User(to.0, Username::parse(to.1).unwrap()),
         body: body.into(),
         key: key.into(),
         action: false,

@@ -77,8 +77,8 @@ impl Session {
         req: u64,
         user: &AuthedUser,
         peer: &str,
-        before: Option<i64>,
-        after: Option<i64>,
+        before: Option<MessageId>,
+        after: Option<MessageId>,
         limit: Option<u32>,
     ) -> Result<(), End> {
         let range = match (before, after) {
@@ -87,8 +87,8 @@ impl Session {
                     .reply_error(req, ErrorCode::BadRequest, "give before or after, not both")
                     .await
             }
-            (Some(id), None) => Range::Before(MessageId(id)),
-            (None, Some(id)) => Range::After(MessageId(id)),
+            (Some(id), None) => Range::Before(id),
+            (None, Some(id)) => Range::After(id),
             (None, None) => Range::Latest,
         };
         let limit = limit.unwrap_or(DEFAULT_HISTORY_PAGE);
@@ -156,17 +156,13 @@ impl Session {
         req: u64,
         user: &AuthedUser,
         conversation: &str,
-        upto: Option<i64>,
+        upto: Option<MessageId>,
     ) -> Result<(), End> {
         let readable = match self.state.readable(user, conversation).await {
             Ok(r) => r,
             Err(e) => return self.core_error(req, e).await,
         };
-        match self
-            .state
-            .mark_read(user, &readable, upto.map(MessageId))
-            .await
-        {
+        match self.state.mark_read(user, &readable, upto).await {
             Ok(now) => {
                 let key = readable.conversation.to_string();
                 let conn = self.guard.as_ref().map_or(0, |g| g.conn_id());
