@@ -100,10 +100,6 @@ impl AuthedUser {
     pub fn name(&self) -> &str {
         self.name.as_str()
     }
-    /// The account's name, typed.
-    pub fn username(&self) -> &Username {
-        &self.name
-    }
     /// The device (login) this connection authenticated as.
     pub fn device_id(&self) -> DeviceId {
         self.device_id

@@ -162,7 +162,7 @@ pub enum Span {
 pub struct Room {
     /// Without `#`.
     pub name: String,
-    /// Zero for a room without an owner (none is made that way).
+    /// `UserId(0)` for a room without an owner (none is made that way).
     pub owner_id: UserId,
     pub private: bool,
     /// Current members, sorted; replaced (not mutated) on every change so committed

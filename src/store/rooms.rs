@@ -12,8 +12,10 @@ use crate::protocol::{MemberInfo, RoomInfo, RoomName};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomRef {
     pub id: RoomId,
+    /// As stored: `as_str()` is without `#`, `Display` adds it.
     pub name: RoomName,
     pub private: bool,
+    /// `UserId(0)` for a room without an owner (none is made that way).
     pub owner_id: UserId,
 }
 
