@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::bucket::TokenBucket;
+use crate::ids::{DeviceId, UserId};
 use crate::protocol::{Secret, Username};
 use crate::store::{Credentials, Store, StoreError};
 use proof::{ProofKey, ProofNonce, ValidProof, PROOF_FAILURE_BUDGET};
@@ -85,22 +86,22 @@ pub enum AuthError {
 /// An authenticated connection's identity. Only this module can make one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthedUser {
-    user_id: i64,
-    name: String,
-    device_id: i64,
+    user_id: UserId,
+    name: Username,
+    device_id: DeviceId,
 }
 
 impl AuthedUser {
     /// The account's id.
-    pub fn user_id(&self) -> i64 {
+    pub fn user_id(&self) -> UserId {
         self.user_id
     }
     /// The account's (normalised) name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.name.as_str()
     }
     /// The device (login) this connection authenticated as.
-    pub fn device_id(&self) -> i64 {
+    pub fn device_id(&self) -> DeviceId {
         self.device_id
     }
 }
@@ -371,7 +372,7 @@ impl Auth {
         let creds = self.check_password(user, password, proof, peer).await?;
         let proof = self
             .proof_key
-            .issue(creds.user_id, &creds.name, proof::unix_now());
+            .issue(creds.user_id, creds.name.as_str(), proof::unix_now());
         let (token, hash) = new_token();
         let device_name: String = device_name.chars().take(64).collect();
         let max = self.limits.max_devices_per_account;

@@ -16,6 +16,7 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
+use crate::ids::UserId;
 use crate::protocol::Secret;
 
 /// How long a proof stays valid after it is issued, in seconds (a year). Every password
@@ -54,7 +55,7 @@ impl std::fmt::Debug for ProofKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ValidProof {
     /// The account it was issued to; the login must resolve to the same id.
-    pub user_id: i64,
+    pub user_id: UserId,
     pub nonce: ProofNonce,
     /// When it stops being valid, Unix seconds.
     pub expires_at: i64,
@@ -68,12 +69,12 @@ impl ProofKey {
 
     /// A fresh proof for the account `user_id` named `name` (normalised), issued at `now`
     /// (Unix seconds).
-    pub fn issue(&self, user_id: i64, name: &str, now: i64) -> Secret {
+    pub fn issue(&self, user_id: UserId, name: &str, now: i64) -> Secret {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let mut out = Vec::with_capacity(PROOF_LEN);
         out.push(VERSION);
-        out.extend_from_slice(&user_id.to_be_bytes());
+        out.extend_from_slice(&user_id.get().to_be_bytes());
         out.extend_from_slice(&now.to_be_bytes());
         out.extend_from_slice(&nonce);
         let mac = self.mac(&out, name).finalize().into_bytes();
@@ -98,7 +99,7 @@ impl ProofKey {
         let (fields, mac) = raw.split_at(PROOF_LEN - MAC_LEN);
         // `verify_slice` compares in constant time.
         self.mac(fields, name).verify_slice(mac).ok()?;
-        let user_id = i64::from_be_bytes(fields[1..9].try_into().ok()?);
+        let user_id = UserId(i64::from_be_bytes(fields[1..9].try_into().ok()?));
         let issued = i64::from_be_bytes(fields[9..17].try_into().ok()?);
         let nonce: ProofNonce = fields[17..17 + NONCE_LEN].try_into().ok()?;
         let expires_at = issued.saturating_add(PROOF_LIFETIME_SECS);
@@ -139,14 +140,14 @@ mod tests {
     #[test]
     fn a_proof_checks_for_its_account_only() {
         let k = key(1);
-        let p = k.issue(7, "alice", 1000);
+        let p = k.issue(UserId(7), "alice", 1000);
         let v = k.check(p.expose(), "alice", 1000).unwrap();
-        assert_eq!(v.user_id, 7);
+        assert_eq!(v.user_id, UserId(7));
         assert_eq!(v.expires_at, 1000 + PROOF_LIFETIME_SECS);
         assert_eq!(k.check(p.expose(), "bob", 1000), None);
         assert_eq!(key(2).check(p.expose(), "alice", 1000), None);
         assert_ne!(
-            k.issue(7, "alice", 1000),
+            k.issue(UserId(7), "alice", 1000),
             p,
             "every proof has its own nonce"
         );
@@ -155,7 +156,7 @@ mod tests {
     #[test]
     fn tampered_expired_and_garbage_proofs_are_refused() {
         let k = key(1);
-        let p = k.issue(7, "alice", 1000);
+        let p = k.issue(UserId(7), "alice", 1000);
         let mut raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(p.expose())
             .unwrap();

@@ -11,13 +11,14 @@ use super::hub::LiveQueue;
 use super::refusal::{CoreError, Refusal};
 use super::ServerState;
 use crate::auth::AuthedUser;
+use crate::ids::{DeviceId, MessageId, UserId};
 use crate::protocol::Message;
 use crate::store::Store;
 
 /// A device's delivery, once started: its cursor and the hand-off's events.
 pub struct Subscription {
     /// The device's cursor: delivery starts after it.
-    pub cursor: i64,
+    pub cursor: MessageId,
     /// Pages of the backlog, then `CaughtUp` with the live queue.
     pub events: mpsc::Receiver<BacklogEvent>,
 }
@@ -50,7 +51,7 @@ const BACKLOG_PAGE: u32 = 1000;
 /// end of the backlog with the live queue (or a failure).
 pub enum BacklogEvent {
     Page(Vec<Message>),
-    CaughtUp { upto: i64, live: LiveQueue },
+    CaughtUp { upto: MessageId, live: LiveQueue },
     Failed,
 }
 
@@ -64,7 +65,7 @@ pub(crate) fn start_delivery(
     state: &Arc<ServerState>,
     conn: u64,
     user: &AuthedUser,
-    cursor: i64,
+    cursor: MessageId,
 ) -> mpsc::Receiver<BacklogEvent> {
     let (tx, rx) = mpsc::channel(2);
     let (user_id, device_id) = (user.user_id(), user.device_id());
@@ -85,9 +86,9 @@ pub(crate) fn start_delivery(
 
 async fn stream_backlog(
     store: Store,
-    user_id: i64,
-    device_id: i64,
-    cursor: i64,
+    user_id: UserId,
+    device_id: DeviceId,
+    cursor: MessageId,
     tx: mpsc::Sender<BacklogEvent>,
     subscribe: impl FnOnce() -> Option<LiveQueue>,
 ) {
@@ -110,16 +111,16 @@ async fn stream_backlog(
 /// id sent (or `after`), or `None` if the session is gone or the store failed.
 async fn drain_backlog(
     store: &Store,
-    user_id: i64,
-    device_id: i64,
-    mut after: i64,
+    user_id: UserId,
+    device_id: DeviceId,
+    mut after: MessageId,
     tx: &mpsc::Sender<BacklogEvent>,
-) -> Option<i64> {
+) -> Option<MessageId> {
     loop {
         match store.backlog(user_id, device_id, after, BACKLOG_PAGE).await {
             Ok(page) if page.is_empty() => return Some(after),
             Ok(page) => {
-                after = page.last().map_or(after, |m| m.id);
+                after = page.last().map_or(after, |m| MessageId(m.id));
                 tx.send(BacklogEvent::Page(page)).await.ok()?;
             }
             Err(e) => {

@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::ids::{DeviceId, MessageId, UserId};
 use crate::protocol::{ErrorCode, Message};
 use crate::store::{Audience, Delivery};
 
@@ -47,7 +48,7 @@ pub enum Push {
 pub struct ReadMarker {
     /// The conversation as the native protocol names it (a user or `#room`).
     pub conversation: String,
-    pub upto: i64,
+    pub upto: MessageId,
 }
 
 /// A pushed value, shared by every connection that receives it, with its estimated size and
@@ -127,17 +128,17 @@ pub struct Hub {
 struct Inner {
     next_conn: u64,
     sessions: HashMap<u64, SessionEntry>,
-    subscribers: HashMap<i64, Vec<Subscriber>>,
+    subscribers: HashMap<UserId, Vec<Subscriber>>,
 }
 
 struct SessionEntry {
-    device_id: i64,
+    device_id: DeviceId,
     kick: mpsc::Sender<ErrorCode>,
 }
 
 struct Subscriber {
     conn_id: u64,
-    device_id: i64,
+    device_id: DeviceId,
     tx: mpsc::Sender<Push>,
     /// Bytes of pushes queued and not yet taken by the connection ([`Push::cost`]).
     queued: Arc<AtomicUsize>,
@@ -183,7 +184,7 @@ impl LiveQueue {
 pub struct SessionGuard {
     hub: Arc<Hub>,
     conn_id: u64,
-    user_id: i64,
+    user_id: UserId,
 }
 
 impl SessionGuard {
@@ -215,8 +216,8 @@ impl Hub {
     /// connection must be closed (revoked, slow consumer).
     pub fn register(
         self: &Arc<Self>,
-        user_id: i64,
-        device_id: i64,
+        user_id: UserId,
+        device_id: DeviceId,
     ) -> (SessionGuard, mpsc::Receiver<ErrorCode>) {
         let (kick, kicked) = mpsc::channel(1);
         let mut inner = self.lock();
@@ -241,8 +242,8 @@ impl Hub {
     pub fn subscribe(
         &self,
         conn_id: u64,
-        user_id: i64,
-        device_id: i64,
+        user_id: UserId,
+        device_id: DeviceId,
         capacity: usize,
         max_bytes: usize,
     ) -> Option<LiveQueue> {
@@ -287,9 +288,9 @@ impl Hub {
                     marks_read,
                 } = d;
                 let pair;
-                let recipients: &[i64] = match &audience {
+                let recipients: &[UserId] = match &audience {
                     Audience::Direct { recipient_id } if *recipient_id == sender_id => {
-                        pair = [*recipient_id, 0];
+                        pair = [*recipient_id, UserId(0)];
                         &pair[..1]
                     }
                     Audience::Direct { recipient_id } => {
@@ -325,7 +326,7 @@ impl Hub {
                     let p = marker.get_or_insert_with(|| {
                         Push::read_marker(ReadMarker {
                             conversation: sent.get().to.clone(),
-                            upto: sent.get().id,
+                            upto: MessageId(sent.get().id),
                         })
                     });
                     if !s.offer(p) {
@@ -341,7 +342,7 @@ impl Hub {
 
     /// Tells a user's subscribed connections other than `except_conn` that their read
     /// marker moved. A connection whose queue is full is kicked as a slow consumer.
-    pub fn notify_user(&self, user_id: i64, except_conn: u64, marker: ReadMarker) {
+    pub fn notify_user(&self, user_id: UserId, except_conn: u64, marker: ReadMarker) {
         let mut slow = Vec::new();
         {
             let inner = self.lock();
@@ -361,7 +362,7 @@ impl Hub {
     }
 
     /// Every registered connection with its device id.
-    pub fn connections(&self) -> Vec<(u64, i64)> {
+    pub fn connections(&self) -> Vec<(u64, DeviceId)> {
         self.lock()
             .sessions
             .iter()
@@ -399,10 +400,10 @@ mod tests {
                 member: None,
                 action: false,
             },
-            sender_id: sender,
-            sender_device_id: 100 + sender,
+            sender_id: UserId(sender),
+            sender_device_id: DeviceId(100 + sender),
             audience: Audience::Direct {
-                recipient_id: recipient,
+                recipient_id: UserId(recipient),
             },
             marks_read: true,
         }
@@ -410,6 +411,7 @@ mod tests {
 
     /// Registers and subscribes a device of `user`.
     fn subscribe(hub: &Arc<Hub>, user: i64, device: i64, max_bytes: usize) -> Connection {
+        let (user, device) = (UserId(user), DeviceId(device));
         let (guard, kicks) = hub.register(user, device);
         let live = hub
             .subscribe(guard.conn_id(), user, device, 16, max_bytes)
@@ -464,7 +466,7 @@ mod tests {
                     r.get(),
                     &ReadMarker {
                         conversation: "bob".into(),
-                        upto: 7
+                        upto: MessageId(7)
                     }
                 );
             }

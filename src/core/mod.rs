@@ -164,7 +164,7 @@ impl ServerState {
     pub async fn change_room(
         &self,
         change: crate::store::RoomChange,
-    ) -> Result<(i64, i64), crate::store::StoreError> {
+    ) -> Result<(crate::ids::RoomId, crate::ids::MessageId), crate::store::StoreError> {
         let forget = match &change {
             crate::store::RoomChange::Leave { room_id, .. }
             | crate::store::RoomChange::Delete { room_id, .. } => Some(*room_id),

@@ -11,6 +11,7 @@
 use super::refusal::{CoreError, Refusal};
 use super::ServerState;
 use crate::auth::AuthedUser;
+use crate::ids::MessageId;
 use crate::protocol::{
     Conversation, MemberInfo, Message, RoomInfo, RoomName, SearchHit, UnreadInfo, Username,
 };
@@ -33,9 +34,9 @@ pub enum Range {
     /// The newest messages.
     Latest,
     /// The newest messages with ids below this one.
-    Before(i64),
+    Before(MessageId),
     /// The oldest messages with ids above this one.
-    After(i64),
+    After(MessageId),
 }
 
 /// A page of history, oldest first.
@@ -77,27 +78,20 @@ impl ServerState {
     pub async fn readable(&self, user: &AuthedUser, name: &str) -> Result<Readable, CoreError> {
         if !name.starts_with('#') {
             let peer = self.user_named(name).await?;
-            let conversation = Username::parse(&peer.name)
-                .map(Conversation::User)
-                .map_err(|_| CoreError::Refused(Refusal::UnknownUser { name: peer.name }))?;
             return Ok(Readable {
-                conversation,
+                conversation: Conversation::User(peer.name),
                 scope: HistoryScope::Direct { peer_id: peer.id },
             });
         }
         let room = self.room_named(name).await?;
         if !self.store.is_member(room.id, user.user_id()).await? {
             return Err(Refusal::NotMember {
-                room: format!("#{}", room.name),
+                room: room.name.to_string(),
             }
             .into());
         }
-        let name = RoomName::parse(&room.name).map_err(|problem| Refusal::BadRoomName {
-            name: room.name.clone(),
-            problem,
-        })?;
         Ok(Readable {
-            conversation: Conversation::Room(name),
+            conversation: Conversation::Room(room.name),
             scope: HistoryScope::Room { room_id: room.id },
         })
     }
@@ -121,7 +115,7 @@ impl ServerState {
         let room = self.room_named(room).await?;
         if !self.may_see_members(user, &room).await? {
             return Err(Refusal::MembersHidden {
-                room: format!("#{}", room.name),
+                room: room.name.to_string(),
             }
             .into());
         }
@@ -188,12 +182,12 @@ impl ServerState {
         &self,
         user: &AuthedUser,
         conversation: &Readable,
-    ) -> Result<i64, CoreError> {
+    ) -> Result<MessageId, CoreError> {
         Ok(self
             .store
             .latest_id(user.user_id(), conversation.scope)
             .await?
-            .unwrap_or(0))
+            .unwrap_or_default())
     }
 
     /// Moves `user`'s read marker of `conversation` forward to `upto` (its newest message
@@ -202,8 +196,8 @@ impl ServerState {
         &self,
         user: &AuthedUser,
         conversation: &Readable,
-        upto: Option<i64>,
-    ) -> Result<i64, CoreError> {
+        upto: Option<MessageId>,
+    ) -> Result<MessageId, CoreError> {
         let latest = self.latest_id(user, conversation).await?;
         let upto = upto.unwrap_or(latest).min(latest);
         Ok(self
@@ -217,7 +211,7 @@ impl ServerState {
         &self,
         user: &AuthedUser,
         conversation: &Readable,
-    ) -> Result<Option<i64>, CoreError> {
+    ) -> Result<Option<MessageId>, CoreError> {
         Ok(self
             .store
             .read_marker(user.user_id(), &conversation.conversation.to_string())
@@ -230,13 +224,13 @@ impl ServerState {
     }
 
     /// When message `id` was sent (µs since the epoch), if it exists.
-    pub async fn sent_at(&self, id: i64) -> Result<Option<i64>, CoreError> {
+    pub async fn sent_at(&self, id: MessageId) -> Result<Option<i64>, CoreError> {
         Ok(self.store.sent_at(id).await?)
     }
 
     /// The last message id sent at or before `micros`: how a time names a point in a
     /// conversation.
-    pub async fn last_id_at(&self, micros: i64) -> Result<i64, CoreError> {
+    pub async fn last_id_at(&self, micros: i64) -> Result<MessageId, CoreError> {
         Ok(self.store.last_id_at(micros).await?)
     }
 }

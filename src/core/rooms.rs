@@ -6,6 +6,7 @@
 use super::refusal::{CoreError, MemberAction, Refusal};
 use super::ServerState;
 use crate::auth::AuthedUser;
+use crate::ids::MessageId;
 use crate::protocol::RoomName;
 use crate::store::{RoomChange, RoomRef};
 
@@ -34,7 +35,7 @@ pub struct RoomChanged {
     /// `#room`, as stored.
     pub room: String,
     /// The id of the membership event in the room's history.
-    pub event_id: i64,
+    pub event_id: MessageId,
     /// The user the change was about (invite, kick), as stored.
     pub user: Option<String>,
     /// The room was created by this request.
@@ -64,7 +65,7 @@ impl ServerState {
                 match self.find_room(&name).await? {
                     Some(r) => (
                         RoomChange::Join { room_id: r.id, by },
-                        format!("#{}", r.name),
+                        r.name.to_string(),
                         None,
                         false,
                     ),
@@ -82,12 +83,12 @@ impl ServerState {
             }
             RoomRequest::Join { room } => {
                 let r = self.room_named(&room).await?;
-                let display = format!("#{}", r.name);
+                let display = r.name.to_string();
                 (RoomChange::Join { room_id: r.id, by }, display, None, false)
             }
             RoomRequest::Leave { room } => {
                 let r = self.room_named(&room).await?;
-                let display = format!("#{}", r.name);
+                let display = r.name.to_string();
                 (
                     RoomChange::Leave { room_id: r.id, by },
                     display,
@@ -97,7 +98,7 @@ impl ServerState {
             }
             RoomRequest::Delete { room } => {
                 let r = self.room_named(&room).await?;
-                let display = format!("#{}", r.name);
+                let display = r.name.to_string();
                 (
                     RoomChange::Delete { room_id: r.id, by },
                     display,
@@ -136,13 +137,13 @@ impl ServerState {
         self.must_be_inside(user, &r, action).await?;
         let who = self.user_named(who).await?;
         let (room_id, by) = (r.id, (user.user_id(), user.name().to_string()));
-        let name = who.name.clone();
-        let user = (who.id, who.name);
+        let name = who.name.to_string();
+        let user = (who.id, name.clone());
         let change = match action {
             MemberAction::Invite => RoomChange::Invite { room_id, by, user },
             MemberAction::Kick => RoomChange::Kick { room_id, by, user },
         };
-        Ok((change, format!("#{}", r.name), Some(name), false))
+        Ok((change, r.name.to_string(), Some(name), false))
     }
 
     /// Refuses an invite or kick by someone who is not in the room at all (before the
@@ -157,7 +158,7 @@ impl ServerState {
             return Ok(());
         }
         Err(Refusal::OutsideRoom {
-            room: format!("#{}", room.name),
+            room: room.name.to_string(),
             action,
         }
         .into())

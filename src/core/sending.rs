@@ -10,6 +10,7 @@ use futures::FutureExt;
 use super::refusal::{CoreError, Refusal};
 use super::ServerState;
 use crate::auth::AuthedUser;
+use crate::ids::MessageId;
 use crate::protocol::{is_blank, MAX_SEND_KEY_LEN};
 use crate::store::{Committed, NewMessage, Target};
 
@@ -69,8 +70,9 @@ impl ServerState {
         }
         let target = self.target(&message.to).await?;
         let to = match &target {
-            Target::Room(_, name) => format!("#{name}"),
-            Target::User(_, name) => name.clone(),
+            // `#room` or `bob`: the names' `Display`.
+            Target::Room(_, name) => name.to_string(),
+            Target::User(_, name) => name.to_string(),
         };
         let new = NewMessage {
             sender_id: user.user_id(),
@@ -89,7 +91,11 @@ impl ServerState {
     }
 
     /// Moves the device's cursor to `upto`; resolves once that is committed.
-    pub fn ack(&self, user: &AuthedUser, upto: i64) -> BoxFuture<'static, Result<(), CoreError>> {
+    pub fn ack(
+        &self,
+        user: &AuthedUser,
+        upto: MessageId,
+    ) -> BoxFuture<'static, Result<(), CoreError>> {
         let writer = self.writer.clone();
         let (user_id, device_id) = (user.user_id(), user.device_id());
         async move {

@@ -253,7 +253,7 @@ impl<S: Stream> Session<S> {
     /// no such room).
     async fn display_room(&mut self, channel: &str) -> String {
         match self.state.room_named(channel).await {
-            Ok(r) => format!("#{}", r.name),
+            Ok(r) => r.name.to_string(),
             Err(_) => channel.to_string(),
         }
     }
@@ -279,7 +279,7 @@ impl<S: Stream> Session<S> {
             }
             Err(CoreError::Internal(e)) => return Err(self.internal(&e)),
         };
-        let display = format!("#{}", room.name);
+        let display = room.name.to_string();
         let end = self.num(RPL_ENDOFNAMES, [display.as_str(), "End of /NAMES list"]);
         let symbol = if room.private { "*" } else { "=" };
         let names: Vec<String> = members

@@ -147,7 +147,7 @@ impl<S: Stream> Session<S> {
         if mask.starts_with('#') {
             match self.state.members(user, &mask).await {
                 Ok((room, members)) => {
-                    let display = format!("#{}", room.name);
+                    let display = room.name.to_string();
                     for member in members {
                         out.push(who_line(
                             self,
@@ -161,7 +161,7 @@ impl<S: Stream> Session<S> {
                 Err(CoreError::Internal(e)) => return Err(self.internal(&e)),
             }
         } else if let Ok(Target::User(_, name)) = self.resolve(&mask).await? {
-            out.push(who_line(self, "*", &name, false));
+            out.push(who_line(self, "*", name.as_str(), false));
         }
         out.push(self.num(RPL_ENDOFWHO, [mask.as_str(), "End of WHO list"]));
         Ok(out)

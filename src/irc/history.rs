@@ -10,6 +10,7 @@ use super::session::{in_batch, End, Session, Stream};
 use super::translate::{irc_time, message_lines, parse_time};
 use crate::auth::AuthedUser;
 use crate::core::{CoreError, Range, Readable};
+use crate::ids::MessageId;
 use crate::protocol::{format_timestamp, Message, MessageKind, MAX_HISTORY_PAGE};
 
 /// A point in a conversation, as an id boundary.
@@ -18,7 +19,7 @@ enum Point {
     /// `*`: no bound.
     Open,
     /// `msgid=`: exactly this message.
-    Id(i64),
+    Id(MessageId),
     /// `timestamp=`: between messages; the last id at or before it.
     Time(i64),
 }
@@ -72,7 +73,7 @@ impl<S: Stream> Session<S> {
             "LATEST" => {
                 let floor = self.after_id(first).await?;
                 let mut page = self.page(user, &scope, None, None, limit).await?;
-                page.retain(|msg| msg.id > floor);
+                page.retain(|msg| MessageId(msg.id) > floor);
                 page
             }
             "BEFORE" => {
@@ -87,7 +88,7 @@ impl<S: Stream> Session<S> {
                 let centre = self.after_id(first).await?;
                 let older = limit.div_ceil(2);
                 let mut page = self
-                    .page(user, &scope, Some(centre + 1), None, older)
+                    .page(user, &scope, Some(MessageId(centre.get() + 1)), None, older)
                     .await?;
                 page.extend(
                     self.page(user, &scope, None, Some(centre), limit - older)
@@ -112,7 +113,7 @@ impl<S: Stream> Session<S> {
                 } else {
                     self.page(user, &scope, Some(high), None, limit).await?
                 };
-                page.retain(|msg| msg.id > low && msg.id < high);
+                page.retain(|msg| MessageId(msg.id) > low && MessageId(msg.id) < high);
                 page
             }
             _ => {
@@ -219,8 +220,8 @@ impl<S: Stream> Session<S> {
         &mut self,
         user: &AuthedUser,
         conversation: &Readable,
-        before: Option<i64>,
-        after: Option<i64>,
+        before: Option<MessageId>,
+        after: Option<MessageId>,
         limit: u32,
     ) -> Result<Vec<Message>, End> {
         if limit == 0 {
@@ -238,24 +239,24 @@ impl<S: Stream> Session<S> {
     }
 
     /// The id below which `point` begins: messages strictly before it have smaller ids.
-    async fn before_id(&mut self, point: Point) -> Result<i64, End> {
+    async fn before_id(&mut self, point: Point) -> Result<MessageId, End> {
         match point {
-            Point::Open => Ok(i64::MAX),
+            Point::Open => Ok(MessageId(i64::MAX)),
             Point::Id(id) => Ok(id),
-            Point::Time(t) => Ok(self.id_at(t.saturating_sub(1)).await? + 1),
+            Point::Time(t) => Ok(MessageId(self.id_at(t.saturating_sub(1)).await?.get() + 1)),
         }
     }
 
     /// The id after which `point` ends: messages strictly after it have larger ids.
-    async fn after_id(&mut self, point: Point) -> Result<i64, End> {
+    async fn after_id(&mut self, point: Point) -> Result<MessageId, End> {
         match point {
-            Point::Open => Ok(0),
+            Point::Open => Ok(MessageId(0)),
             Point::Id(id) => Ok(id),
             Point::Time(t) => self.id_at(end_of_millisecond(t)).await,
         }
     }
 
-    async fn id_at(&mut self, micros: i64) -> Result<i64, End> {
+    async fn id_at(&mut self, micros: i64) -> Result<MessageId, End> {
         self.state
             .last_id_at(micros)
             .await
@@ -334,7 +335,7 @@ impl<S: Stream> Session<S> {
     }
 
     /// `user`'s marker of a conversation (`None` if unset or unreadable).
-    pub(super) async fn marker_of(&mut self, user: &AuthedUser, r: &Readable) -> Option<i64> {
+    pub(super) async fn marker_of(&mut self, user: &AuthedUser, r: &Readable) -> Option<MessageId> {
         self.state.read_marker(user, r).await.unwrap_or(None)
     }
 
@@ -343,7 +344,7 @@ impl<S: Stream> Session<S> {
         &mut self,
         user: &AuthedUser,
         conversation: &str,
-    ) -> Option<i64> {
+    ) -> Option<MessageId> {
         match self.state.readable(user, conversation).await {
             Ok(r) => self.marker_of(user, &r).await,
             Err(_) => None,
@@ -354,9 +355,9 @@ impl<S: Stream> Session<S> {
     pub(super) async fn markread_line(
         &mut self,
         conversation: &str,
-        upto: Option<i64>,
+        upto: Option<MessageId>,
     ) -> IrcMessage {
-        let time = match upto.filter(|id| *id > 0) {
+        let time = match upto.filter(|id| id.get() > 0) {
             Some(id) => self.state.sent_at(id).await.unwrap_or(None),
             None => None,
         };
@@ -385,7 +386,7 @@ fn parse_point(text: &str) -> Option<Point> {
         return Some(Point::Open);
     }
     if let Some(id) = text.strip_prefix("msgid=") {
-        return id.parse().ok().map(Point::Id);
+        return id.parse().ok().map(|id| Point::Id(MessageId(id)));
     }
     text.strip_prefix("timestamp=")
         .and_then(parse_time)

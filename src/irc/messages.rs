@@ -128,7 +128,7 @@ impl<S: Stream> Session<S> {
                 let lines = match committed.await {
                     Ok(c) if echo => {
                         let stored = Message {
-                            id: c.id,
+                            id: c.id.get(),
                             from: me.clone(),
                             to,
                             body,

@@ -254,7 +254,7 @@ impl<S: Stream> Session<S> {
             .await
         {
             Ok(user) => {
-                tracing::info!(user = user.name(), device = user.device_id(), peer = %self.peer, "IRC login");
+                tracing::info!(user = user.name(), device = user.device_id().get(), peer = %self.peer, "IRC login");
                 self.authenticated(user.clone()).await?;
                 Ok(Ok(user))
             }

@@ -45,6 +45,7 @@ use crate::conn::{bounded_write, Kicks, WriteError, GOODBYE};
 use crate::core::delivery::BacklogEvent;
 use crate::core::hub::{LiveQueue, Push, SessionGuard};
 use crate::core::{CoreError, ServerState};
+use crate::ids::MessageId;
 use crate::protocol::ErrorCode;
 
 /// What the session's byte stream must be: TLS or (loopback) plain TCP.
@@ -69,7 +70,7 @@ pub(super) enum Done {
         lines: Vec<IrcMessage>,
     },
     /// The cursor is durably at this id.
-    Acked(i64),
+    Acked(MessageId),
 }
 
 /// What a command handler produced.
@@ -134,13 +135,13 @@ pub(super) struct Session<S> {
     pub in_flight: FuturesUnordered<BoxFuture<'static, Done>>,
     pub backlog: Option<mpsc::Receiver<BacklogEvent>>,
     live: Option<LiveQueue>,
-    live_floor: i64,
+    live_floor: MessageId,
     /// Highest message id written to this connection.
-    max_pushed: i64,
+    max_pushed: MessageId,
     /// The device's cursor as this session last moved it.
-    cursor: i64,
+    cursor: MessageId,
     /// The outstanding acknowledgement PING: its token and the id it acknowledges.
-    ack_ping: Option<(String, i64)>,
+    ack_ping: Option<(String, MessageId)>,
     ping_seq: u64,
     pub batch_seq: u64,
     pub bucket: TokenBucket,
@@ -149,7 +150,7 @@ pub(super) struct Session<S> {
     keepalive_sent: bool,
     /// Membership events this connection caused and already showed (its JOIN, PART or
     /// KICK answer); their delivered copies are skipped.
-    pub echoed: std::collections::HashSet<i64>,
+    pub echoed: std::collections::HashSet<MessageId>,
 }
 
 pub(super) async fn run<S: Stream>(
@@ -180,9 +181,9 @@ pub(super) async fn run<S: Stream>(
         in_flight: FuturesUnordered::new(),
         backlog: None,
         live: None,
-        live_floor: 0,
-        max_pushed: 0,
-        cursor: 0,
+        live_floor: MessageId(0),
+        max_pushed: MessageId(0),
+        cursor: MessageId(0),
         ack_ping: None,
         ping_seq: 0,
         batch_seq: 0,
@@ -504,7 +505,7 @@ impl<S: Stream> Session<S> {
                 let me = self.nick();
                 let mut lines = Vec::new();
                 for m in &page {
-                    if !self.echoed.remove(&m.id) {
+                    if !self.echoed.remove(&MessageId(m.id)) {
                         lines.extend(message_lines(
                             m,
                             &me,
@@ -516,7 +517,7 @@ impl<S: Stream> Session<S> {
                 }
                 self.write(lines).await?;
                 if let Some(last) = page.last() {
-                    self.max_pushed = self.max_pushed.max(last.id);
+                    self.max_pushed = self.max_pushed.max(MessageId(last.id));
                 }
                 self.request_ack().await
             }
@@ -535,10 +536,10 @@ impl<S: Stream> Session<S> {
     /// Writes a live push as IRC lines, made from the typed value for this reader.
     async fn on_push(&mut self, push: &Push) -> Result<(), End> {
         match push {
-            Push::Message(m) if m.get().id > self.live_floor => {
+            Push::Message(m) if MessageId(m.get().id) > self.live_floor => {
                 let message = m.get();
-                if self.echoed.remove(&message.id) {
-                    self.max_pushed = self.max_pushed.max(message.id);
+                if self.echoed.remove(&MessageId(message.id)) {
+                    self.max_pushed = self.max_pushed.max(MessageId(message.id));
                     return self.request_ack().await;
                 }
                 let lines = message_lines(
@@ -549,7 +550,7 @@ impl<S: Stream> Session<S> {
                     &mut self.batch_seq,
                 );
                 self.write(lines).await?;
-                self.max_pushed = self.max_pushed.max(message.id);
+                self.max_pushed = self.max_pushed.max(MessageId(message.id));
                 self.request_ack().await
             }
             Push::Message(_) => Ok(()),
@@ -595,7 +596,7 @@ impl<S: Stream> Session<S> {
                     Ok(()) => Done::Acked(upto),
                     Err(e) => {
                         tracing::error!(error = %e, "IRC ack failed");
-                        Done::Acked(0)
+                        Done::Acked(MessageId(0))
                     }
                 }
             }));

@@ -45,6 +45,7 @@ use crate::core::delivery::BacklogEvent;
 use crate::core::hub::{LiveQueue, Push, ReadMarker, SessionGuard};
 use crate::core::ServerState;
 use crate::core::{CoreError, Operation, Outgoing, Refusal, RoomRequest};
+use crate::ids::MessageId;
 use crate::native::refusals::{error_frame, refusal_frame};
 use crate::protocol::codec::{encode_json, parse_request, FrameCodec, FrameError};
 use crate::protocol::{ErrorCode, Message, Request, Secret, ServerFrame, PROTOCOL_VERSION};
@@ -79,9 +80,9 @@ pub(crate) async fn run(
         in_flight: FuturesUnordered::new(),
         backlog: None,
         live: None,
-        live_floor: 0,
-        max_pushed: 0,
-        cursor: 0,
+        live_floor: MessageId(0),
+        max_pushed: MessageId(0),
+        cursor: MessageId(0),
         subscribed: false,
         unflushed: false,
         bucket: crate::bucket::TokenBucket::new(
@@ -123,11 +124,11 @@ struct Session {
     backlog: Option<mpsc::Receiver<BacklogEvent>>,
     live: Option<LiveQueue>,
     /// Live pushes with ids at or below this were already sent from the backlog.
-    live_floor: i64,
+    live_floor: MessageId,
     /// Highest message id written to this connection.
-    max_pushed: i64,
+    max_pushed: MessageId,
     /// This device's cursor as this session last moved it.
-    cursor: i64,
+    cursor: MessageId,
     subscribed: bool,
     /// Frames were written to the framed buffer since the last flush.
     unflushed: bool,
@@ -197,7 +198,7 @@ fn msg_frame(message: &Message) -> Bytes {
 fn read_marker_frame(marker: &ReadMarker) -> Bytes {
     encode_json(&ServerFrame::ReadMarker {
         conversation: marker.conversation.clone(),
-        upto: marker.upto,
+        upto: marker.upto.get(),
     })
 }
 
@@ -226,7 +227,7 @@ impl Session {
                 code = self.kicked.next() => return End::Kicked(code),
                 Some(frame) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     if let ServerFrame::Acked { upto, .. } = frame {
-                        self.cursor = self.cursor.max(upto);
+                        self.cursor = self.cursor.max(MessageId(upto));
                     }
                     if let Err(end) = self.write(&frame).await {
                         return end;
@@ -368,14 +369,17 @@ impl Session {
                 action,
             } => self.send(req, user, to, body, key, action).await,
             Request::Subscribe { req } => self.subscribe(req, user).await,
-            Request::Ack { req, upto } => self.ack(req, user, upto).await,
+            Request::Ack { req, upto } => self.ack(req, user, MessageId(upto)).await,
             Request::History {
                 req,
                 peer,
                 before,
                 after,
                 limit,
-            } => self.history(req, user, &peer, before, after, limit).await,
+            } => {
+                let (before, after) = (before.map(MessageId), after.map(MessageId));
+                self.history(req, user, &peer, before, after, limit).await
+            }
             Request::RoomCreate { req, room, private } => {
                 self.room_change(req, user, RoomRequest::Create { room, private })
                     .await
@@ -423,7 +427,10 @@ impl Session {
                 req,
                 conversation,
                 upto,
-            } => self.read(req, user, &conversation, upto).await,
+            } => {
+                self.read(req, user, &conversation, upto.map(MessageId))
+                    .await
+            }
             Request::Unread { req } => self.unread(req, user).await,
             Request::Logout { req } => match self.state.auth.logout(user).await {
                 Ok(()) => {
@@ -460,12 +467,12 @@ impl Session {
         {
             Ok(grant) => {
                 let authed = grant.user;
-                tracing::info!(user = authed.name(), device = authed.device_id(), peer = %self.peer, "login");
+                tracing::info!(user = authed.name(), device = authed.device_id().get(), peer = %self.peer, "login");
                 self.authenticated(req, authed.clone()).await?;
                 self.write(&ServerFrame::LoginOk {
                     req,
                     user: authed.name().to_string(),
-                    device_id: authed.device_id(),
+                    device_id: authed.device_id().get(),
                     token: grant.token,
                     proof: Some(grant.proof),
                 })
@@ -503,7 +510,7 @@ impl Session {
                 self.write(&ServerFrame::AuthOk {
                     req,
                     user: authed.name().to_string(),
-                    device_id: authed.device_id(),
+                    device_id: authed.device_id().get(),
                 })
                 .await
             }
@@ -586,7 +593,7 @@ impl Session {
                 match committed.await {
                     Ok(c) => ServerFrame::Sent {
                         req,
-                        id: c.id,
+                        id: c.id.get(),
                         sent_at: crate::protocol::format_timestamp(c.sent_at),
                         duplicate: c.duplicate,
                     },
@@ -635,7 +642,11 @@ impl Session {
         self.subscribed = true;
         self.cursor = cursor;
         self.max_pushed = cursor;
-        self.write(&ServerFrame::Subscribed { req, cursor }).await?;
+        self.write(&ServerFrame::Subscribed {
+            req,
+            cursor: cursor.get(),
+        })
+        .await?;
         self.backlog = Some(subscription.events);
         Ok(())
     }
@@ -643,7 +654,7 @@ impl Session {
     async fn on_backlog(&mut self, event: Option<BacklogEvent>) -> Result<(), End> {
         match event {
             Some(BacklogEvent::Page(page)) => {
-                let last = page.last().map(|m| m.id);
+                let last = page.last().map(|m| MessageId(m.id));
                 let frames = page
                     .into_iter()
                     .map(|message| encode_json(&ServerFrame::Msg { message }))
@@ -658,7 +669,8 @@ impl Session {
                 self.backlog = None;
                 self.live_floor = upto;
                 self.live = Some(live);
-                self.write(&ServerFrame::CaughtUp { upto }).await
+                self.write(&ServerFrame::CaughtUp { upto: upto.get() })
+                    .await
             }
             Some(BacklogEvent::Failed) | None => Err(End::Error(ServerFrame::error(
                 None,
@@ -672,10 +684,10 @@ impl Session {
     /// marker. The frame is the one shared by every native connection the push reaches.
     async fn on_push(&mut self, push: &Push) -> Result<(), End> {
         match push {
-            Push::Message(m) if m.get().id <= self.live_floor => Ok(()),
+            Push::Message(m) if MessageId(m.get().id) <= self.live_floor => Ok(()),
             Push::Message(m) => {
                 self.write_raw(vec![m.native_frame(msg_frame)]).await?;
-                self.max_pushed = self.max_pushed.max(m.get().id);
+                self.max_pushed = self.max_pushed.max(MessageId(m.get().id));
                 Ok(())
             }
             Push::ReadMarker(r) => {
@@ -685,7 +697,7 @@ impl Session {
         }
     }
 
-    async fn ack(&mut self, req: u64, user: &AuthedUser, upto: i64) -> Result<(), End> {
+    async fn ack(&mut self, req: u64, user: &AuthedUser, upto: MessageId) -> Result<(), End> {
         if !self.subscribed {
             return self
                 .reply_error(req, ErrorCode::BadRequest, "subscribe before acknowledging")
@@ -707,7 +719,7 @@ impl Session {
             return self
                 .write(&ServerFrame::Acked {
                     req,
-                    upto: self.cursor,
+                    upto: self.cursor.get(),
                 })
                 .await;
         }
@@ -717,7 +729,10 @@ impl Session {
         self.in_flight.push(
             async move {
                 match acked.await {
-                    Ok(()) => ServerFrame::Acked { req, upto },
+                    Ok(()) => ServerFrame::Acked {
+                        req,
+                        upto: upto.get(),
+                    },
                     Err(e) => error_frame(req, &e, "the acknowledgement could not be stored"),
                 }
             }

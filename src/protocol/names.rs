@@ -52,6 +52,12 @@ impl Username {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A name read back from the database. The store wrote it only after [`Username::parse`]
+    /// accepted it, so it is not checked again; nothing else may build a name this way.
+    pub(crate) fn from_stored(name: String) -> Self {
+        Username(name)
+    }
 }
 
 impl FromStr for Username {
@@ -121,6 +127,13 @@ impl RoomName {
     /// The normalised name without `#`.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// A room name (without `#`) read back from the database. The store wrote it only after
+    /// [`RoomName::parse`] accepted it, so it is not checked again; nothing else may build a
+    /// name this way.
+    pub(crate) fn from_stored(name: String) -> Self {
+        RoomName(name)
     }
 }
 

@@ -29,6 +29,7 @@ use crate::auth::{Auth, Hasher};
 use crate::conn::AddressSlot;
 use crate::core::hub::Hub;
 use crate::core::ServerState;
+use crate::ids::DeviceId;
 use crate::irc::IrcServerName;
 use crate::protocol::ErrorCode;
 use crate::store::{DbLock, Durability, Store};
@@ -382,7 +383,7 @@ async fn watch_revocations(state: Arc<ServerState>, shutdown: CancellationToken)
             tracing::warn!(error = %e, "cannot reload rooms after an operator change");
         }
         let connections = state.hub.connections();
-        let devices: Vec<i64> = connections.iter().map(|(_, d)| *d).collect();
+        let devices: Vec<DeviceId> = connections.iter().map(|(_, d)| *d).collect();
         let valid = match state.store.valid_devices(&devices).await {
             Ok(v) => v,
             Err(e) => {
@@ -392,7 +393,7 @@ async fn watch_revocations(state: Arc<ServerState>, shutdown: CancellationToken)
         };
         for (conn, device) in connections {
             if !valid.contains(&device) {
-                tracing::info!(conn, device, "closing revoked session");
+                tracing::info!(conn, device = device.get(), "closing revoked session");
                 state.hub.kick(conn, ErrorCode::SessionRevoked);
             }
         }

@@ -4,6 +4,7 @@
 use sqlx::Row;
 
 use super::{now_micros, SqliteStore, StoreError};
+use crate::ids::{DeviceId, MessageId, UserId};
 
 impl SqliteStore {
     /// The IRC device `name` of a user: found by name, or created with its cursor at the
@@ -12,21 +13,21 @@ impl SqliteStore {
     /// never shown, so the device is reached by password alone.
     pub async fn irc_device(
         &self,
-        user_id: i64,
+        user_id: UserId,
         name: &str,
         token_hash: &[u8],
         max: u32,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<DeviceId>, StoreError> {
         let now = now_micros();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let found = sqlx::query("SELECT id FROM devices WHERE user_id = ? AND irc_name = ?")
-            .bind(user_id)
+            .bind(user_id.get())
             .bind(name)
             .fetch_optional(&mut *tx)
             .await?;
         let id: Option<i64> = match found {
             Some(r) => {
-                let id = r.get(0);
+                let id: i64 = r.get(0);
                 sqlx::query("UPDATE devices SET last_seen_at = ? WHERE id = ?")
                     .bind(now)
                     .bind(id)
@@ -45,21 +46,21 @@ impl SqliteStore {
             .bind(now)
             .bind(now)
             .bind(name)
-            .bind(user_id)
-            .bind(user_id)
+            .bind(user_id.get())
+            .bind(user_id.get())
             .bind(i64::from(max))
             .fetch_optional(&mut *tx)
             .await?
             .map(|r| r.get(0)),
         };
         tx.commit().await?;
-        Ok(id)
+        Ok(id.map(DeviceId))
     }
 
     /// The highest message id sent at or before `micros` (0 when none): IRC names points in
     /// a conversation by time. Ids and times both only grow, so this is a binary search over
     /// the primary key rather than a scan.
-    pub async fn last_id_at(&self, micros: i64) -> Result<i64, StoreError> {
+    pub async fn last_id_at(&self, micros: i64) -> Result<MessageId, StoreError> {
         let max: i64 = sqlx::query("SELECT COALESCE(MAX(id), 0) FROM messages")
             .fetch_one(&self.pool)
             .await?
@@ -79,13 +80,13 @@ impl SqliteStore {
                 _ => hi = mid - 1,
             }
         }
-        Ok(lo)
+        Ok(MessageId(lo))
     }
 
     /// When a message was sent (µs), if it exists.
-    pub async fn sent_at(&self, id: i64) -> Result<Option<i64>, StoreError> {
+    pub async fn sent_at(&self, id: MessageId) -> Result<Option<i64>, StoreError> {
         let row = sqlx::query("SELECT sent_at FROM messages WHERE id = ?")
-            .bind(id)
+            .bind(id.get())
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| r.get(0)))
@@ -94,15 +95,15 @@ impl SqliteStore {
     /// A user's read marker for a conversation (`bob` or `#room`), if set.
     pub async fn read_marker(
         &self,
-        user_id: i64,
+        user_id: UserId,
         conversation: &str,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<MessageId>, StoreError> {
         let row =
             sqlx::query("SELECT upto FROM read_markers WHERE user_id = ? AND conversation = ?")
-                .bind(user_id)
+                .bind(user_id.get())
                 .bind(conversation)
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(row.map(|r| MessageId(r.get(0))))
     }
 }

@@ -19,6 +19,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::ids::{RoomId, UserId};
 use crate::protocol::MessageKind;
 
 /// A membership change. Each is stored as an event in the room's history.
@@ -28,26 +29,35 @@ pub enum RoomChange {
     Create {
         name: String,
         private: bool,
-        by: (i64, String),
+        by: (UserId, String),
     },
     /// `by` joins a public room.
-    Join { room_id: i64, by: (i64, String) },
+    Join {
+        room_id: RoomId,
+        by: (UserId, String),
+    },
     /// `by` (the owner) adds `user`.
     Invite {
-        room_id: i64,
-        by: (i64, String),
-        user: (i64, String),
+        room_id: RoomId,
+        by: (UserId, String),
+        user: (UserId, String),
     },
     /// `by` leaves. The owner may leave only when alone in the room, which deletes it (as
     /// [`RoomChange::Delete`]).
-    Leave { room_id: i64, by: (i64, String) },
+    Leave {
+        room_id: RoomId,
+        by: (UserId, String),
+    },
     /// `by` (the owner) deletes the room, as the operator's `chatd room del` does.
-    Delete { room_id: i64, by: (i64, String) },
+    Delete {
+        room_id: RoomId,
+        by: (UserId, String),
+    },
     /// `by` (the owner) removes `user`.
     Kick {
-        room_id: i64,
-        by: (i64, String),
-        user: (i64, String),
+        room_id: RoomId,
+        by: (UserId, String),
+        user: (UserId, String),
     },
 }
 
@@ -97,7 +107,7 @@ pub enum Decision {
     /// Delete the live room `room_id`, named `name`: an owner's deletion, or the owner
     /// leaving a room in which they are alone. The writer marks it deleted and re-reads the
     /// rooms; [`Rooms::replace`] then reports it gone, and its members are told.
-    Delete { room_id: i64, name: String },
+    Delete { room_id: RoomId, name: String },
 }
 
 /// A membership event to store, with its effect on the room.
@@ -108,16 +118,16 @@ pub struct Event {
     /// `create`, `join`, `invite`, `leave` or `kick`.
     pub kind: MessageKind,
     /// Who made the change: the event's sender.
-    pub by: (i64, String),
+    pub by: (UserId, String),
     /// The user the event names besides its sender: the one invited or kicked.
-    pub member: Option<(i64, String)>,
+    pub member: Option<(UserId, String)>,
     /// The stretch of membership the event begins or ends.
     pub span: Span,
     /// The room's members, sorted, once the event is stored.
-    pub members: Arc<Vec<i64>>,
+    pub members: Arc<Vec<UserId>>,
     /// Who receives the event: the members after a join, the members before a leave or kick
     /// (so the one leaving hears of it too).
-    pub audience: Arc<Vec<i64>>,
+    pub audience: Arc<Vec<UserId>>,
 }
 
 /// The room a membership event belongs to.
@@ -126,7 +136,7 @@ pub enum EventRoom {
     /// A room to create with the event; the database gives it its id.
     New { name: String, private: bool },
     /// A live room.
-    Live { id: i64, name: String },
+    Live { id: RoomId, name: String },
 }
 
 impl EventRoom {
@@ -142,9 +152,9 @@ impl EventRoom {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Span {
     /// The user becomes a member at the event.
-    Opens(i64),
+    Opens(UserId),
     /// The user stops being a member at the event.
-    Closes(i64),
+    Closes(UserId),
 }
 
 /// One live room.
@@ -152,17 +162,17 @@ pub enum Span {
 pub struct Room {
     /// Without `#`.
     pub name: String,
-    /// Zero for a room without an owner (none is made that way).
-    pub owner_id: i64,
+    /// `UserId(0)` for a room without an owner (none is made that way).
+    pub owner_id: UserId,
     pub private: bool,
     /// Current members, sorted; replaced (not mutated) on every change so committed
     /// deliveries keep the list in force at their id.
-    pub members: Arc<Vec<i64>>,
+    pub members: Arc<Vec<UserId>>,
 }
 
 impl Room {
     /// A room with these members, in any order.
-    pub fn new(name: String, owner_id: i64, private: bool, mut members: Vec<i64>) -> Room {
+    pub fn new(name: String, owner_id: UserId, private: bool, mut members: Vec<UserId>) -> Room {
         members.sort_unstable();
         members.dedup();
         Room {
@@ -174,12 +184,12 @@ impl Room {
     }
 
     /// Whether `user_id` is a member now.
-    pub fn is_member(&self, user_id: i64) -> bool {
+    pub fn is_member(&self, user_id: UserId) -> bool {
         self.members.binary_search(&user_id).is_ok()
     }
 
     /// The member list with `user_id` added.
-    fn with(&self, user_id: i64) -> Arc<Vec<i64>> {
+    fn with(&self, user_id: UserId) -> Arc<Vec<UserId>> {
         let mut next = self.members.as_ref().clone();
         if let Err(pos) = next.binary_search(&user_id) {
             next.insert(pos, user_id);
@@ -188,7 +198,7 @@ impl Room {
     }
 
     /// The member list with `user_id` removed.
-    fn without(&self, user_id: i64) -> Arc<Vec<i64>> {
+    fn without(&self, user_id: UserId) -> Arc<Vec<UserId>> {
         let mut next = self.members.as_ref().clone();
         next.retain(|u| *u != user_id);
         Arc::new(next)
@@ -198,11 +208,11 @@ impl Room {
 /// Every live room, by id: the one authority on membership while the server runs.
 #[derive(Debug, Clone, Default)]
 pub struct Rooms {
-    rooms: HashMap<i64, Room>,
+    rooms: HashMap<RoomId, Room>,
 }
 
-impl FromIterator<(i64, Room)> for Rooms {
-    fn from_iter<I: IntoIterator<Item = (i64, Room)>>(rooms: I) -> Rooms {
+impl FromIterator<(RoomId, Room)> for Rooms {
+    fn from_iter<I: IntoIterator<Item = (RoomId, Room)>>(rooms: I) -> Rooms {
         Rooms {
             rooms: rooms.into_iter().collect(),
         }
@@ -211,7 +221,7 @@ impl FromIterator<(i64, Room)> for Rooms {
 
 impl Rooms {
     /// The members of `room_id` now (none for a room that is not live).
-    pub fn members(&self, room_id: i64) -> Arc<Vec<i64>> {
+    pub fn members(&self, room_id: RoomId) -> Arc<Vec<UserId>> {
         self.rooms
             .get(&room_id)
             .map(|r| Arc::clone(&r.members))
@@ -221,7 +231,7 @@ impl Rooms {
     /// Whether `user_id` may send to the room `room_id` (which the sender called `name`) at
     /// this point of its history: the room is live and the sender a member now. A former
     /// member, kicked or gone of their own accord, may not.
-    pub fn may_send(&self, user_id: i64, room_id: i64, name: &str) -> Result<(), Refusal> {
+    pub fn may_send(&self, user_id: UserId, room_id: RoomId, name: &str) -> Result<(), Refusal> {
         match self.rooms.get(&room_id) {
             None => Err(Refusal::UnknownRoom {
                 room: Some(name.to_string()),
@@ -240,7 +250,7 @@ impl Rooms {
     /// owner invites (a user not in the room yet), kicks (a member other than the owner) and
     /// deletes. A member may leave; the owner only when alone, which deletes the room.
     pub fn decide(&self, change: &RoomChange) -> Result<Decision, Refusal> {
-        let live = |room_id: i64| {
+        let live = |room_id: RoomId| {
             self.rooms
                 .get(&room_id)
                 .ok_or(Refusal::UnknownRoom { room: None })
@@ -249,7 +259,7 @@ impl Rooms {
             action,
             room: r.name.clone(),
         };
-        let event = |room_id: i64, r: &Room, kind, by: &(i64, String), member, span| {
+        let event = |room_id: RoomId, r: &Room, kind, by: &(UserId, String), member, span| {
             let members = match span {
                 Span::Opens(user) => r.with(user),
                 Span::Closes(user) => r.without(user),
@@ -386,7 +396,7 @@ impl Rooms {
 
     /// Applies a stored event: a new room (`room_id` is the id the database gave it) joins
     /// the state, a live room gets the event's member list. Called after the commit.
-    pub fn apply(&mut self, room_id: i64, event: &Event) {
+    pub fn apply(&mut self, room_id: RoomId, event: &Event) {
         match &event.room {
             EventRoom::New { name, private } => {
                 self.rooms.insert(
@@ -410,9 +420,9 @@ impl Rooms {
     /// Replaces the state with `fresh` (re-read from the database) and returns the rooms that
     /// were live and are gone now, by id: they were deleted, and their members (as they were)
     /// are to be told.
-    pub fn replace(&mut self, fresh: Rooms) -> Vec<(i64, Room)> {
+    pub fn replace(&mut self, fresh: Rooms) -> Vec<(RoomId, Room)> {
         let previous = std::mem::replace(&mut self.rooms, fresh.rooms);
-        let mut gone: Vec<(i64, Room)> = previous
+        let mut gone: Vec<(RoomId, Room)> = previous
             .into_iter()
             .filter(|(id, _)| !self.rooms.contains_key(id))
             .collect();
@@ -425,13 +435,13 @@ impl Rooms {
 mod tests {
     use super::*;
 
-    const ALICE: i64 = 1;
-    const BOB: i64 = 2;
-    const CAROL: i64 = 3;
-    const OPS: i64 = 10;
-    const SECRET: i64 = 11;
+    const ALICE: UserId = UserId(1);
+    const BOB: UserId = UserId(2);
+    const CAROL: UserId = UserId(3);
+    const OPS: RoomId = RoomId(10);
+    const SECRET: RoomId = RoomId(11);
 
-    fn user(id: i64) -> (i64, String) {
+    fn user(id: UserId) -> (UserId, String) {
         let name = match id {
             ALICE => "alice",
             BOB => "bob",
@@ -443,8 +453,8 @@ mod tests {
 
     /// `#ops` (public) and `#secret` (private), both owned by alice, with the given members
     /// besides her.
-    fn rooms(ops: &[i64], secret: &[i64]) -> Rooms {
-        let with_owner = |others: &[i64]| [&[ALICE], others].concat();
+    fn rooms(ops: &[UserId], secret: &[UserId]) -> Rooms {
+        let with_owner = |others: &[UserId]| [&[ALICE], others].concat();
         [
             (OPS, Room::new("ops".into(), ALICE, false, with_owner(ops))),
             (
@@ -463,7 +473,7 @@ mod tests {
         match &decision {
             Decision::Event(event) => {
                 let id = match &event.room {
-                    EventRoom::New { .. } => 100,
+                    EventRoom::New { .. } => RoomId(100),
                     EventRoom::Live { id, .. } => *id,
                 };
                 rooms.apply(id, event);
@@ -495,14 +505,14 @@ mod tests {
         }
     }
 
-    fn join(room_id: i64, by: i64) -> RoomChange {
+    fn join(room_id: RoomId, by: UserId) -> RoomChange {
         RoomChange::Join {
             room_id,
             by: user(by),
         }
     }
 
-    fn invite(room_id: i64, by: i64, who: i64) -> RoomChange {
+    fn invite(room_id: RoomId, by: UserId, who: UserId) -> RoomChange {
         RoomChange::Invite {
             room_id,
             by: user(by),
@@ -510,21 +520,21 @@ mod tests {
         }
     }
 
-    fn leave(room_id: i64, by: i64) -> RoomChange {
+    fn leave(room_id: RoomId, by: UserId) -> RoomChange {
         RoomChange::Leave {
             room_id,
             by: user(by),
         }
     }
 
-    fn delete(room_id: i64, by: i64) -> RoomChange {
+    fn delete(room_id: RoomId, by: UserId) -> RoomChange {
         RoomChange::Delete {
             room_id,
             by: user(by),
         }
     }
 
-    fn kick(room_id: i64, by: i64, who: i64) -> RoomChange {
+    fn kick(room_id: RoomId, by: UserId, who: UserId) -> RoomChange {
         RoomChange::Kick {
             room_id,
             by: user(by),
@@ -562,12 +572,12 @@ mod tests {
             );
             assert_eq!(e.span, Span::Opens(BOB));
             assert_eq!((&*e.members, &*e.audience), (&vec![BOB], &vec![BOB]));
-            let room = state.rooms.get(&100).unwrap();
+            let room = state.rooms.get(&RoomId(100)).unwrap();
             assert_eq!(
                 (room.name.as_str(), room.owner_id, room.private),
                 ("new", BOB, private)
             );
-            assert_eq!(state.may_send(BOB, 100, "new"), Ok(()));
+            assert_eq!(state.may_send(BOB, RoomId(100), "new"), Ok(()));
         }
     }
 
@@ -844,7 +854,7 @@ mod tests {
     fn every_change_to_a_room_that_is_not_live_is_refused() {
         let mut state = rooms(&[BOB], &[]);
         commit(&mut state, delete(OPS, ALICE)).unwrap();
-        for room in [OPS, 999] {
+        for room in [OPS, RoomId(999)] {
             for change in [
                 join(room, CAROL),
                 invite(room, ALICE, CAROL),
@@ -864,7 +874,7 @@ mod tests {
         assert_eq!(state.may_send(ALICE, OPS, "ops"), Ok(()));
         assert_eq!(state.may_send(BOB, OPS, "ops"), Ok(()));
         let not_member = || Err(Refusal::NotMember { room: "ops".into() });
-        assert_eq!(state.may_send(99, OPS, "ops"), not_member());
+        assert_eq!(state.may_send(UserId(99), OPS, "ops"), not_member());
         // A former member, gone of their own accord or kicked.
         commit(&mut state, leave(OPS, BOB)).unwrap();
         assert_eq!(state.may_send(BOB, OPS, "ops"), not_member());
@@ -886,7 +896,7 @@ mod tests {
     fn no_one_sends_to_a_room_that_is_not_live() {
         let mut state = rooms(&[BOB], &[]);
         commit(&mut state, delete(OPS, ALICE)).unwrap();
-        for (user, room) in [(ALICE, OPS), (BOB, OPS), (ALICE, 999)] {
+        for (user, room) in [(ALICE, OPS), (BOB, OPS), (ALICE, RoomId(999))] {
             assert_eq!(
                 state.may_send(user, room, "ops"),
                 Err(Refusal::UnknownRoom {
@@ -921,26 +931,31 @@ mod tests {
         let mut state = rooms(&[BOB], &[CAROL]);
         let fresh: Rooms = [(SECRET, state.rooms.get(&SECRET).unwrap().clone())]
             .into_iter()
-            .chain([(50, Room::new("later".into(), BOB, false, vec![BOB]))])
+            .chain([(RoomId(50), Room::new("later".into(), BOB, false, vec![BOB]))])
             .collect();
         let gone = state.replace(fresh);
         assert_eq!(gone.len(), 1);
         assert_eq!((gone[0].0, gone[0].1.name.as_str()), (OPS, "ops"));
         assert_eq!(*gone[0].1.members, vec![ALICE, BOB]);
-        assert!(!state.rooms.contains_key(&OPS) && state.rooms.contains_key(&50));
-        let ids: Vec<i64> = state
+        assert!(!state.rooms.contains_key(&OPS) && state.rooms.contains_key(&RoomId(50)));
+        let ids: Vec<RoomId> = state
             .replace(Rooms::default())
             .into_iter()
             .map(|(id, _)| id)
             .collect();
-        assert_eq!(ids, vec![SECRET, 50]);
+        assert_eq!(ids, vec![SECRET, RoomId(50)]);
         assert!(state.replace(Rooms::default()).is_empty());
     }
 
     #[test]
     fn member_lists_are_sorted_without_repeats() {
-        let room = Room::new("r".into(), 3, false, vec![3, 1, 2, 1]);
-        assert_eq!(*room.members, vec![1, 2, 3]);
-        assert!(room.is_member(2) && !room.is_member(4));
+        let room = Room::new(
+            "r".into(),
+            UserId(3),
+            false,
+            [3, 1, 2, 1].map(UserId).to_vec(),
+        );
+        assert_eq!(*room.members, [1, 2, 3].map(UserId).to_vec());
+        assert!(room.is_member(UserId(2)) && !room.is_member(UserId(4)));
     }
 }

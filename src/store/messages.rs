@@ -6,6 +6,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 use super::{SqliteStore, StoreError};
+use crate::ids::{DeviceId, MessageId, RoomId, UserId};
 use crate::protocol::{format_timestamp, Message, MessageKind, SearchHit, UnreadInfo};
 
 /// Columns every message query selects, in the order [`message_from_row`] reads them.
@@ -29,9 +30,9 @@ const READABLE: &str = "(m.recipient_id = ?1 OR (m.sender_id = ?1 AND m.recipien
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HistoryScope {
     /// Direct messages between the reader and this user.
-    Direct { peer_id: i64 },
+    Direct { peer_id: UserId },
     /// A room, within the reader's membership spans.
-    Room { room_id: i64 },
+    Room { room_id: RoomId },
 }
 
 impl HistoryScope {
@@ -47,8 +48,8 @@ impl HistoryScope {
 
     fn id(self) -> i64 {
         match self {
-            HistoryScope::Direct { peer_id } => peer_id,
-            HistoryScope::Room { room_id } => room_id,
+            HistoryScope::Direct { peer_id } => peer_id.get(),
+            HistoryScope::Room { room_id } => room_id.get(),
         }
     }
 }
@@ -60,9 +61,9 @@ impl SqliteStore {
     /// skips them the same way).
     pub async fn backlog(
         &self,
-        user_id: i64,
-        device_id: i64,
-        after: i64,
+        user_id: UserId,
+        device_id: DeviceId,
+        after: MessageId,
         limit: u32,
     ) -> Result<Vec<Message>, StoreError> {
         // Three indexed branches, each already limited, merged by id.
@@ -83,9 +84,9 @@ impl SqliteStore {
              ORDER BY m.id LIMIT ?4"
         );
         let rows = sqlx::query(&sql)
-            .bind(user_id)
-            .bind(device_id)
-            .bind(after)
+            .bind(user_id.get())
+            .bind(device_id.get())
+            .bind(after.get())
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
@@ -97,10 +98,10 @@ impl SqliteStore {
     /// `limit` messages below `before` (or overall), and whether older ones exist.
     pub async fn history(
         &self,
-        reader: i64,
+        reader: UserId,
         scope: HistoryScope,
-        before: Option<i64>,
-        after: Option<i64>,
+        before: Option<MessageId>,
+        after: Option<MessageId>,
         limit: u32,
     ) -> Result<(Vec<Message>, bool), StoreError> {
         let (bound, order) = match after {
@@ -113,9 +114,9 @@ impl SqliteStore {
             filter = scope.filter()
         );
         let rows = sqlx::query(&sql)
-            .bind(reader)
-            .bind(after.unwrap_or(0))
-            .bind(before.unwrap_or(i64::MAX))
+            .bind(reader.get())
+            .bind(after.map_or(0, MessageId::get))
+            .bind(before.map_or(i64::MAX, MessageId::get))
             .bind(i64::from(limit) + 1)
             .bind(scope.id())
             .fetch_all(&self.pool)
@@ -137,7 +138,7 @@ impl SqliteStore {
     /// from users is interpreted.
     pub async fn search(
         &self,
-        reader: i64,
+        reader: UserId,
         terms: &[String],
         scope: Option<HistoryScope>,
         limit: u32,
@@ -157,7 +158,7 @@ impl SqliteStore {
         );
         self.search.wait_fresh().await;
         let rows = sqlx::query(&sql)
-            .bind(reader)
+            .bind(reader.get())
             .bind(query)
             .bind(0i64)
             .bind(limit)
@@ -177,36 +178,36 @@ impl SqliteStore {
     /// The newest message of a conversation `reader` can see, if any.
     pub async fn latest_id(
         &self,
-        reader: i64,
+        reader: UserId,
         scope: HistoryScope,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<MessageId>, StoreError> {
         let (page, _) = self.history(reader, scope, None, None, 1).await?;
-        Ok(page.last().map(|m| m.id))
+        Ok(page.last().map(|m| MessageId(m.id)))
     }
 
     /// Moves a read marker forward (never back); returns where it is now.
     pub async fn set_read_marker(
         &self,
-        user_id: i64,
+        user_id: UserId,
         conversation: &str,
-        upto: i64,
-    ) -> Result<i64, StoreError> {
+        upto: MessageId,
+    ) -> Result<MessageId, StoreError> {
         let row = sqlx::query(
             "INSERT INTO read_markers (user_id, conversation, upto) VALUES (?, ?, ?) \
              ON CONFLICT (user_id, conversation) DO UPDATE SET upto = MAX(upto, excluded.upto) \
              RETURNING upto",
         )
-        .bind(user_id)
+        .bind(user_id.get())
         .bind(conversation)
-        .bind(upto)
+        .bind(upto.get())
         .fetch_one(&self.pool)
         .await?;
-        Ok(row.get(0))
+        Ok(MessageId(row.get(0)))
     }
 
     /// Per conversation of `user_id` (direct peers and current rooms): messages from others
     /// above the read marker, and the last message. Most recent conversation first.
-    pub async fn unread(&self, user_id: i64) -> Result<Vec<UnreadInfo>, StoreError> {
+    pub async fn unread(&self, user_id: UserId) -> Result<Vec<UnreadInfo>, StoreError> {
         let mut scopes: Vec<(String, HistoryScope)> = Vec::new();
         let peers = sqlx::query(
             "SELECT u.id, u.name FROM (SELECT DISTINCT CASE WHEN sender_id = ?1 THEN recipient_id \
@@ -214,22 +215,24 @@ impl SqliteStore {
              WHERE recipient_id = ?1 OR (sender_id = ?1 AND recipient_id IS NOT NULL)) p \
              JOIN users u ON u.id = p.peer",
         )
-        .bind(user_id)
+        .bind(user_id.get())
         .fetch_all(&self.pool)
         .await?;
         for r in peers {
-            scopes.push((r.get(1), HistoryScope::Direct { peer_id: r.get(0) }));
+            let peer_id = UserId(r.get(0));
+            scopes.push((r.get(1), HistoryScope::Direct { peer_id }));
         }
         let rooms = sqlx::query(
             "SELECT r.id, r.name FROM room_spans s JOIN rooms r ON r.id = s.room_id \
              WHERE s.user_id = ? AND s.left_id IS NULL AND r.deleted = 0",
         )
-        .bind(user_id)
+        .bind(user_id.get())
         .fetch_all(&self.pool)
         .await?;
         for r in rooms {
             let name: String = r.get(1);
-            scopes.push((format!("#{name}"), HistoryScope::Room { room_id: r.get(0) }));
+            let room_id = RoomId(r.get(0));
+            scopes.push((format!("#{name}"), HistoryScope::Room { room_id }));
         }
         let mut out = Vec::with_capacity(scopes.len());
         for (conversation, scope) in scopes {
@@ -240,7 +243,7 @@ impl SqliteStore {
                 filter = scope.filter()
             );
             let unread: i64 = sqlx::query(&sql)
-                .bind(user_id)
+                .bind(user_id.get())
                 .bind(&conversation)
                 .bind(0i64)
                 .bind(0i64)

@@ -43,6 +43,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
+use crate::ids::{DeviceId, MessageId, UserId};
 use crate::protocol::{format_timestamp, Username};
 
 pub use lock::{holder as lock_holder, DbLock, Holder, LockError};
@@ -139,8 +140,8 @@ pub struct UserInfo {
 /// What login needs to know about an account.
 #[derive(Debug, Clone)]
 pub struct Credentials {
-    pub user_id: i64,
-    pub name: String,
+    pub user_id: UserId,
+    pub name: Username,
     /// The PHC string of the argon2id hash.
     pub password_hash: String,
     pub disabled: bool,
@@ -149,18 +150,18 @@ pub struct Credentials {
 /// A live (not deleted) account, as a message recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRef {
-    pub id: i64,
-    pub name: String,
+    pub id: UserId,
+    pub name: Username,
     pub disabled: bool,
 }
 
 /// A device found by its token.
 #[derive(Debug, Clone)]
 pub struct DeviceRecord {
-    pub device_id: i64,
-    pub user_id: i64,
-    pub user_name: String,
-    pub cursor: i64,
+    pub device_id: DeviceId,
+    pub user_id: UserId,
+    pub user_name: Username,
+    pub cursor: MessageId,
     pub disabled: bool,
 }
 
@@ -246,7 +247,7 @@ impl SqliteStore {
         &self,
         name: &Username,
         password_hash: &str,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<UserId, StoreError> {
         let result = sqlx::query(
             "INSERT INTO users (name, password_hash, created_at) VALUES (?, ?, ?) RETURNING id",
         )
@@ -256,7 +257,7 @@ impl SqliteStore {
         .fetch_one(&self.pool)
         .await;
         match result {
-            Ok(row) => Ok(row.get(0)),
+            Ok(row) => Ok(UserId(row.get(0))),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 Err(StoreError::DuplicateUser(name.to_string()))
             }
@@ -348,7 +349,7 @@ impl SqliteStore {
         let mut changed = 0;
         for sql in statements {
             changed = sqlx::query(sql)
-                .bind(id)
+                .bind(id.get())
                 .bind(value)
                 .execute(&mut *tx)
                 .await?
@@ -369,8 +370,8 @@ impl SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| Credentials {
-            user_id: r.get(0),
-            name: r.get(1),
+            user_id: UserId(r.get(0)),
+            name: Username::from_stored(r.get(1)),
             password_hash: r.get(2),
             disabled: r.get::<i64, _>(3) != 0,
         }))
@@ -384,8 +385,8 @@ impl SqliteStore {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(row.map(|r| UserRef {
-            id: r.get(0),
-            name: r.get(1),
+            id: UserId(r.get(0)),
+            name: Username::from_stored(r.get(1)),
             disabled: r.get::<i64, _>(2) != 0,
         }))
     }
@@ -396,10 +397,10 @@ impl SqliteStore {
     /// the user has acknowledged, so its first delivery is everything no device has seen yet.
     pub async fn create_device(
         &self,
-        user_id: i64,
+        user_id: UserId,
         token_hash: &[u8],
         name: &str,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<DeviceId, StoreError> {
         self.create_device_capped(user_id, token_hash, name, u32::MAX)
             .await?
             .ok_or_else(|| StoreError::Database(format!("no account with id {user_id}").into()))
@@ -409,11 +410,11 @@ impl SqliteStore {
     /// same statement, so concurrent logins cannot overshoot). `None` when full.
     pub async fn create_device_capped(
         &self,
-        user_id: i64,
+        user_id: UserId,
         token_hash: &[u8],
         name: &str,
         max: u32,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<DeviceId>, StoreError> {
         let now = now_micros();
         let row = sqlx::query(
             "INSERT INTO devices (user_id, token_hash, name, cursor, created_at, last_seen_at) \
@@ -424,12 +425,12 @@ impl SqliteStore {
         .bind(name)
         .bind(now)
         .bind(now)
-        .bind(user_id)
-        .bind(user_id)
+        .bind(user_id.get())
+        .bind(user_id.get())
         .bind(i64::from(max))
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(row.map(|r| DeviceId(r.get(0))))
     }
 
     /// Finds the device a token belongs to (the token's hash, that is).
@@ -446,34 +447,37 @@ impl SqliteStore {
         .await?;
         let Some(r) = row else { return Ok(None) };
         let record = DeviceRecord {
-            device_id: r.get(0),
-            user_id: r.get(1),
-            user_name: r.get(2),
-            cursor: r.get(3),
+            device_id: DeviceId(r.get(0)),
+            user_id: UserId(r.get(1)),
+            user_name: Username::from_stored(r.get(2)),
+            cursor: MessageId(r.get(3)),
             disabled: r.get::<i64, _>(4) != 0,
         };
         sqlx::query("UPDATE devices SET last_seen_at = ? WHERE id = ?")
             .bind(now_micros())
-            .bind(record.device_id)
+            .bind(record.device_id.get())
             .execute(&self.pool)
             .await?;
         Ok(Some(record))
     }
 
     /// The current cursor of a device.
-    pub async fn device_cursor(&self, device_id: i64) -> Result<Option<i64>, StoreError> {
+    pub async fn device_cursor(
+        &self,
+        device_id: DeviceId,
+    ) -> Result<Option<MessageId>, StoreError> {
         let row = sqlx::query("SELECT cursor FROM devices WHERE id = ?")
-            .bind(device_id)
+            .bind(device_id.get())
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(row.map(|r| MessageId(r.get(0))))
     }
 
     /// Deletes one device (logout).
-    pub async fn delete_device(&self, device_id: i64) -> Result<(), StoreError> {
+    pub async fn delete_device(&self, device_id: DeviceId) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("DELETE FROM devices WHERE id = ?")
-            .bind(device_id)
+            .bind(device_id.get())
             .execute(&mut *tx)
             .await?;
         bump_epoch(&mut tx).await?;
@@ -482,7 +486,7 @@ impl SqliteStore {
     }
 
     /// Of the given device ids, those that still exist and whose account is enabled.
-    pub async fn valid_devices(&self, ids: &[i64]) -> Result<HashSet<i64>, StoreError> {
+    pub async fn valid_devices(&self, ids: &[DeviceId]) -> Result<HashSet<DeviceId>, StoreError> {
         let mut valid = HashSet::new();
         for chunk in ids.chunks(500) {
             let mut q = QueryBuilder::<Sqlite>::new(
@@ -491,11 +495,11 @@ impl SqliteStore {
             );
             let mut sep = q.separated(", ");
             for id in chunk {
-                sep.push_bind(*id);
+                sep.push_bind(id.get());
             }
             q.push(")");
             for row in q.build().fetch_all(&self.pool).await? {
-                valid.insert(row.get::<i64, _>(0));
+                valid.insert(DeviceId(row.get(0)));
             }
         }
         Ok(valid)
@@ -529,12 +533,12 @@ impl SqliteStore {
 async fn live_user_id(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
     name: &Username,
-) -> Result<i64, StoreError> {
+) -> Result<UserId, StoreError> {
     let row = sqlx::query("SELECT id FROM users WHERE name = ? AND deleted = 0")
         .bind(name.as_str())
         .fetch_optional(&mut **tx)
         .await?;
-    row.map(|r| r.get(0))
+    row.map(|r| UserId(r.get(0)))
         .ok_or_else(|| StoreError::NoSuchUser(name.to_string()))
 }
 

@@ -5,16 +5,18 @@
 use sqlx::Row;
 
 use super::{bump_epoch, SqliteStore, StoreError};
+use crate::ids::{RoomId, UserId};
 use crate::protocol::{MemberInfo, RoomInfo, RoomName};
 
 /// A live (not deleted) room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomRef {
-    pub id: i64,
-    /// Without `#`.
-    pub name: String,
+    pub id: RoomId,
+    /// As stored: `as_str()` is without `#`, `Display` adds it.
+    pub name: RoomName,
     pub private: bool,
-    pub owner_id: i64,
+    /// `UserId(0)` for a room without an owner (none is made that way).
+    pub owner_id: UserId,
 }
 
 /// A room as the operator lists it.
@@ -38,27 +40,27 @@ impl SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| RoomRef {
-            id: r.get(0),
-            name: r.get(1),
+            id: RoomId(r.get(0)),
+            name: RoomName::from_stored(r.get(1)),
             private: r.get::<i64, _>(2) != 0,
-            owner_id: r.get::<Option<i64>, _>(3).unwrap_or(0),
+            owner_id: UserId(r.get::<Option<i64>, _>(3).unwrap_or(0)),
         }))
     }
 
     /// Whether a user is currently a member of a room.
-    pub async fn is_member(&self, room_id: i64, user_id: i64) -> Result<bool, StoreError> {
+    pub async fn is_member(&self, room_id: RoomId, user_id: UserId) -> Result<bool, StoreError> {
         let row = sqlx::query(
             "SELECT 1 FROM room_spans WHERE room_id = ? AND user_id = ? AND left_id IS NULL",
         )
-        .bind(room_id)
-        .bind(user_id)
+        .bind(room_id.get())
+        .bind(user_id.get())
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.is_some())
     }
 
     /// Rooms `user_id` is in, and with `all` also every public room, by name.
-    pub async fn room_list(&self, user_id: i64, all: bool) -> Result<Vec<RoomInfo>, StoreError> {
+    pub async fn room_list(&self, user_id: UserId, all: bool) -> Result<Vec<RoomInfo>, StoreError> {
         let rows = sqlx::query(
             "SELECT r.name, r.private, COALESCE(o.name, ''), \
                     (SELECT COUNT(*) FROM room_spans s WHERE s.room_id = r.id AND s.left_id IS NULL), \
@@ -67,7 +69,7 @@ impl SqliteStore {
              FROM rooms r LEFT JOIN users o ON o.id = r.owner_id \
              WHERE r.deleted = 0 AND (member OR (?2 AND r.private = 0)) ORDER BY r.name",
         )
-        .bind(user_id)
+        .bind(user_id.get())
         .bind(all)
         .fetch_all(&self.pool)
         .await?;
@@ -89,14 +91,14 @@ impl SqliteStore {
             "SELECT u.id, u.name FROM room_spans s JOIN users u ON u.id = s.user_id \
              WHERE s.room_id = ? AND s.left_id IS NULL ORDER BY u.id = ? DESC, u.name",
         )
-        .bind(room.id)
-        .bind(room.owner_id)
+        .bind(room.id.get())
+        .bind(room.owner_id.get())
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
             .into_iter()
             .map(|r| MemberInfo {
-                role: if r.get::<i64, _>(0) == room.owner_id {
+                role: if UserId(r.get(0)) == room.owner_id {
                     "owner".into()
                 } else {
                     "member".into()
@@ -137,7 +139,7 @@ impl SqliteStore {
             .bind(name.as_str())
             .fetch_optional(&mut *tx)
             .await?;
-        let Some(id) = row.map(|r| r.get::<i64, _>(0)) else {
+        let Some(id) = row.map(|r| RoomId(r.get(0))) else {
             return Err(StoreError::Refused(super::Refusal::UnknownRoom {
                 room: Some(name.as_str().to_string()),
             }));
@@ -156,11 +158,11 @@ impl SqliteStore {
 /// `writer::State::load_rooms`).
 pub(super) async fn mark_room_deleted(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    id: i64,
+    id: RoomId,
     name: &str,
 ) -> Result<(), StoreError> {
     sqlx::query("UPDATE rooms SET deleted = 1, name = name || '~deleted~' || id WHERE id = ?")
-        .bind(id)
+        .bind(id.get())
         .execute(&mut **tx)
         .await?;
     sqlx::query("DELETE FROM read_markers WHERE conversation = ?")

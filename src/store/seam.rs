@@ -40,6 +40,7 @@ use super::{
     Credentials, DeviceRecord, Durability, HistoryScope, RoomRef, SqliteStore, StoreError,
     UserInfo, UserRef, Writer,
 };
+use crate::ids::{DeviceId, MessageId, RoomId, UserId};
 use crate::protocol::{MemberInfo, Message, RoomInfo, RoomName, SearchHit, UnreadInfo, Username};
 
 /// The storage handle everything above `store` uses, whichever backend is behind it. Cheap to
@@ -95,7 +96,7 @@ impl Store {
         &self,
         name: &Username,
         password_hash: &str,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<UserId, StoreError> {
         backend!(self, b => b.create_user(name, password_hash).await)
     }
 
@@ -143,21 +144,21 @@ impl Store {
     /// Registers a new device for a user, its cursor at the user's acknowledged mark.
     pub async fn create_device(
         &self,
-        user_id: i64,
+        user_id: UserId,
         token_hash: &[u8],
         name: &str,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<DeviceId, StoreError> {
         backend!(self, b => b.create_device(user_id, token_hash, name).await)
     }
 
     /// Registers a device unless the account already has `max` of them. `None` when full.
     pub async fn create_device_capped(
         &self,
-        user_id: i64,
+        user_id: UserId,
         token_hash: &[u8],
         name: &str,
         max: u32,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<DeviceId>, StoreError> {
         backend!(self, b => b.create_device_capped(user_id, token_hash, name, max).await)
     }
 
@@ -170,17 +171,20 @@ impl Store {
     }
 
     /// The current cursor of a device.
-    pub async fn device_cursor(&self, device_id: i64) -> Result<Option<i64>, StoreError> {
+    pub async fn device_cursor(
+        &self,
+        device_id: DeviceId,
+    ) -> Result<Option<MessageId>, StoreError> {
         backend!(self, b => b.device_cursor(device_id).await)
     }
 
     /// Deletes one device (logout).
-    pub async fn delete_device(&self, device_id: i64) -> Result<(), StoreError> {
+    pub async fn delete_device(&self, device_id: DeviceId) -> Result<(), StoreError> {
         backend!(self, b => b.delete_device(device_id).await)
     }
 
     /// Of the given device ids, those that still exist and whose account is enabled.
-    pub async fn valid_devices(&self, ids: &[i64]) -> Result<HashSet<i64>, StoreError> {
+    pub async fn valid_devices(&self, ids: &[DeviceId]) -> Result<HashSet<DeviceId>, StoreError> {
         backend!(self, b => b.valid_devices(ids).await)
     }
 
@@ -205,9 +209,9 @@ impl Store {
     /// except what this very device sent.
     pub async fn backlog(
         &self,
-        user_id: i64,
-        device_id: i64,
-        after: i64,
+        user_id: UserId,
+        device_id: DeviceId,
+        after: MessageId,
         limit: u32,
     ) -> Result<Vec<Message>, StoreError> {
         backend!(self, b => b.backlog(user_id, device_id, after, limit).await)
@@ -217,10 +221,10 @@ impl Store {
     /// below `before` (or the newest); the flag says whether more lies beyond the page.
     pub async fn history(
         &self,
-        reader: i64,
+        reader: UserId,
         scope: HistoryScope,
-        before: Option<i64>,
-        after: Option<i64>,
+        before: Option<MessageId>,
+        after: Option<MessageId>,
         limit: u32,
     ) -> Result<(Vec<Message>, bool), StoreError> {
         backend!(self, b => b.history(reader, scope, before, after, limit).await)
@@ -230,7 +234,7 @@ impl Store {
     /// of `terms` (plain words, never query syntax) must match.
     pub async fn search(
         &self,
-        reader: i64,
+        reader: UserId,
         terms: &[String],
         scope: Option<HistoryScope>,
         limit: u32,
@@ -241,25 +245,25 @@ impl Store {
     /// The newest message of a conversation `reader` can see, if any.
     pub async fn latest_id(
         &self,
-        reader: i64,
+        reader: UserId,
         scope: HistoryScope,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<MessageId>, StoreError> {
         backend!(self, b => b.latest_id(reader, scope).await)
     }
 
     /// Moves a read marker forward (never back); returns where it is now.
     pub async fn set_read_marker(
         &self,
-        user_id: i64,
+        user_id: UserId,
         conversation: &str,
-        upto: i64,
-    ) -> Result<i64, StoreError> {
+        upto: MessageId,
+    ) -> Result<MessageId, StoreError> {
         backend!(self, b => b.set_read_marker(user_id, conversation, upto).await)
     }
 
     /// Per conversation of `user_id`: messages from others above the read marker, and the
     /// last message. Most recent conversation first.
-    pub async fn unread(&self, user_id: i64) -> Result<Vec<UnreadInfo>, StoreError> {
+    pub async fn unread(&self, user_id: UserId) -> Result<Vec<UnreadInfo>, StoreError> {
         backend!(self, b => b.unread(user_id).await)
     }
 
@@ -271,12 +275,12 @@ impl Store {
     }
 
     /// Whether a user is a member of a room now.
-    pub async fn is_member(&self, room_id: i64, user_id: i64) -> Result<bool, StoreError> {
+    pub async fn is_member(&self, room_id: RoomId, user_id: UserId) -> Result<bool, StoreError> {
         backend!(self, b => b.is_member(room_id, user_id).await)
     }
 
     /// Rooms `user_id` is in, and with `all` also every public room, by name.
-    pub async fn room_list(&self, user_id: i64, all: bool) -> Result<Vec<RoomInfo>, StoreError> {
+    pub async fn room_list(&self, user_id: UserId, all: bool) -> Result<Vec<RoomInfo>, StoreError> {
         backend!(self, b => b.room_list(user_id, all).await)
     }
 
@@ -301,30 +305,30 @@ impl Store {
     /// `max` devices (`None` then).
     pub async fn irc_device(
         &self,
-        user_id: i64,
+        user_id: UserId,
         name: &str,
         token_hash: &[u8],
         max: u32,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<DeviceId>, StoreError> {
         backend!(self, b => b.irc_device(user_id, name, token_hash, max).await)
     }
 
     /// The highest message id sent at or before `micros` (0 when none).
-    pub async fn last_id_at(&self, micros: i64) -> Result<i64, StoreError> {
+    pub async fn last_id_at(&self, micros: i64) -> Result<MessageId, StoreError> {
         backend!(self, b => b.last_id_at(micros).await)
     }
 
     /// When a message was sent (µs), if it exists.
-    pub async fn sent_at(&self, id: i64) -> Result<Option<i64>, StoreError> {
+    pub async fn sent_at(&self, id: MessageId) -> Result<Option<i64>, StoreError> {
         backend!(self, b => b.sent_at(id).await)
     }
 
     /// A user's read marker of a conversation, if set.
     pub async fn read_marker(
         &self,
-        user_id: i64,
+        user_id: UserId,
         conversation: &str,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<MessageId>, StoreError> {
         backend!(self, b => b.read_marker(user_id, conversation).await)
     }
 

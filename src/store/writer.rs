@@ -39,7 +39,8 @@ use super::checkpoint::{self, Checkpointer};
 use super::membership::{Decision, Event, EventRoom, Refusal, Room, RoomChange, Rooms, Span};
 use super::search::SearchIndex;
 use super::{now_micros, StoreError};
-use crate::protocol::{format_timestamp, Message, MessageKind};
+use crate::ids::{DeviceId, MessageId, RoomId, UserId};
+use crate::protocol::{format_timestamp, Message, MessageKind, RoomName, Username};
 
 /// Most operations stored in one transaction.
 pub const MAX_BATCH: usize = 4096;
@@ -57,17 +58,17 @@ pub type OnCommit = Box<dyn Fn(Vec<Delivery>) + Send + Sync>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// A user (id, name).
-    User(i64, String),
-    /// A room (id, name without `#`).
-    Room(i64, String),
+    User(UserId, Username),
+    /// A room (id, name).
+    Room(RoomId, RoomName),
 }
 
 /// A message to store.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
-    pub sender_id: i64,
+    pub sender_id: UserId,
     pub sender_name: String,
-    pub sender_device_id: i64,
+    pub sender_device_id: DeviceId,
     pub target: Target,
     pub body: String,
     /// Client-chosen idempotency key, unique per sender.
@@ -79,7 +80,7 @@ pub struct NewMessage {
 /// The outcome of a send: where the message is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Committed {
-    pub id: i64,
+    pub id: MessageId,
     /// Microseconds since the Unix epoch.
     pub sent_at: i64,
     /// True when the key matched an earlier message; `id` is that message's.
@@ -90,18 +91,19 @@ pub struct Committed {
 #[derive(Debug, Clone)]
 pub enum Audience {
     /// A direct message: the recipient (and the sender's other devices).
-    Direct { recipient_id: i64 },
+    Direct { recipient_id: UserId },
     /// A room message: the members at that point of the room's history (for a leave or kick,
     /// including the one leaving).
-    Room { members: Arc<Vec<i64>> },
+    Room { members: Arc<Vec<UserId>> },
 }
 
 /// A newly committed message with what the hub needs to route it.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub message: Message,
-    pub sender_id: i64,
-    pub sender_device_id: i64,
+    pub sender_id: UserId,
+    /// The sending device; `DeviceId(0)` for a membership event (no device sent it).
+    pub sender_device_id: DeviceId,
     pub audience: Audience,
     /// The message was sent (not a membership event), so it moved the sender's read marker
     /// for the conversation up to its id; the sender's other devices are told.
@@ -114,14 +116,14 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 enum Op {
     Send(NewMessage, Reply<Committed>),
     Ack(AckOp),
-    Room(RoomChange, Reply<(i64, i64)>),
+    Room(RoomChange, Reply<(RoomId, MessageId)>),
     Reload(Reply<()>),
 }
 
 struct AckOp {
-    user_id: i64,
-    device_id: i64,
-    upto: i64,
+    user_id: UserId,
+    device_id: DeviceId,
+    upto: MessageId,
     done: Reply<()>,
 }
 
@@ -140,7 +142,12 @@ impl Writer {
 
     /// Moves a device's cursor (and the user's acknowledged mark) forward to `upto`;
     /// resolves once that is committed. Cursors never move backwards.
-    pub async fn ack(&self, user_id: i64, device_id: i64, upto: i64) -> Result<(), StoreError> {
+    pub async fn ack(
+        &self,
+        user_id: UserId,
+        device_id: DeviceId,
+        upto: MessageId,
+    ) -> Result<(), StoreError> {
         self.submit(|done| {
             Op::Ack(AckOp {
                 user_id,
@@ -154,7 +161,7 @@ impl Writer {
 
     /// Applies a membership change; resolves with `(room id, event message id)` once
     /// committed, or with the reason it is not allowed.
-    pub async fn change_room(&self, change: RoomChange) -> Result<(i64, i64), StoreError> {
+    pub async fn change_room(&self, change: RoomChange) -> Result<(RoomId, MessageId), StoreError> {
         self.submit(|done| Op::Room(change, done)).await
     }
 
@@ -312,7 +319,7 @@ impl State {
     /// (Re-)reads the live rooms and their members. Rooms that were known and are gone now
     /// were deleted (by an operator, or by [`State::delete_room`]): each gets a `delete`
     /// event, pushed to the members it had. Returns `(room id, event id)` for those.
-    async fn load_rooms(&mut self) -> Result<Vec<(i64, i64)>, StoreError> {
+    async fn load_rooms(&mut self) -> Result<Vec<(RoomId, MessageId)>, StoreError> {
         let rooms = sqlx::query("SELECT id, name, owner_id, private FROM rooms WHERE deleted = 0")
             .fetch_all(&self.pool)
             .await?;
@@ -322,20 +329,20 @@ impl State {
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut members: HashMap<i64, Vec<i64>> = HashMap::new();
+        let mut members: HashMap<RoomId, Vec<UserId>> = HashMap::new();
         for s in spans {
             members
-                .entry(s.get(0))
+                .entry(RoomId(s.get(0)))
                 .or_default()
-                .push(s.get::<i64, _>(1));
+                .push(UserId(s.get(1)));
         }
         let fresh: Rooms = rooms
             .into_iter()
             .map(|r| {
-                let id: i64 = r.get(0);
+                let id = RoomId(r.get(0));
                 let room = Room::new(
                     r.get(1),
-                    r.get::<Option<i64>, _>(2).unwrap_or(0),
+                    UserId(r.get::<Option<i64>, _>(2).unwrap_or(0)),
                     r.get::<i64, _>(3) != 0,
                     members.remove(&id).unwrap_or_default(),
                 );
@@ -357,14 +364,14 @@ impl State {
     /// connections see it). `from` is the room's owner.
     async fn announce_deletion(
         &mut self,
-        room_id: i64,
+        room_id: RoomId,
         room: Room,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<MessageId>, StoreError> {
         let event_id = self.next_id;
         let now = now_micros().max(self.last_sent_at);
         let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
         let owner = sqlx::query("SELECT name FROM users WHERE id = ?")
-            .bind(room.owner_id)
+            .bind(room.owner_id.get())
             .fetch_optional(&mut *tx)
             .await?;
         let Some(owner) = owner.map(|r| r.get::<String, _>(0)) else {
@@ -376,8 +383,8 @@ impl State {
              VALUES (?, ?, ?, '', ?, ?, ?)",
         )
         .bind(event_id)
-        .bind(room.owner_id)
-        .bind(room_id)
+        .bind(room.owner_id.get())
+        .bind(room_id.get())
         .bind(now)
         .bind(format!("\u{1}event:{event_id}"))
         .bind(MessageKind::Delete.as_str())
@@ -399,20 +406,24 @@ impl State {
                 action: false,
             },
             sender_id: room.owner_id,
-            sender_device_id: 0,
+            sender_device_id: DeviceId(0),
             audience: Audience::Room {
                 members: room.members,
             },
             marks_read: false,
         };
         (self.on_commit)(vec![delivery]);
-        Ok(Some(event_id))
+        Ok(Some(MessageId(event_id)))
     }
 
     /// An owner's deletion: the operator's deletion ([`super::rooms::mark_room_deleted`]),
     /// then the same re-read of the rooms that tells the members. Returns `(room id, event
     /// id)`.
-    async fn delete_room(&mut self, room_id: i64, name: &str) -> Result<(i64, i64), StoreError> {
+    async fn delete_room(
+        &mut self,
+        room_id: RoomId,
+        name: &str,
+    ) -> Result<(RoomId, MessageId), StoreError> {
         let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
         super::rooms::mark_room_deleted(&mut tx, room_id, name).await?;
         tx.commit().await?;
@@ -420,7 +431,7 @@ impl State {
         let event_id = events
             .iter()
             .find(|(id, _)| *id == room_id)
-            .map_or(0, |(_, e)| *e);
+            .map_or(MessageId(0), |(_, e)| *e);
         Ok((room_id, event_id))
     }
 
@@ -444,16 +455,16 @@ impl State {
                     let result = match slot {
                         Slot::New(i) => {
                             let (id, sent_at) = rows[i];
-                            deliveries.push(self.delivery(m, id, sent_at));
+                            deliveries.push(self.delivery(m, MessageId(id), sent_at));
                             Ok(Committed {
-                                id,
+                                id: MessageId(id),
                                 sent_at,
                                 duplicate: false,
                             })
                         }
                         Slot::Existing(c) => Ok(c),
                         Slot::SameAs(i) => Ok(Committed {
-                            id: rows[i].0,
+                            id: MessageId(rows[i].0),
                             sent_at: rows[i].1,
                             duplicate: true,
                         }),
@@ -492,17 +503,19 @@ impl State {
         }
     }
 
-    fn delivery(&self, m: NewMessage, id: i64, sent_at: i64) -> Delivery {
+    fn delivery(&self, m: NewMessage, id: MessageId, sent_at: i64) -> Delivery {
         let (to, audience) = match m.target {
-            Target::User(recipient_id, name) => (name, Audience::Direct { recipient_id }),
+            Target::User(recipient_id, name) => {
+                (name.to_string(), Audience::Direct { recipient_id })
+            }
             Target::Room(room_id, name) => {
                 let members = self.rooms.members(room_id);
-                (format!("#{name}"), Audience::Room { members })
+                (name.to_string(), Audience::Room { members })
             }
         };
         Delivery {
             message: Message {
-                id,
+                id: id.get(),
                 from: m.sender_name,
                 to,
                 body: m.body,
@@ -524,7 +537,7 @@ impl State {
             return None;
         };
         self.rooms
-            .may_send(m.sender_id, *room_id, name)
+            .may_send(m.sender_id, *room_id, name.as_str())
             .err()
             .map(StoreError::from)
     }
@@ -598,7 +611,7 @@ impl State {
             q.push_values(chunk, |mut b, &row| {
                 let m = &sends[maker[row]].0;
                 b.push_bind(m.key.as_str())
-                    .push_bind(m.sender_id)
+                    .push_bind(m.sender_id.get())
                     .push_bind(row as i64);
             });
             q.push(
@@ -615,7 +628,7 @@ impl State {
                 found.insert(
                     row,
                     Committed {
-                        id: r.get(1),
+                        id: MessageId(r.get(1)),
                         sent_at: r.get(2),
                         duplicate: true,
                     },
@@ -636,7 +649,7 @@ impl State {
         let mut slots = Vec::with_capacity(sends.len());
         let mut fresh: Vec<usize> = Vec::new();
         let mut rows: Vec<(i64, i64)> = Vec::new();
-        let mut in_batch: HashMap<(i64, &str), usize> = HashMap::new();
+        let mut in_batch: HashMap<(UserId, &str), usize> = HashMap::new();
         let now = now_micros().max(self.last_sent_at);
         let next_id = self.next_id;
         for (i, (m, _)) in sends.iter().enumerate() {
@@ -664,12 +677,12 @@ impl State {
                 let m = &sends[i].0;
                 let (id, sent_at) = rows[chunk_no * INSERT_CHUNK + j];
                 let (recipient, room) = match &m.target {
-                    Target::User(id, _) => (Some(*id), None),
-                    Target::Room(id, _) => (None, Some(*id)),
+                    Target::User(id, _) => (Some(id.get()), None),
+                    Target::Room(id, _) => (None, Some(id.get())),
                 };
                 b.push_bind(id)
-                    .push_bind(m.sender_id)
-                    .push_bind(m.sender_device_id)
+                    .push_bind(m.sender_id.get())
+                    .push_bind(m.sender_device_id.get())
                     .push_bind(recipient)
                     .push_bind(room)
                     .push_bind(m.body.as_str())
@@ -686,10 +699,11 @@ impl State {
             let mut devices: HashMap<i64, i64> = HashMap::new();
             let mut users: HashMap<i64, i64> = HashMap::new();
             for ack in acks {
-                let d = devices.entry(ack.device_id).or_insert(ack.upto);
-                *d = (*d).max(ack.upto);
-                let u = users.entry(ack.user_id).or_insert(ack.upto);
-                *u = (*u).max(ack.upto);
+                let upto = ack.upto.get();
+                let d = devices.entry(ack.device_id.get()).or_insert(upto);
+                *d = (*d).max(upto);
+                let u = users.entry(ack.user_id.get()).or_insert(upto);
+                *u = (*u).max(upto);
             }
             push_update_max(&mut q, "devices", "cursor", &devices);
             push_update_max(&mut q, "users", "acked_upto", &users);
@@ -754,7 +768,7 @@ impl State {
 
     /// Decides one membership change (module `membership`) and, when allowed, carries it
     /// out: commits its event, or deletes the room. Returns `(room id, event id)`.
-    async fn change_room(&mut self, change: RoomChange) -> Result<(i64, i64), StoreError> {
+    async fn change_room(&mut self, change: RoomChange) -> Result<(RoomId, MessageId), StoreError> {
         match self.rooms.decide(&change)? {
             Decision::Event(event) => self.store_event(event).await,
             Decision::Delete { room_id, name } => self.delete_room(room_id, &name).await,
@@ -764,7 +778,7 @@ impl State {
     /// Commits a membership event (for a creation, with its room) and the span it opens or
     /// closes; then applies it to the in-memory membership and fans it out to its audience.
     /// Returns `(room id, event id)`.
-    async fn store_event(&mut self, event: Event) -> Result<(i64, i64), StoreError> {
+    async fn store_event(&mut self, event: Event) -> Result<(RoomId, MessageId), StoreError> {
         let event_id = self.next_id;
         let now = now_micros().max(self.last_sent_at);
         let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
@@ -776,12 +790,12 @@ impl State {
                 )
                 .bind(name)
                 .bind(now)
-                .bind(event.by.0)
+                .bind(event.by.0.get())
                 .bind(*private as i64)
                 .fetch_one(&mut *tx)
                 .await;
                 match inserted {
-                    Ok(row) => row.get::<i64, _>(0),
+                    Ok(row) => RoomId(row.get(0)),
                     // Names are the database's to keep unique (see `membership`).
                     Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                         return Err(Refusal::RoomExists { room: name.clone() }.into());
@@ -796,13 +810,13 @@ impl State {
              VALUES (?, ?, ?, '', ?, ?, ?, ?)",
         )
         .bind(event_id)
-        .bind(event.by.0)
-        .bind(room_id)
+        .bind(event.by.0.get())
+        .bind(room_id.get())
         .bind(now)
         // Control characters are refused in client keys, so this can never collide.
         .bind(format!("\u{1}event:{event_id}"))
         .bind(event.kind.as_str())
-        .bind(event.member.as_ref().map(|m| m.0))
+        .bind(event.member.as_ref().map(|m| m.0.get()))
         .execute(&mut *tx)
         .await?;
         match event.span {
@@ -810,8 +824,8 @@ impl State {
                 sqlx::query(
                     "INSERT INTO room_spans (room_id, user_id, joined_id) VALUES (?, ?, ?)",
                 )
-                .bind(room_id)
-                .bind(user)
+                .bind(room_id.get())
+                .bind(user.get())
                 .bind(event_id)
                 .execute(&mut *tx)
                 .await?;
@@ -821,8 +835,8 @@ impl State {
                     "UPDATE room_spans SET left_id = ? WHERE room_id = ? AND user_id = ? AND left_id IS NULL",
                 )
                 .bind(event_id)
-                .bind(room_id)
-                .bind(user)
+                .bind(room_id.get())
+                .bind(user.get())
                 .execute(&mut *tx)
                 .await?;
             }
@@ -845,14 +859,14 @@ impl State {
                 action: false,
             },
             sender_id: event.by.0,
-            sender_device_id: 0,
+            sender_device_id: DeviceId(0),
             audience: Audience::Room {
                 members: event.audience,
             },
             marks_read: false,
         };
         (self.on_commit)(vec![delivery]);
-        Ok((room_id, event_id))
+        Ok((room_id, MessageId(event_id)))
     }
 }
 
@@ -867,12 +881,12 @@ fn push_read_markers(
     rows: &[(i64, i64)],
 ) {
     // (sender, is a room, target id) → (highest id, the send naming the conversation).
-    let mut highest: HashMap<(i64, bool, i64), (i64, usize)> = HashMap::new();
+    let mut highest: HashMap<(UserId, bool, i64), (i64, usize)> = HashMap::new();
     for (row, &i) in fresh.iter().enumerate() {
         let m = &sends[i].0;
         let target = match &m.target {
-            Target::User(id, _) => (false, *id),
-            Target::Room(id, _) => (true, *id),
+            Target::User(id, _) => (false, id.get()),
+            Target::Room(id, _) => (true, id.get()),
         };
         let id = rows[row].0;
         let entry = highest
@@ -887,10 +901,11 @@ fn push_read_markers(
         .map(|(id, i)| {
             let m = &sends[i].0;
             let conversation = match &m.target {
-                Target::User(_, name) => name.clone(),
-                Target::Room(_, name) => format!("#{name}"),
+                // `bob` or `#room`: the names' `Display`.
+                Target::User(_, name) => name.to_string(),
+                Target::Room(_, name) => name.to_string(),
             };
-            (m.sender_id, conversation, id)
+            (m.sender_id.get(), conversation, id)
         })
         .collect();
     for chunk in markers.chunks(INSERT_CHUNK) {

@@ -752,7 +752,8 @@ async fn irc_offline_replay_to_a_named_device_is_acknowledged_only_by_pong() {
         .await
         .unwrap()
         .unwrap();
-    while store.device_cursor(phone_device).await.unwrap() < Some(ids[2]) {
+    while store.device_cursor(phone_device).await.unwrap() < Some(chat_svc::ids::MessageId(ids[2]))
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     store.close().await;

@@ -1,14 +1,15 @@
 //! The store and its writer on their own: a real SQLite database in a temporary directory.
 
-use chat_svc::protocol::Username;
-use chat_svc::store::{Durability, NewMessage, Store, Target};
+use chat_svc::ids::{DeviceId, MessageId, RoomId, UserId};
+use chat_svc::protocol::{RoomName, Username};
+use chat_svc::store::{Durability, HistoryScope, NewMessage, RoomChange, Store, Target};
 
-fn message(sender_id: i64, to: (i64, &str), key: &str, body: &str) -> NewMessage {
+fn message(sender_id: UserId, to: (UserId, &str), key: &str, body: &str) -> NewMessage {
     NewMessage {
         sender_id,
         sender_name: "alice".into(),
-        sender_device_id: 0,
-        target: Target::User(to.0, to.1.into()),
+        sender_device_id: DeviceId(0),
+        target: Target::User(to.0, Username::parse(to.1).unwrap()),
         body: body.into(),
         key: key.into(),
         action: false,
@@ -16,7 +17,7 @@ fn message(sender_id: i64, to: (i64, &str), key: &str, body: &str) -> NewMessage
 }
 
 /// A store in a fresh directory with accounts alice and bob (their ids).
-async fn store_with_two_users() -> (tempfile::TempDir, std::path::PathBuf, Store, i64, i64) {
+async fn store_with_two_users() -> (tempfile::TempDir, std::path::PathBuf, Store, UserId, UserId) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("chatd.db");
     let store = Store::open(&path, Durability::Full).await.unwrap();
@@ -43,7 +44,7 @@ async fn a_failed_group_commit_is_rolled_back_and_the_writer_goes_on() {
         .unwrap();
     // No account 999999: the foreign key refuses the insert, so the batch fails.
     let refused = writer
-        .send(message(999_999, (bob, "bob"), "k2", "never stored"))
+        .send(message(UserId(999_999), (bob, "bob"), "k2", "never stored"))
         .await;
     assert!(refused.is_err(), "{refused:?}");
     let second = writer
@@ -60,7 +61,10 @@ async fn a_failed_group_commit_is_rolled_back_and_the_writer_goes_on() {
     assert_eq!(again.id, second.id);
     writer.ack(bob, bob_device, first.id).await.unwrap();
 
-    let backlog = store.backlog(bob, bob_device, 0, 100).await.unwrap();
+    let backlog = store
+        .backlog(bob, bob_device, MessageId(0), 100)
+        .await
+        .unwrap();
     let bodies: Vec<&str> = backlog.iter().map(|m| m.body.as_str()).collect();
     assert_eq!(bodies, ["before", "after"]);
     assert_eq!(
@@ -70,6 +74,83 @@ async fn a_failed_group_commit_is_rolled_back_and_the_writer_goes_on() {
     drop(writer);
     task.await.unwrap();
     assert_eq!(store.integrity_check().await.unwrap(), "ok");
+    store.close().await;
+}
+
+/// The store speaks in typed ids and typed names: what it returns (accounts, devices,
+/// rooms, message ids, cursors) carries the kind of id it is, and names come back as
+/// `Username` and `RoomName`, so no caller parses a stored name again. The ids round-trip:
+/// what one call returns is what the next takes.
+#[tokio::test]
+async fn the_store_hands_back_typed_ids_and_names() {
+    let (_dir, _, store, alice, bob) = store_with_two_users().await;
+    let bob_name = Username::parse("bob").unwrap();
+    let found = store.find_user(&bob_name).await.unwrap().unwrap();
+    assert_eq!((found.id, &found.name), (bob, &bob_name));
+    let creds = store
+        .credentials(&Username::parse("alice").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((creds.user_id, creds.name.as_str()), (alice, "alice"));
+
+    let (writer, task) = store.start_writer(Box::new(|_| {})).await.unwrap();
+    let (room_id, event): (RoomId, MessageId) = writer
+        .change_room(RoomChange::Create {
+            name: "ops".into(),
+            private: true,
+            by: (alice, "alice".into()),
+        })
+        .await
+        .unwrap();
+    let room = store
+        .find_room(&RoomName::parse("#Ops").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (room.id, room.owner_id, room.private),
+        (room_id, alice, true)
+    );
+    assert_eq!(
+        (room.name.as_str(), room.name.to_string()),
+        ("ops", "#ops".to_string())
+    );
+    assert!(store.is_member(room_id, alice).await.unwrap());
+    assert!(!store.is_member(room_id, bob).await.unwrap());
+
+    let bob_device: DeviceId = store.create_device(bob, &[9; 32], "test").await.unwrap();
+    let sent = writer
+        .send(message(alice, (bob, "bob"), "k1", "hello"))
+        .await
+        .unwrap();
+    assert!(sent.id > event, "ids grow in commit order");
+    let (page, more) = store
+        .history(bob, HistoryScope::Direct { peer_id: alice }, None, None, 10)
+        .await
+        .unwrap();
+    assert_eq!((page.len(), page[0].id, more), (1, sent.id.get(), false));
+    assert_eq!(
+        store
+            .latest_id(bob, HistoryScope::Direct { peer_id: alice })
+            .await
+            .unwrap(),
+        Some(sent.id)
+    );
+    writer.ack(bob, bob_device, sent.id).await.unwrap();
+    assert_eq!(
+        store.device_cursor(bob_device).await.unwrap(),
+        Some(sent.id)
+    );
+    assert_eq!(
+        store
+            .valid_devices(&[bob_device, DeviceId(999_999)])
+            .await
+            .unwrap(),
+        [bob_device].into_iter().collect()
+    );
+    drop(writer);
+    task.await.unwrap();
     store.close().await;
 }
 

@@ -6,6 +6,7 @@
 use super::{End, Session};
 use crate::auth::AuthedUser;
 use crate::core::{CoreError, Range, RoomRequest};
+use crate::ids::MessageId;
 use crate::native::refusals::error_frame;
 use crate::protocol::codec::encode_json;
 use crate::protocol::{ErrorCode, Message, ServerFrame, DEFAULT_HISTORY_PAGE, MAX_FRAME_LEN};
@@ -32,7 +33,7 @@ impl Session {
                 self.write(&ServerFrame::RoomOk {
                     req,
                     room: changed.room,
-                    event_id: Some(changed.event_id),
+                    event_id: Some(changed.event_id.get()),
                 })
                 .await
             }
@@ -62,7 +63,7 @@ impl Session {
             Ok((room, members)) => {
                 self.write(&ServerFrame::Members {
                     req,
-                    room: format!("#{}", room.name),
+                    room: room.name.to_string(),
                     members,
                 })
                 .await
@@ -76,8 +77,8 @@ impl Session {
         req: u64,
         user: &AuthedUser,
         peer: &str,
-        before: Option<i64>,
-        after: Option<i64>,
+        before: Option<MessageId>,
+        after: Option<MessageId>,
         limit: Option<u32>,
     ) -> Result<(), End> {
         let range = match (before, after) {
@@ -155,7 +156,7 @@ impl Session {
         req: u64,
         user: &AuthedUser,
         conversation: &str,
-        upto: Option<i64>,
+        upto: Option<MessageId>,
     ) -> Result<(), End> {
         let readable = match self.state.readable(user, conversation).await {
             Ok(r) => r,
@@ -173,7 +174,7 @@ impl Session {
                 self.write(&ServerFrame::ReadOk {
                     req,
                     conversation: key,
-                    upto: now,
+                    upto: now.get(),
                 })
                 .await
             }
