@@ -555,7 +555,20 @@ async fn room(home: &ChatHome, cmd: RoomCommand, show: Show) -> Result<()> {
         }
         RoomCommand::Leave { room } => {
             c.room_leave(&room).await?;
-            writeln!(out, "left {}", show.text(&show_room(&room)))?;
+            // The owner alone in a room deletes it by leaving; the room is then gone.
+            let gone = matches!(
+                c.room_members(&room).await,
+                Err(e) if e.code() == Some(ErrorCode::UnknownRoom)
+            );
+            let room = show.text(&show_room(&room)).into_owned();
+            if gone {
+                writeln!(
+                    out,
+                    "left {room}: you were its last member, so it is deleted"
+                )?;
+            } else {
+                writeln!(out, "left {room}")?;
+            }
         }
         RoomCommand::Del { room } => {
             c.room_del(&room).await?;
@@ -666,15 +679,31 @@ async fn unread(home: &ChatHome, json: bool, show: Show) -> Result<()> {
         if json {
             writeln!(out, "{}", serde_json::to_string(u)?)?;
         } else {
-            let last = u.last.as_ref().map_or(String::new(), |m| {
-                let first = m.body.lines().next().unwrap_or("");
-                format!("  last: {} {}: {first}", short_time(&m.sent_at), m.from)
-            });
-            let line = format!("{:<34} {:>5} unread{last}", u.conversation, u.unread);
-            writeln!(out, "{}", show.text(&line))?;
+            writeln!(out, "{}", show.text(&unread_line(u)))?;
         }
     }
     Ok(())
+}
+
+/// One conversation of `chat unread`: its name, the count, and its last message as `chat
+/// recv` shows it (`bob: hi`, `* bob waves` for an action, the event for a membership
+/// change).
+fn unread_line(u: &crate::protocol::UnreadInfo) -> String {
+    let last = u.last.as_ref().map_or(String::new(), |m| {
+        let when = short_time(&m.sent_at);
+        match m.event_text() {
+            Some(event) => format!("  last: {when} {event}"),
+            None => {
+                let first = m.body.lines().next().unwrap_or("");
+                if m.action {
+                    format!("  last: {when} {}", m.shown_text(first))
+                } else {
+                    format!("  last: {when} {}: {first}", m.from)
+                }
+            }
+        }
+    });
+    format!("{:<34} {:>5} unread{last}", u.conversation, u.unread)
 }
 
 /// "2026-11-24T08:15:02.123456Z" → "2026-11-24 08:15:02".
@@ -775,6 +804,34 @@ mod tests {
         // Into a pipe, the text is exactly what was sent.
         let piped = message_text(&m, Show { terminal: false });
         assert!(piped.contains("\u{1b}]0;owned\u{7}\u{1b}[2Jhi\r\n    \tsecond \u{202e}line"));
+    }
+
+    #[test]
+    fn unread_shows_the_last_message_as_recv_does() {
+        let unread = |last: Message| crate::protocol::UnreadInfo {
+            conversation: "alice".into(),
+            unread: 2,
+            last: Some(last),
+        };
+        let text = unread_line(&unread(message("alice", "hi\nthere")));
+        assert!(
+            text.ends_with("2 unread  last: 2026-11-24 08:15:02 alice: hi"),
+            "{text}"
+        );
+        let mut action = message("alice", "waves");
+        action.action = true;
+        let text = unread_line(&unread(action));
+        assert!(
+            text.ends_with("last: 2026-11-24 08:15:02 * alice waves"),
+            "{text}"
+        );
+        let mut joined = message("alice", "");
+        joined.kind = crate::protocol::MessageKind::Join;
+        let text = unread_line(&unread(joined));
+        assert!(
+            text.ends_with("last: 2026-11-24 08:15:02 alice joined"),
+            "{text}"
+        );
     }
 
     #[test]

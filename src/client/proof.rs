@@ -19,6 +19,8 @@ use crate::protocol::{Secret, Username};
 
 /// File name in `$CHAT_HOME`.
 const FILE: &str = "login_proofs.json";
+/// The lock held while the proofs file is read, changed and written back.
+const LOCK_FILE: &str = "login_proofs.lock";
 /// Most proofs kept; the oldest are dropped beyond this.
 const MAX_PROOFS: usize = 256;
 
@@ -88,6 +90,9 @@ impl ProofFile {
         let Ok(user) = Username::parse(user) else {
             return Ok(());
         };
+        // Read, change and write under a lock: two logins saving at once keep both proofs.
+        let lock = self.dir.join(LOCK_FILE);
+        let _lock = super::state::lock_exclusive(&self.dir, &lock).map_err(|e| self.io(e))?;
         // An unreadable file is replaced: it held nothing that can be recovered.
         let mut contents = self.read().unwrap_or_default();
         contents
@@ -173,5 +178,31 @@ mod tests {
         ));
         file.save("h:1", "alice", &Secret::new("p5")).unwrap();
         assert_eq!(file.load("h:1", "alice").unwrap(), Some(Secret::new("p5")));
+    }
+
+    #[test]
+    fn logins_saving_proofs_at_the_same_moment_keep_every_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = ChatHome::at(dir.path().join("home"));
+        let users: Vec<String> = (0..16).map(|i| format!("user{i}")).collect();
+        std::thread::scope(|scope| {
+            for user in &users {
+                let file = ProofFile::new(&home);
+                scope.spawn(move || {
+                    for round in 0..4 {
+                        let proof = Secret::new(format!("{user}-{round}"));
+                        file.save("h:1", user, &proof).unwrap();
+                    }
+                });
+            }
+        });
+        let file = ProofFile::new(&home);
+        for user in &users {
+            assert_eq!(
+                file.load("h:1", user).unwrap(),
+                Some(Secret::new(format!("{user}-3"))),
+                "{user}'s proof was lost"
+            );
+        }
     }
 }

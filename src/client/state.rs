@@ -103,22 +103,10 @@ impl ChatHome {
         f: impl FnOnce() -> Result<T, StateError>,
     ) -> Result<T, StateError> {
         let path = self.dir.join("session.lock");
-        let io_err = |error| StateError::Io {
+        let _lock = lock_exclusive(&self.dir, &path).map_err(|error| StateError::Io {
             path: path.display().to_string(),
             error,
-        };
-        create_private_dir(&self.dir).map_err(io_err)?;
-        let mut options = fs::OpenOptions::new();
-        options.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let file = options.open(&path).map_err(io_err)?;
-        // Through the trait: std's inherent `File::lock` is newer than this package's
-        // minimum Rust. Released when `file` is closed.
-        fs4::FileExt::lock(&file).map_err(io_err)?;
+        })?;
         f()
     }
 
@@ -133,6 +121,12 @@ impl ChatHome {
 
     /// Pins `fingerprint` for `server`, replacing any earlier pin.
     pub fn save_pin(&self, server: &str, fingerprint: Fingerprint) -> Result<(), StateError> {
+        // Read, change and write under a lock: two first contacts at once keep both pins.
+        let lock = self.dir.join("known_servers.lock");
+        let _lock = lock_exclusive(&self.dir, &lock).map_err(|error| StateError::Io {
+            path: lock.display().to_string(),
+            error,
+        })?;
         let mut entries = self.read_known()?;
         entries.retain(|(s, _)| s != server);
         entries.push((server.to_string(), fingerprint));
@@ -261,6 +255,26 @@ impl ChatHome {
 }
 
 /// Creates `dir` (and its parents) as 0700 when missing.
+/// Takes the exclusive lock on the lock file `path` in `dir` (both created private when
+/// missing), waiting for it. The lock is held until the returned file is dropped. Every
+/// read-change-write of a file in `$CHAT_HOME` that another `chat` or the TUI may change at
+/// the same time runs under one.
+pub(crate) fn lock_exclusive(dir: &Path, path: &Path) -> std::io::Result<fs::File> {
+    create_private_dir(dir)?;
+    let mut options = fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options.open(path)?;
+    // Through the trait: std's inherent `File::lock` is newer than this package's minimum
+    // Rust. Released when `file` is closed.
+    fs4::FileExt::lock(&file)?;
+    Ok(file)
+}
+
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
@@ -319,6 +333,26 @@ mod tests {
             device_id: 3,
             token: Secret::new(token),
             last_seen,
+        }
+    }
+
+    #[test]
+    fn first_contacts_at_the_same_moment_keep_every_pin() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = ChatHome::at(dir.path().join("home"));
+        let pin: Fingerprint = format!("sha256:{}", "33".repeat(32)).parse().unwrap();
+        std::thread::scope(|scope| {
+            for i in 0..16 {
+                let home = &home;
+                scope.spawn(move || home.save_pin(&format!("h:{i}"), pin).unwrap());
+            }
+        });
+        for i in 0..16 {
+            assert_eq!(
+                home.known_pin(&format!("h:{i}")).unwrap(),
+                Some(pin),
+                "h:{i}"
+            );
         }
     }
 

@@ -631,6 +631,27 @@ fn actions_show_as_emotes_and_owners_delete_rooms_with_the_real_binaries() {
     cmd.args(["room", "list", "--all"]);
     let out = run(cmd, None).assert_ok("chat room list");
     assert_eq!(out.stdout, "", "the room is gone");
+    // The owner alone leaving deletes the room, and is told so; a member leaving is not.
+    let mut cmd = chat(dir, "alice");
+    cmd.args(["room", "create", "solo"]);
+    run(cmd, None).assert_ok("chat room create");
+    let mut cmd = chat(dir, "alice");
+    cmd.args(["room", "create", "pair"]);
+    run(cmd, None).assert_ok("chat room create");
+    let mut cmd = chat(dir, "bob");
+    cmd.args(["room", "join", "#pair"]);
+    run(cmd, None).assert_ok("chat room join");
+    let mut cmd = chat(dir, "bob");
+    cmd.args(["room", "leave", "#pair"]);
+    let out = run(cmd, None).assert_ok("chat room leave by a member");
+    assert_eq!(out.stdout, "left #pair\n");
+    let mut cmd = chat(dir, "alice");
+    cmd.args(["room", "leave", "#solo"]);
+    let out = run(cmd, None).assert_ok("chat room leave by the owner alone");
+    assert_eq!(
+        out.stdout,
+        "left #solo: you were its last member, so it is deleted\n"
+    );
     // The operator's deletion of a room that is no longer there says so in words.
     let mut cmd = chatd(dir);
     cmd.args(["room", "del", "#typo-room"]);
