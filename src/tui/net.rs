@@ -176,7 +176,16 @@ impl Net {
 /// Carries out one request and reports the outcome.
 async fn request(client: Client, command: Command, events: mpsc::Sender<NetEvent>) {
     let event = match command {
-        Command::Send { key, to, body } => match client.send(&to, &body, &key).await {
+        Command::Send {
+            key,
+            to,
+            body,
+            action,
+        } => match if action {
+            client.send_action(&to, &body, &key).await
+        } else {
+            client.send(&to, &body, &key).await
+        } {
             Ok(sent) => NetEvent::Sent {
                 key,
                 id: sent.id,

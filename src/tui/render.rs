@@ -29,6 +29,7 @@ pub const LIST_MIN_WIDTH: u16 = 60;
 /// Every key, for the help overlay and `docs/tui.md`.
 pub const KEYS: &[(&str, &str)] = &[
     ("Enter", "send the message"),
+    ("/me text, Enter", "send an action, shown as * you text"),
     ("Alt-Enter, Shift-Enter, Ctrl-J", "new line in the message"),
     (
         "Ctrl-N / Ctrl-P, Tab, Alt-↓/↑",
@@ -381,12 +382,18 @@ fn message_lines(
             SendStatus::Pending => (Span::styled("… ", theme.dim()), theme.dim()),
             SendStatus::Failed { .. } => (Span::styled("✗ ", theme.error()), Style::default()),
         };
+        // An action shows as it will once sent: `* alice waves`.
+        let sender = if o.action {
+            format!("* {}", app.me)
+        } else {
+            app.me.clone()
+        };
         push_text(
             &mut out,
             width,
             Span::raw("      "),
             mark,
-            Span::styled(app.me.clone(), theme.me()),
+            Span::styled(sender, theme.me()),
             &o.body,
             style,
         );

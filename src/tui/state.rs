@@ -27,11 +27,13 @@ use crate::protocol::{UnreadInfo, DEFAULT_MAX_BODY_BYTES};
 /// What the UI asks the connection task to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Send `body` to `to` with idempotency key `key` (the same key on every retry).
+    /// Send `body` to `to` with idempotency key `key` (the same key on every retry); an
+    /// action (`/me waves`) when `action`.
     Send {
         key: String,
         to: String,
         body: String,
+        action: bool,
     },
     /// Open a conversation not in the list: its newest history page (joining a public room
     /// first if need be). Answered with [`NetEvent::History`] or [`NetEvent::HistoryFailed`].
@@ -119,6 +121,8 @@ pub struct OutgoingMessage {
     pub key: String,
     pub to: String,
     pub body: String,
+    /// An action (emote), typed as `/me waves`.
+    pub action: bool,
     pub status: SendStatus,
 }
 
@@ -401,6 +405,7 @@ impl App {
                             key: o.key.clone(),
                             to: o.to.clone(),
                             body: o.body.clone(),
+                            action: o.action,
                         });
                     }
                 }
@@ -506,7 +511,7 @@ impl App {
                         sent_at,
                         kind: MessageKind::Text,
                         member: None,
-                        action: false,
+                        action: o.action,
                     });
                 }
             }
@@ -642,17 +647,31 @@ impl App {
             ));
             return Vec::new();
         }
-        let body = self.input.take();
+        let (body, action) = match as_action(self.input.text()) {
+            Some(text) if text.trim().is_empty() => return Vec::new(),
+            Some(text) => {
+                let text = text.to_string();
+                self.input.take();
+                (text, true)
+            }
+            None => (self.input.take(), false),
+        };
         let key = crate::client::new_send_key();
         self.outbox.push(OutgoingMessage {
             key: key.clone(),
             to: to.clone(),
             body: body.clone(),
+            action,
             status: SendStatus::Pending,
         });
         self.scroll_by(isize::MIN);
         if self.online() {
-            vec![Command::Send { key, to, body }]
+            vec![Command::Send {
+                key,
+                to,
+                body,
+                action,
+            }]
         } else {
             // Sent when the connection is back (see `NetEvent::Connected`).
             Vec::new()
@@ -673,6 +692,7 @@ impl App {
                         key: o.key.clone(),
                         to: o.to.clone(),
                         body: o.body.clone(),
+                        action: o.action,
                     });
                 }
             }
@@ -872,6 +892,14 @@ pub fn local_time(sent_at: &str, offset: time::UtcOffset) -> (String, String) {
     }
 }
 
+/// The text of an action typed as `/me waves` (IRC's convention), or `None` for a message.
+fn as_action(input: &str) -> Option<&str> {
+    if input == "/me" {
+        return Some("");
+    }
+    input.strip_prefix("/me ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1033,6 +1061,42 @@ mod tests {
     }
 
     #[test]
+    fn slash_me_sends_an_action() {
+        let mut app = online_app();
+        app.handle_net(NetEvent::Message(msg(5, "bob", "alice", "hi")));
+        type_text(&mut app, "/me waves");
+        let cmds = app.handle_key(key(KeyCode::Enter));
+        let [Command::Send {
+            key: k,
+            body,
+            action: true,
+            ..
+        }] = cmds.as_slice()
+        else {
+            panic!("expected one action, got {cmds:?}");
+        };
+        assert_eq!(body, "waves");
+        assert!(app.outbox[0].action);
+        app.handle_net(NetEvent::Sent {
+            key: k.clone(),
+            id: 9,
+            sent_at: "2026-11-24T09:00:00.000000Z".into(),
+        });
+        let sent = &app.conversation("bob").unwrap().messages[&9];
+        assert!(sent.action && sent.body == "waves", "{sent:?}");
+        // `/me` with nothing after it sends nothing; a word that starts with it is text.
+        type_text(&mut app, "/me ");
+        assert!(app.handle_key(key(KeyCode::Enter)).is_empty());
+        app.input.take();
+        type_text(&mut app, "/meanwhile");
+        let cmds = app.handle_key(key(KeyCode::Enter));
+        assert!(
+            matches!(cmds.as_slice(), [Command::Send { action: false, body, .. }] if body == "/meanwhile"),
+            "{cmds:?}"
+        );
+    }
+
+    #[test]
     fn enter_sends_alt_enter_adds_a_line_and_sent_replaces_pending() {
         let mut app = online_app();
         app.handle_net(NetEvent::Message(msg(5, "bob", "alice", "hi")));
@@ -1045,7 +1109,13 @@ mod tests {
         type_text(&mut app, "line two");
         assert_eq!(app.input.text(), "line one\nline two");
         let cmds = app.handle_key(key(KeyCode::Enter));
-        let [Command::Send { key: k, to, body }] = cmds.as_slice() else {
+        let [Command::Send {
+            key: k,
+            to,
+            body,
+            action: false,
+        }] = cmds.as_slice()
+        else {
             panic!("expected one send, got {cmds:?}");
         };
         assert_eq!((to.as_str(), body.as_str()), ("bob", "line one\nline two"));
@@ -1096,7 +1166,8 @@ mod tests {
             [Command::Send {
                 key: first.clone(),
                 to: "bob".into(),
-                body: "hello".into()
+                body: "hello".into(),
+                action: false,
             }]
         );
         assert_eq!(app.outbox[0].status, SendStatus::Pending);
