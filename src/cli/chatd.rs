@@ -284,7 +284,11 @@ fn install_signals(
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 match reloader.reload() {
-                    Ok(fingerprint) => tracing::info!(%fingerprint, "SIGHUP: certificate reloaded"),
+                    Ok(fingerprint) => tracing::info!(
+                        %fingerprint,
+                        irc_certificate_sha256 = %reloader.certificate_sha256(),
+                        "SIGHUP: certificate reloaded"
+                    ),
                     Err(e) => tracing::error!(
                         error = %e,
                         "SIGHUP: reload failed; keeping the old certificate"

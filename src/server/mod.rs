@@ -100,6 +100,8 @@ pub struct Server {
 pub struct TlsReloader {
     source: IdentitySource,
     current: Arc<std::sync::RwLock<Arc<rustls::ServerConfig>>>,
+    /// The SHA-256 of the certificate `current` serves (what IRC clients pin).
+    certificate: Arc<std::sync::Mutex<tls::CertificateSha256>>,
 }
 
 impl TlsReloader {
@@ -109,7 +111,14 @@ impl TlsReloader {
         let identity = self.source.load_or_create()?;
         let config = tls::server_config(&identity)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = config;
+        *self.certificate.lock().unwrap_or_else(|p| p.into_inner()) = identity.certificate_sha256;
         Ok(identity.fingerprint)
+    }
+
+    /// The SHA-256 of the certificate new connections get now: after a reload, the new
+    /// one's (what an operator tells IRC clients to pin).
+    pub fn certificate_sha256(&self) -> tls::CertificateSha256 {
+        *self.certificate.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn acceptor(&self) -> TlsAcceptor {
@@ -144,6 +153,7 @@ impl Server {
             tls: TlsReloader {
                 source: options.identity.clone(),
                 current: Arc::new(std::sync::RwLock::new(tls)),
+                certificate: Arc::new(std::sync::Mutex::new(identity.certificate_sha256)),
             },
             fingerprint: identity.fingerprint,
             certificate_sha256: identity.certificate_sha256,

@@ -754,10 +754,18 @@ async fn certificate_reload_keeps_live_connections_and_renewal_keeps_the_pin() {
     drain_backlog(&mut alice).await;
     let cert = server.dir.path().join("certs").join(tls::CERT_FILE);
     let old = std::fs::read(&cert).unwrap();
+    // What IRC clients pin is the certificate's own hash: the reloader tells the new one.
+    let certs = server.dir.path().join("certs");
+    let served = || server.reloader.certificate_sha256().to_string();
+    let old_sha = crate::irc::certificate_sha256_in(&certs);
+    assert_eq!(served(), old_sha);
     // Renewal: a new certificate for the same key.
     std::fs::remove_file(&cert).unwrap();
     assert_eq!(server.reloader.reload().unwrap(), server.pin);
     assert_ne!(std::fs::read(&cert).unwrap(), old);
+    assert_eq!(served(), crate::irc::certificate_sha256_in(&certs));
+    assert_ne!(served(), old_sha);
+    let renewed_sha = served();
     let (bob, _) = server.login("bob").await; // a new handshake with the new certificate
     let id = bob
         .client
@@ -773,5 +781,10 @@ async fn certificate_reload_keeps_live_connections_and_renewal_keeps_the_pin() {
     // A broken file keeps the old identity.
     std::fs::write(&cert, b"not a certificate").unwrap();
     assert!(server.reloader.reload().is_err());
+    assert_eq!(
+        served(),
+        renewed_sha,
+        "a failed reload keeps serving the renewed one"
+    );
     server.connect().await.client.ping().await.unwrap();
 }

@@ -1422,7 +1422,7 @@ async fn chatd_serve_names_the_irc_server_prints_the_certificate_pin_and_takes_i
 }
 
 /// The SHA-256 of the certificate in `certs` (what IRC clients pin).
-fn certificate_sha256_in(certs: &std::path::Path) -> String {
+pub(crate) fn certificate_sha256_in(certs: &std::path::Path) -> String {
     use sha2::Digest;
     let pem = std::fs::read(certs.join("cert.pem")).unwrap();
     let der = rustls_pemfile::certs(&mut pem.as_slice())
