@@ -46,7 +46,8 @@ impl ServerState {
         }
     }
 
-    /// Checks and addresses a message, then hands it to the writer. The returned future
+    /// Checks and addresses a message, then puts it on the writer's queue before returning
+    /// (so one connection's sends get ids in the order it made them). The returned future
     /// resolves once the message is committed (or found to be a retry): a front end can
     /// keep reading while it waits.
     pub async fn send(&self, user: &AuthedUser, message: Outgoing) -> Result<Sending, CoreError> {
@@ -83,10 +84,13 @@ impl ServerState {
             key: message.key,
             action: message.action,
         };
-        let writer = self.writer.clone();
+        // Queued now, not when `committed` is first polled: a session waiting for several
+        // answers at once (IRC's `FuturesOrdered`, the native `FuturesUnordered`) polls them
+        // in wake-up order, which need not be the order it read the sends in.
+        let committed = self.writer.queue_send(new).await?;
         Ok(Sending {
             to,
-            committed: async move { writer.send(new).await.map_err(CoreError::from) }.boxed(),
+            committed: async move { committed.await.map_err(CoreError::from) }.boxed(),
         })
     }
 
@@ -105,5 +109,86 @@ impl ServerState {
                 .map_err(CoreError::Internal)
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::auth::proof::ProofKey;
+    use crate::auth::{Auth, AuthLimits, Hasher};
+    use crate::core::hub::Hub;
+    use crate::core::Limits;
+    use crate::protocol::{Secret, Username};
+    use crate::store::{Durability, Store};
+
+    const PASSWORD: &str = "correct horse battery staple";
+
+    /// The core over a real store and writer in `dir`, with `alice` logged in.
+    async fn state_with_alice(dir: &std::path::Path) -> (ServerState, AuthedUser) {
+        let store = Store::open(&dir.join("chatd.db"), Durability::Normal)
+            .await
+            .unwrap();
+        let hasher = Hasher::new(1).await.unwrap();
+        let hash = hasher.hash(&Secret::new(PASSWORD)).await.unwrap();
+        for name in ["alice", "bob"] {
+            store
+                .create_user(&Username::parse(name).unwrap(), &hash)
+                .await
+                .unwrap();
+        }
+        let proof_key = ProofKey::new(store.login_proof_key().await.unwrap());
+        let hub = Arc::new(Hub::default());
+        let fanout = Arc::clone(&hub);
+        let (writer, _task) = store
+            .start_writer(Box::new(move |batch| fanout.deliver(batch)))
+            .await
+            .unwrap();
+        let auth = Auth::new(store.clone(), hasher, AuthLimits::default(), proof_key);
+        let grant = auth
+            .login(
+                "alice",
+                &Secret::new(PASSWORD),
+                None,
+                "test",
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+            )
+            .await
+            .unwrap();
+        let state = ServerState::new(store, auth, writer, hub, Limits::default());
+        (state, grant.user)
+    }
+
+    fn to_bob(body: &str) -> Outgoing {
+        Outgoing {
+            to: "bob".into(),
+            body: body.into(),
+            key: format!("key-{body}"),
+            action: false,
+        }
+    }
+
+    /// A session waiting for several answers at once polls them in wake-up order, not in
+    /// the order it read the sends (the IRC gateway's `FuturesOrdered` did, under load):
+    /// the order of the messages must not depend on it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sends_get_ids_in_the_order_they_were_made_whatever_order_they_are_awaited() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, alice) = state_with_alice(dir.path()).await;
+        let first = state.send(&alice, to_bob("first")).await.unwrap();
+        let second = state.send(&alice, to_bob("second")).await.unwrap();
+        // The later send's answer is polled first.
+        let second = second.committed.await.unwrap();
+        let first = first.committed.await.unwrap();
+        assert!(
+            first.id < second.id,
+            "the first send got id {}, the second {}",
+            first.id.get(),
+            second.id.get()
+        );
+        state.store.close().await;
     }
 }

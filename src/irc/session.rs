@@ -3,7 +3,9 @@
 //!
 //! Answers leave in the order their commands came: an answer that waits for the writer (an
 //! echo, a refusal) holds back the answers to later commands, which queue behind it in
-//! `replies`, while the session goes on reading and handing sends to the writer. Deliveries
+//! `replies`, while the session goes on reading and handing sends to the writer (each is on
+//! the writer's queue when the core's `send` returns, so they get ids in the order they were
+//! read, whatever order `replies` later polls their answers in). Deliveries
 //! (messages from others) are not answers and are written as they come.
 //!
 //! Delivery is the native backlog → live hand-off (`core::delivery`) after

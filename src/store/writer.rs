@@ -31,6 +31,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -137,7 +139,18 @@ pub struct Writer {
 impl Writer {
     /// Stores a message; resolves once it is committed (or found to be a duplicate).
     pub async fn send(&self, message: NewMessage) -> Result<Committed, StoreError> {
-        self.submit(|done| Op::Send(message, done)).await
+        self.queue_send(message).await?.await
+    }
+
+    /// Puts a message on the writer's queue now (waiting while the queue is full) and
+    /// returns the wait for its commit. Messages queued one after another get ids in that
+    /// order, whatever order their waits are later polled in: a session that reads several
+    /// sends and waits for their answers together keeps them in the order it read them.
+    pub async fn queue_send(
+        &self,
+        message: NewMessage,
+    ) -> Result<BoxFuture<'static, Result<Committed, StoreError>>, StoreError> {
+        self.enqueue(|done| Op::Send(message, done)).await
     }
 
     /// Moves a device's cursor (and the user's acknowledged mark) forward to `upto`;
@@ -170,13 +183,24 @@ impl Writer {
         self.submit(Op::Reload).await
     }
 
-    async fn submit<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
+    async fn submit<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(Reply<T>) -> Op,
+    ) -> Result<T, StoreError> {
+        self.enqueue(op).await?.await
+    }
+
+    /// Queues `op` (waiting while the queue is full); the returned future is its answer.
+    async fn enqueue<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(Reply<T>) -> Op,
+    ) -> Result<BoxFuture<'static, Result<T, StoreError>>, StoreError> {
         let (done, wait) = oneshot::channel();
         self.tx
             .send(op(done))
             .await
             .map_err(|_| StoreError::WriterGone)?;
-        wait.await.map_err(|_| StoreError::WriterGone)?
+        Ok(async move { wait.await.map_err(|_| StoreError::WriterGone)? }.boxed())
     }
 }
 
