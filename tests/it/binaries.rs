@@ -999,7 +999,17 @@ fn recv_never_lowers_last_seen_nor_overwrites_a_newer_login() {
         check_message(&json_lines(&line)[0], id, "alice", "bob", body);
         id
     };
-    shown("one");
+    let one = shown("one");
+    // recv records what it printed a moment after printing it: wait for that record, so the
+    // write below (made without the lock, as a careless process would) does not race it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while saved()["last_seen"].as_i64() < Some(one) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "recv never recorded {one}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // Another process on this device shows far newer messages and records that.
     let mut session = saved();
