@@ -38,8 +38,6 @@ pub struct RoomChanged {
     pub event_id: MessageId,
     /// The user the change was about (invite, kick), as stored.
     pub user: Option<String>,
-    /// The room was created by this request.
-    pub created: bool,
 }
 
 impl ServerState {
@@ -50,7 +48,7 @@ impl ServerState {
         request: RoomRequest,
     ) -> Result<RoomChanged, CoreError> {
         let by = (user.user_id(), user.name().to_string());
-        let (change, room, who, created) = match request {
+        let (change, room, who) = match request {
             RoomRequest::Create { room, private } => {
                 let name = self.new_room_name(&room)?;
                 let change = RoomChange::Create {
@@ -58,7 +56,7 @@ impl ServerState {
                     private,
                     by,
                 };
-                (change, name.to_string(), None, true)
+                (change, name.to_string(), None)
             }
             RoomRequest::JoinOrCreate { room } => {
                 let name = self.new_room_name(&room)?;
@@ -67,7 +65,6 @@ impl ServerState {
                         RoomChange::Join { room_id: r.id, by },
                         r.name.to_string(),
                         None,
-                        false,
                     ),
                     None => (
                         RoomChange::Create {
@@ -77,34 +74,23 @@ impl ServerState {
                         },
                         name.to_string(),
                         None,
-                        true,
                     ),
                 }
             }
             RoomRequest::Join { room } => {
                 let r = self.room_named(&room).await?;
                 let display = r.name.to_string();
-                (RoomChange::Join { room_id: r.id, by }, display, None, false)
+                (RoomChange::Join { room_id: r.id, by }, display, None)
             }
             RoomRequest::Leave { room } => {
                 let r = self.room_named(&room).await?;
                 let display = r.name.to_string();
-                (
-                    RoomChange::Leave { room_id: r.id, by },
-                    display,
-                    None,
-                    false,
-                )
+                (RoomChange::Leave { room_id: r.id, by }, display, None)
             }
             RoomRequest::Delete { room } => {
                 let r = self.room_named(&room).await?;
                 let display = r.name.to_string();
-                (
-                    RoomChange::Delete { room_id: r.id, by },
-                    display,
-                    None,
-                    false,
-                )
+                (RoomChange::Delete { room_id: r.id, by }, display, None)
             }
             RoomRequest::Invite { room, user: who } => {
                 self.about_member(user, &room, &who, MemberAction::Invite)
@@ -120,7 +106,6 @@ impl ServerState {
             room,
             event_id,
             user: who,
-            created,
         })
     }
 
@@ -132,7 +117,7 @@ impl ServerState {
         room: &str,
         who: &str,
         action: MemberAction,
-    ) -> Result<(RoomChange, String, Option<String>, bool), CoreError> {
+    ) -> Result<(RoomChange, String, Option<String>), CoreError> {
         let r = self.room_named(room).await?;
         self.must_be_inside(user, &r, action).await?;
         let who = self.user_named(who).await?;
@@ -143,7 +128,7 @@ impl ServerState {
             MemberAction::Invite => RoomChange::Invite { room_id, by, user },
             MemberAction::Kick => RoomChange::Kick { room_id, by, user },
         };
-        Ok((change, r.name.to_string(), Some(name), false))
+        Ok((change, r.name.to_string(), Some(name)))
     }
 
     /// Refuses an invite or kick by someone who is not in the room at all (before the

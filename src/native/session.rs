@@ -580,13 +580,12 @@ impl Session {
             key,
             action,
         };
+        // A failure to queue the message (the writer stopping) gets the same advice as a
+        // failure to store it: nothing was stored, so the same key is safe to retry.
+        const NOT_STORED: &str = "the message could not be stored; retry with the same key";
         let committed = match self.state.send(user, outgoing).await {
             Ok(sending) => sending.committed,
-            Err(e) => {
-                return self
-                    .write(&error_frame(req, &e, "internal server error"))
-                    .await
-            }
+            Err(e) => return self.write(&error_frame(req, &e, NOT_STORED)).await,
         };
         self.in_flight.push(
             async move {
@@ -597,11 +596,7 @@ impl Session {
                         sent_at: crate::protocol::format_timestamp(c.sent_at),
                         duplicate: c.duplicate,
                     },
-                    Err(e) => error_frame(
-                        req,
-                        &e,
-                        "the message could not be stored; retry with the same key",
-                    ),
+                    Err(e) => error_frame(req, &e, NOT_STORED),
                 }
             }
             .boxed(),
