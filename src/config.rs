@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::irc::IrcServerName;
 use crate::protocol::MAX_CONFIGURABLE_BODY_BYTES;
 use crate::server::{Limits, ServerOptions};
-use crate::store::Durability;
+use crate::store::{DbTarget, Durability};
 use crate::tls::IdentitySource;
 
 /// Port `chatd` listens on by default.
@@ -46,6 +46,8 @@ pub enum ConfigError {
     Range(&'static str, u64),
     #[error(transparent)]
     IrcServerName(#[from] crate::irc::BadServerName),
+    #[error("db: {0}")]
+    Db(crate::store::DbTargetError),
 }
 
 /// The config file: every key optional.
@@ -59,7 +61,8 @@ pub struct FileConfig {
     pub irc_plain_listen: Option<String>,
     /// The IRC gateway's server name (default: the first TLS name, else the host name).
     pub irc_server_name: Option<String>,
-    pub db: Option<PathBuf>,
+    /// A SQLite file, or a `postgres://` URL.
+    pub db: Option<String>,
     pub cert_dir: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -109,7 +112,7 @@ pub struct Overrides {
     pub irc_listen: Option<String>,
     pub irc_plain_listen: Option<String>,
     pub irc_server_name: Option<String>,
-    pub db: Option<PathBuf>,
+    pub db: Option<DbTarget>,
     pub cert_dir: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -250,11 +253,11 @@ pub fn resolve(flags: &Overrides, file: &FileConfig) -> Result<Resolved, ConfigE
         None => IrcServerName::default_for(&extra_names),
     };
     let options = ServerOptions {
-        db: flags
-            .db
-            .clone()
-            .or_else(|| file.db.clone())
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DB)),
+        db: match (&flags.db, &file.db) {
+            (Some(db), _) => db.clone(),
+            (None, Some(text)) => text.parse().map_err(ConfigError::Db)?,
+            (None, None) => DbTarget::Sqlite(PathBuf::from(DEFAULT_DB)),
+        },
         identity: IdentitySource {
             cert_dir: flags
                 .cert_dir
@@ -292,7 +295,10 @@ mod tests {
         .unwrap();
         let r = resolve(&Overrides::default(), &file).unwrap();
         assert_eq!(r.listen.to_string(), "127.0.0.1:9000");
-        assert_eq!(r.options.db, PathBuf::from("/srv/chat.db"));
+        assert_eq!(
+            r.options.db,
+            DbTarget::Sqlite(PathBuf::from("/srv/chat.db"))
+        );
         assert_eq!(r.options.durability, Durability::Normal);
         assert_eq!(r.options.identity.cert_dir, PathBuf::from("certs"));
 
@@ -305,7 +311,7 @@ mod tests {
 
         let r = resolve(&Overrides::default(), &FileConfig::default()).unwrap();
         assert_eq!(r.listen.port(), DEFAULT_PORT);
-        assert_eq!(r.options.db, PathBuf::from(DEFAULT_DB));
+        assert_eq!(r.options.db, DbTarget::Sqlite(PathBuf::from(DEFAULT_DB)));
     }
 
     #[test]

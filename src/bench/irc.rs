@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::irc::codec::{IrcCodec, Line, MAX_CLIENT_LINE};
 use crate::irc::message::IrcMessage;
 use crate::server::{Listeners, Server, ServerOptions};
-use crate::store::Durability;
+use crate::store::{DbTarget, Durability};
 
 use super::ctx::Ctx;
 use super::load::{self, Counters, Timing};
@@ -393,7 +393,7 @@ impl Peer {
                 "chatd child process (pid {}), plaintext IRC gateway on {addr}",
                 pid.unwrap_or(0)
             ),
-            admin: Some(Target::external(c.addr, c.pin, c.db, pid)),
+            admin: Some(Target::external(c.addr, c.pin, DbTarget::Sqlite(c.db), pid)),
             pass: None,
             running: Running::Child {
                 _dir: c.dir,

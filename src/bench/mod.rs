@@ -50,8 +50,6 @@ mod report;
 mod target;
 mod throughput;
 
-use std::path::PathBuf;
-
 use anyhow::{Context, Result};
 
 use ctx::Ctx;
@@ -60,7 +58,7 @@ pub use report::{render_table, Machine, Report};
 
 /// Runs `chatd bench` from the command line: the header, then the table (or JSON lines) on
 /// standard output. Called by the `chatd` binary, whose own path runs the child server.
-pub async fn run(args: BenchArgs, db: Option<PathBuf>) -> Result<()> {
+pub async fn run(args: BenchArgs, db: Option<crate::store::DbTarget>) -> Result<()> {
     let options = BenchOptions::from_args(&args, db, std::env::current_exe().ok())?;
     let json = args.json;
     if !json {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::client::ServerAddr;
-use crate::store::Durability;
+use crate::store::{DbTarget, Durability};
 use crate::tls::Fingerprint;
 
 use super::load;
@@ -132,7 +132,7 @@ pub enum TargetSpec {
     External {
         addr: ServerAddr,
         pin: Fingerprint,
-        db: PathBuf,
+        db: DbTarget,
         pid: Option<u32>,
     },
 }
@@ -173,7 +173,7 @@ impl BenchOptions {
     /// variable or config key), needed with `--server`; `server_exe` is the `chatd` binary.
     pub fn from_args(
         args: &BenchArgs,
-        db: Option<PathBuf>,
+        db: Option<DbTarget>,
         server_exe: Option<PathBuf>,
     ) -> Result<BenchOptions> {
         let target = match (&args.server, args.pin) {

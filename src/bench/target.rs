@@ -12,14 +12,14 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{Connection, ServerAddr};
 use crate::protocol::{Secret, Username};
 use crate::server::{Limits, Server, ServerOptions};
-use crate::store::{Durability, Store};
+use crate::store::{DbTarget, Durability, Store};
 use crate::tls::Fingerprint;
 
 /// A server under load.
 pub(crate) struct Target {
     pub addr: ServerAddr,
     pub pin: Fingerprint,
-    db: PathBuf,
+    db: DbTarget,
     kind: Kind,
 }
 
@@ -195,7 +195,7 @@ impl Target {
         Ok(Target {
             addr: c.addr,
             pin: c.pin,
-            db: c.db,
+            db: DbTarget::Sqlite(c.db),
             kind: Kind::Child {
                 _dir: c.dir,
                 child: c.child,
@@ -204,7 +204,7 @@ impl Target {
     }
 
     /// A server someone else runs.
-    pub fn external(addr: ServerAddr, pin: Fingerprint, db: PathBuf, pid: Option<u32>) -> Target {
+    pub fn external(addr: ServerAddr, pin: Fingerprint, db: DbTarget, pid: Option<u32>) -> Target {
         Target {
             addr,
             pin,
@@ -253,7 +253,7 @@ impl Target {
         tokens: bool,
     ) -> Result<Vec<Account>> {
         // The admin connection's own durability only: the server keeps its setting.
-        let store = Store::open(&self.db, Durability::Normal).await?;
+        let store = Store::connect(&self.db, Durability::Normal).await?;
         let made = create_accounts(&store, names, password_hash, tokens).await;
         store.close().await;
         made

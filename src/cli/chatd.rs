@@ -15,7 +15,7 @@ use crate::auth::{check_password_policy, Hasher};
 use crate::config::{self, FileConfig, Overrides};
 use crate::protocol::{RoomName, Secret, Username};
 use crate::server::Server;
-use crate::store::{Durability, Refusal, Store, StoreError};
+use crate::store::{DbTarget, Durability, Refusal, Store, StoreError};
 
 /// chatd: a self-hosted, encrypted, authenticated chat server.
 #[derive(Debug, Parser)]
@@ -34,9 +34,10 @@ struct Common {
     /// durability, max_body_bytes, max_connections, idle_timeout_secs, auth_timeout_secs).
     #[arg(long, global = true, env = "CHATD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// SQLite database file [default: chatd.db].
-    #[arg(long, global = true, env = "CHATD_DB", value_name = "PATH")]
-    db: Option<PathBuf>,
+    /// Database: a SQLite file (or sqlite:PATH) [default: chatd.db], or
+    /// postgres://USER@HOST/DB (password from PGPASSWORD, ~/.pgpass or CHATD_DB_PASSWORD_FILE).
+    #[arg(long, global = true, env = "CHATD_DB", value_name = "PATH|URL")]
+    db: Option<DbTarget>,
     /// Directory of the server's certificate and key [default: certs].
     #[arg(long, global = true, env = "CHATD_CERT_DIR", value_name = "DIR")]
     cert_dir: Option<PathBuf>,
@@ -163,19 +164,26 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::User(cmd) => {
             let resolved = config::resolve(&flags, &file)?;
-            let store = Store::open(&resolved.options.db, resolved.options.durability).await?;
+            let store = Store::connect(&resolved.options.db, resolved.options.durability).await?;
             let result = user_command(&store, cmd).await;
             store.close().await;
             result
         }
         Command::Room(cmd) => {
             let resolved = config::resolve(&flags, &file)?;
-            let store = Store::open(&resolved.options.db, resolved.options.durability).await?;
+            let store = Store::connect(&resolved.options.db, resolved.options.durability).await?;
             let result = room_command(&store, cmd).await;
             store.close().await;
             result
         }
-        Command::Bench(args) => crate::bench::run(args, flags.db.or(file.db)).await,
+        Command::Bench(args) => {
+            let db = match (flags.db, file.db) {
+                (Some(db), _) => Some(db),
+                (None, Some(text)) => Some(text.parse().map_err(config::ConfigError::Db)?),
+                (None, None) => None,
+            };
+            crate::bench::run(args, db).await
+        }
     }
 }
 
@@ -202,7 +210,7 @@ async fn serve(resolved: config::Resolved) -> Result<()> {
     tracing::info!(
         listen = %local,
         fingerprint = %server.fingerprint(),
-        db = %resolved.options.db.display(),
+        db = %resolved.options.db,
         durability = %resolved.options.durability,
         "chatd started"
     );
@@ -242,13 +250,16 @@ async fn serve(resolved: config::Resolved) -> Result<()> {
 async fn bind(
     addr: std::net::SocketAddr,
     what: &str,
-    db: &std::path::Path,
+    db: &DbTarget,
 ) -> Result<tokio::net::TcpListener> {
     match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => Ok(listener),
         Err(e) => {
             if e.kind() == std::io::ErrorKind::AddrInUse {
-                if let Some(holder) = crate::store::lock_holder(db) {
+                if let Some((db, holder)) = db
+                    .sqlite_path()
+                    .and_then(|db| crate::store::lock_holder(db).map(|h| (db, h)))
+                {
                     return Err(crate::store::LockError::InUse {
                         db: db.display().to_string(),
                         holder,

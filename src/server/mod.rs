@@ -14,7 +14,6 @@
 pub use crate::core::Limits;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,13 +31,14 @@ use crate::core::ServerState;
 use crate::ids::DeviceId;
 use crate::irc::IrcServerName;
 use crate::protocol::ErrorCode;
-use crate::store::{DbLock, Durability, Store};
+use crate::store::{DbLock, DbTarget, Durability, Store};
 use crate::tls::{self, Fingerprint, IdentitySource};
 
 /// Everything `Server::start` needs.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    pub db: PathBuf,
+    /// The database: a SQLite file (locked for this process) or PostgreSQL (shared).
+    pub db: DbTarget,
     pub identity: IdentitySource,
     pub durability: Durability,
     pub limits: Limits,
@@ -53,7 +53,7 @@ impl ServerOptions {
     /// `dir`, as the bench and the tests make them; argon2 jobs: one per CPU.
     pub fn in_dir(dir: &std::path::Path, durability: Durability, limits: Limits) -> Self {
         ServerOptions {
-            db: dir.join("chatd.db"),
+            db: DbTarget::Sqlite(dir.join("chatd.db")),
             identity: IdentitySource {
                 cert_dir: dir.join("certs"),
                 cert_file: None,
@@ -90,8 +90,9 @@ pub struct Server {
     /// The IRC gateway's name for itself.
     irc_server_name: IrcServerName,
     writer_task: tokio::task::JoinHandle<()>,
-    /// Held until the database is closed at the end of [`Server::run_with`].
-    lock: DbLock,
+    /// Held until the database is closed at the end of [`Server::run_with`] (SQLite only:
+    /// PostgreSQL is shared by design).
+    lock: Option<DbLock>,
 }
 
 /// Swaps the server's certificate and key (SIGHUP) without touching live connections: new
@@ -134,10 +135,13 @@ impl Server {
     /// another server holds the database, before creating anything.
     pub async fn start(options: &ServerOptions) -> Result<Server, ServerError> {
         tls::install_provider();
-        let lock = DbLock::acquire(&options.db)?;
+        let lock = match options.db.sqlite_path() {
+            Some(path) => Some(DbLock::acquire(path)?),
+            None => None,
+        };
         let identity = options.identity.load_or_create()?;
         let tls = tls::server_config(&identity)?;
-        let store = Store::open(&options.db, options.durability).await?;
+        let store = Store::connect(&options.db, options.durability).await?;
         let hasher = Hasher::new(options.hash_parallelism).await?;
         let proof_key = ProofKey::new(store.login_proof_key().await?);
         let hub = Arc::new(Hub::default());
@@ -197,7 +201,7 @@ impl Server {
         .flatten()
         .filter_map(|l| l.local_addr().ok())
         .collect();
-        if let Err(e) = self.lock.record_listening(&addrs) {
+        if let Some(Err(e)) = self.lock.as_ref().map(|l| l.record_listening(&addrs)) {
             tracing::warn!(error = %e, "cannot record the listening addresses in the lock file");
         }
         let tracker = TaskTracker::new();

@@ -28,6 +28,7 @@ mod irc;
 mod lock;
 mod membership;
 mod messages;
+mod pg;
 mod proofs;
 mod rooms;
 mod seam;
@@ -49,11 +50,12 @@ use crate::protocol::{format_timestamp, Username};
 pub use lock::{holder as lock_holder, DbLock, Holder, LockError};
 pub use membership::{Refusal, RoomAction, RoomChange};
 pub use messages::HistoryScope;
+pub use pg::{PgTarget, PASSWORD_FILE_ENV};
 pub use rooms::RoomRef;
 pub use seam::{DbTarget, DbTargetError, Store};
 pub use writer::{Audience, Committed, Delivery, NewMessage, Target, Writer};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// How hard a SQLite commit tries to survive power loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]

@@ -34,6 +34,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use super::pg::PgTarget;
 use super::rooms::RoomSummary;
 use super::writer::OnCommit;
 use super::{
@@ -72,6 +73,10 @@ impl Store {
     pub async fn connect(target: &DbTarget, durability: Durability) -> Result<Store, StoreError> {
         match target {
             DbTarget::Sqlite(path) => Store::open(path, durability).await,
+            DbTarget::Postgres(target) => Err(StoreError::Open {
+                path: target.to_string(),
+                reason: "the PostgreSQL backend is being built".into(),
+            }),
         }
     }
 
@@ -357,20 +362,31 @@ impl Store {
     }
 }
 
-/// Which database a server opens: a path or a `sqlite:` URL selects SQLite. A
-/// `postgres://` (or `postgresql://`) URL is recognised and refused until that backend
-/// exists (issue 14).
+/// Which database a server opens: a path or a `sqlite:` URL selects SQLite; a
+/// `postgres://` (or `postgresql://`) URL selects PostgreSQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DbTarget {
     /// A SQLite file.
     Sqlite(PathBuf),
+    /// A PostgreSQL database, shared by every node of a cluster.
+    Postgres(PgTarget),
+}
+
+impl DbTarget {
+    /// The SQLite file, when this is one.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            DbTarget::Sqlite(path) => Some(path),
+            DbTarget::Postgres(_) => None,
+        }
+    }
 }
 
 /// Why a database target was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DbTargetError {
-    #[error("PostgreSQL is not built yet (issue 14)")]
-    PostgresNotBuilt,
+    #[error("invalid PostgreSQL URL: {0}")]
+    BadPostgresUrl(String),
     #[error("no database path in {0:?}")]
     Empty(String),
     #[error("unsupported database {0:?} (expected a path, sqlite:PATH or postgres://…)")]
@@ -381,8 +397,11 @@ impl FromStr for DbTarget {
     type Err = DbTargetError;
 
     fn from_str(s: &str) -> Result<Self, DbTargetError> {
-        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            return Err(DbTargetError::PostgresNotBuilt);
+        if PgTarget::is_postgres(s) {
+            return s
+                .parse()
+                .map(DbTarget::Postgres)
+                .map_err(DbTargetError::BadPostgresUrl);
         }
         let path = match s.strip_prefix("sqlite:") {
             Some(rest) => {
@@ -409,6 +428,7 @@ impl fmt::Display for DbTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DbTarget::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            DbTarget::Postgres(target) => target.fmt(f),
         }
     }
 }
@@ -436,12 +456,16 @@ mod tests {
     }
 
     #[test]
-    fn postgres_is_refused_in_one_line() {
+    fn a_postgres_url_selects_postgres() {
         for url in ["postgres://chat@db/chat", "postgresql://db/chat"] {
-            let err = url.parse::<DbTarget>().unwrap_err();
-            assert_eq!(err, DbTargetError::PostgresNotBuilt);
-            assert_eq!(err.to_string(), "PostgreSQL is not built yet (issue 14)");
+            let target = url.parse::<DbTarget>().unwrap();
+            assert!(matches!(target, DbTarget::Postgres(_)), "{url}");
+            assert_eq!(target.sqlite_path(), None);
         }
+        let err = "postgres://db:notaport/chat"
+            .parse::<DbTarget>()
+            .unwrap_err();
+        assert!(matches!(err, DbTargetError::BadPostgresUrl(_)), "{err:?}");
     }
 
     #[test]
