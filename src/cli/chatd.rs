@@ -57,6 +57,9 @@ enum Command {
     Room(RoomCommand),
     /// Measure this server: load scenarios over real TLS, as a table or JSON lines.
     Bench(crate::bench::BenchArgs),
+    /// Copy a whole database into an empty one, SQLite ⇄ PostgreSQL (docs/migrate.md); stop
+    /// the server first.
+    Migrate(super::migrate::MigrateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +187,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             };
             crate::bench::run(args, db).await
         }
+        Command::Migrate(args) => super::migrate::run(args).await,
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod chat;
 pub mod chatd;
+pub mod migrate;
 
 /// rustls's handshake parser logs a warning for every client that sends an IP address as
 /// its TLS server name (SNI), which irssi and WeeChat do whenever they are told to connect

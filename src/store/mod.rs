@@ -33,6 +33,7 @@ mod proofs;
 mod rooms;
 mod seam;
 mod search;
+mod transfer;
 mod writer;
 
 use std::collections::HashSet;
@@ -53,6 +54,7 @@ pub use messages::HistoryScope;
 pub use pg::{PgTarget, PASSWORD_FILE_ENV};
 pub use rooms::RoomRef;
 pub use seam::{DbTarget, DbTargetError, Store};
+pub use transfer::{transfer, TableCount, TransferError, TransferReport};
 pub use writer::{Audience, Committed, Delivery, NewMessage, Target, Writer};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
