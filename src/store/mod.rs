@@ -51,7 +51,7 @@ use crate::protocol::{format_timestamp, Username};
 pub use lock::{holder as lock_holder, DbLock, Holder, LockError};
 pub use membership::{Refusal, RoomAction, RoomChange};
 pub use messages::HistoryScope;
-pub use pg::{PgTarget, PASSWORD_FILE_ENV};
+pub use pg::{KeyConflict, PgTarget, LISTENER_NAME, PASSWORD_FILE_ENV};
 pub use rooms::RoomRef;
 pub use seam::{DbTarget, DbTargetError, Store};
 pub use transfer::{transfer, TableCount, TransferError, TransferReport};
@@ -117,6 +117,12 @@ pub enum StoreError {
     /// into words (the text here is for logs only).
     #[error("refused by the room rules: {0:?}")]
     Refused(Refusal),
+    /// Another live node of the cluster serves a different TLS key.
+    #[error(
+        "node {} of this cluster serves the key {}: every node must serve the same key \
+         (give each the same --tls-cert and --tls-key)", .0.node, .0.fingerprint
+    )]
+    KeyConflict(KeyConflict),
 }
 
 impl From<Refusal> for StoreError {

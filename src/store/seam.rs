@@ -34,7 +34,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use super::pg::PgTarget;
+use super::pg::{PgTarget, PostgresStore};
 use super::rooms::RoomSummary;
 use super::writer::OnCommit;
 use super::{
@@ -50,6 +50,8 @@ use crate::protocol::{MemberInfo, Message, RoomInfo, RoomName, SearchHit, Unread
 pub enum Store {
     /// The embedded default: one SQLite file, served by one process.
     Sqlite(SqliteStore),
+    /// One PostgreSQL database, served by any number of nodes.
+    Postgres(PostgresStore),
 }
 
 /// Hands a call to the backend behind a [`Store`]: `backend!(self, b => b.method(..))`. A new
@@ -58,6 +60,7 @@ macro_rules! backend {
     ($store:expr, $b:ident => $call:expr) => {
         match $store {
             Store::Sqlite($b) => $call,
+            Store::Postgres($b) => $call,
         }
     };
 }
@@ -73,10 +76,25 @@ impl Store {
     pub async fn connect(target: &DbTarget, durability: Durability) -> Result<Store, StoreError> {
         match target {
             DbTarget::Sqlite(path) => Store::open(path, durability).await,
-            DbTarget::Postgres(target) => Err(StoreError::Open {
-                path: target.to_string(),
-                reason: "the PostgreSQL backend is being built".into(),
-            }),
+            DbTarget::Postgres(target) => Ok(Store::Postgres(PostgresStore::open(target).await?)),
+        }
+    }
+
+    /// Records this serving process as a node of the cluster, serving the key
+    /// `fingerprint`; refused when another live node serves another key (PostgreSQL; a
+    /// SQLite file has one server, which its lock ensures).
+    pub async fn register_node(&self, node: &str, fingerprint: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::Postgres(b) => b.register_node(node, fingerprint).await,
+        }
+    }
+
+    /// Which backend this is, for logs and reports: `sqlite` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
         }
     }
 

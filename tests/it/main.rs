@@ -9,6 +9,7 @@ mod crash;
 mod inbox;
 mod irc;
 mod parity;
+mod pg;
 mod proofs;
 mod props;
 mod rooms;
