@@ -9,7 +9,7 @@
 //! Before committing, the copy is verified (row counts of every table and the highest
 //! message id, on both sides; the `meta` values key by key), and the id allocators of the
 //! target are moved past every id the source ever handed out: PostgreSQL's identity
-//! sequences and `id_counter.last_id`, SQLite's `sqlite_sequence`.
+//! sequences and `id_counter` (`last_id`, `last_sent_at`), SQLite's `sqlite_sequence`.
 //!
 //! The target must be empty: no account, device, room, message, membership span or read
 //! marker ([`TransferError::TargetNotEmpty`]). What a fresh database already holds is
@@ -685,11 +685,15 @@ impl Tx {
         Ok(())
     }
 
-    /// Records the highest message id where the backend's writer takes the next one from
-    /// (PostgreSQL's `id_counter`; SQLite's writer starts above the newest message).
+    /// Records the highest message id (and time) where the backend's writer takes the next
+    /// one from: PostgreSQL's `id_counter`, whose `last_sent_at` keeps times growing with
+    /// ids; SQLite's writer starts above the newest message on its own.
     async fn set_last_message_id(&mut self, id: i64) -> Result<(), TransferError> {
         if let Tx::Postgres(tx) = self {
-            sqlx::query("UPDATE id_counter SET last_id = $1")
+            sqlx::query(
+                "UPDATE id_counter SET last_id = $1, \
+                 last_sent_at = (SELECT COALESCE(MAX(sent_at), 0) FROM messages)",
+            )
                 .bind(id)
                 .execute(&mut **tx)
                 .await?;

@@ -8,6 +8,7 @@ mod core;
 mod crash;
 mod inbox;
 mod irc;
+mod migrate;
 mod parity;
 mod pg;
 mod proofs;
