@@ -233,9 +233,12 @@ async fn ids_become_visible_in_commit_order_with_the_counter_but_not_with_a_sequ
         }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!send.is_finished(), "the second writer waits for the counter row");
+    assert!(
+        !send.is_finished(),
+        "the second writer waits for the counter row"
+    );
     let visible = store
-        .backlog(bob.id, DeviceId(0), MessageId(0), 100)
+        .backlog(bob.id, DeviceId(-1), MessageId(0), 100)
         .await
         .unwrap();
     assert!(visible.is_empty(), "nothing is visible yet: {visible:?}");
@@ -246,9 +249,13 @@ async fn ids_become_visible_in_commit_order_with_the_counter_but_not_with_a_sequ
         .unwrap();
     slow.execute("COMMIT").await.unwrap();
     let committed = send.await.unwrap().unwrap();
-    assert_eq!(committed.id, MessageId(last + 2), "the later writer gets the next id");
+    assert_eq!(
+        committed.id,
+        MessageId(last + 2),
+        "the later writer gets the next id"
+    );
     let visible: Vec<i64> = store
-        .backlog(bob.id, DeviceId(0), MessageId(0), 100)
+        .backlog(bob.id, DeviceId(-1), MessageId(0), 100)
         .await
         .unwrap()
         .iter()
@@ -288,13 +295,23 @@ async fn users_on_different_nodes_talk_live_offline_and_in_rooms() {
     }
     let got = take_messages(&mut bob.events, 20).await;
     let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
-    assert_eq!(bodies, (0..20).map(|i| format!("live {i}")).collect::<Vec<_>>());
+    assert_eq!(
+        bodies,
+        (0..20).map(|i| format!("live {i}")).collect::<Vec<_>>()
+    );
     assert!(got.windows(2).all(|w| w[0].id < w[1].id));
     // A retried key through the other node is the same message.
     let first = alice.client.send("bob", "once", "same-key").await.unwrap();
     let (alice_b, _) = b.login("alice").await;
-    let again = alice_b.client.send("bob", "once", "same-key").await.unwrap();
-    assert_eq!(first.id, again.id, "a key retried on another node finds the message");
+    let again = alice_b
+        .client
+        .send("bob", "once", "same-key")
+        .await
+        .unwrap();
+    assert_eq!(
+        first.id, again.id,
+        "a key retried on another node finds the message"
+    );
     // Rooms: created on A, joined on B; a message from B reaches carol offline on A.
     alice.client.room_create("lobby", false).await.unwrap();
     bob.client.room_join("#lobby").await.unwrap();
@@ -308,7 +325,9 @@ async fn users_on_different_nodes_talk_live_offline_and_in_rooms() {
     carol.client.auth(&carol_token).await.unwrap();
     let backlog = subscribe(&mut carol).await;
     assert!(
-        backlog.iter().any(|m| m.id == sent.id && m.body == "hello room"),
+        backlog
+            .iter()
+            .any(|m| m.id == sent.id && m.body == "hello room"),
         "carol's backlog on node A has bob's room message from node B: {backlog:?}"
     );
     a.stop().await;
@@ -328,22 +347,20 @@ async fn delivery_survives_a_cut_listener_through_the_timer_and_the_reconnect() 
     let (mut bob, _) = b.login("bob").await;
     subscribe(&mut bob).await;
     let mut admin = PgConnection::connect(&db.url).await.unwrap();
-    let cut = |admin: &mut PgConnection| {
-        let sql = format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE application_name = '{}' AND datname = '{}'",
-            chat_svc::store::LISTENER_NAME,
-            db.name
-        );
-        async move {
-            sqlx::query(&sql)
-                .fetch_all(admin)
-                .await
-                .unwrap()
-                .len()
-        }
-    };
-    assert_eq!(cut(&mut admin).await, 2, "each node has one listening connection");
+    let cut_sql = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = '{}' AND datname = '{}'",
+        chat_svc::store::LISTENER_NAME,
+        db.name
+    );
+    async fn cut(admin: &mut PgConnection, sql: &str) -> usize {
+        sqlx::query(sql).fetch_all(admin).await.unwrap().len()
+    }
+    assert_eq!(
+        cut(&mut admin, &cut_sql).await,
+        2,
+        "each node has one listening connection"
+    );
     let mut expected = Vec::new();
     for round in 0..5 {
         for i in 0..10 {
@@ -356,7 +373,7 @@ async fn delivery_survives_a_cut_listener_through_the_timer_and_the_reconnect() 
             expected.push(body);
         }
         // Cut again mid-run, whether or not the listeners are back yet.
-        cut(&mut admin).await;
+        cut(&mut admin, &cut_sql).await;
     }
     let got = take_messages(&mut bob.events, expected.len()).await;
     let bodies: Vec<String> = got.iter().map(|m| m.body.clone()).collect();
@@ -376,7 +393,10 @@ async fn delivery_survives_a_cut_listener_through_the_timer_and_the_reconnect() 
         if n == 2 {
             break;
         }
-        assert!(Instant::now() < deadline, "the listeners did not reconnect ({n} of 2)");
+        assert!(
+            Instant::now() < deadline,
+            "the listeners did not reconnect ({n} of 2)"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     a.stop().await;
@@ -414,9 +434,16 @@ async fn room_changes_revocations_and_disables_on_one_node_apply_on_the_others()
     let (dave, _) = a.login("dave").await;
     dave.client.room_join("#scratch").await.unwrap();
     alice_b.client.room_del("#scratch").await.unwrap();
-    let gone = dave.client.send("#scratch", "hello?", "d1").await.unwrap_err();
+    let gone = dave
+        .client
+        .send("#scratch", "hello?", "d1")
+        .await
+        .unwrap_err();
     assert!(
-        matches!(gone.code(), Some(ErrorCode::UnknownRoom | ErrorCode::NotMember)),
+        matches!(
+            gone.code(),
+            Some(ErrorCode::UnknownRoom | ErrorCode::NotMember)
+        ),
         "{gone:?}"
     );
 
@@ -455,7 +482,10 @@ async fn closed_within(conn: &mut Connection, limit: Duration, since: Instant) {
         }
     }
     let took = since.elapsed();
-    assert!(took <= limit, "the session was closed after {took:?}, not within {limit:?}");
+    assert!(
+        took <= limit,
+        "the session was closed after {took:?}, not within {limit:?}"
+    );
 }
 
 /// A `chatd serve` process on the shared database.
@@ -667,7 +697,9 @@ async fn three_nodes_lose_nothing_acknowledged_when_one_is_killed() {
     reader.client.auth(&tokens[5]).await.unwrap();
     followers[5] = Some(follow(reader, Arc::clone(&seen[5])).await);
 
-    let store = Store::connect(&db.target(), Durability::Full).await.unwrap();
+    let store = Store::connect(&db.target(), Durability::Full)
+        .await
+        .unwrap();
     let mut redelivered = 0;
     for (i, user) in users.iter().enumerate() {
         let user_ref = store
@@ -694,7 +726,10 @@ async fn three_nodes_lose_nothing_acknowledged_when_one_is_killed() {
                 "{user}: shown {} of {} messages; missing {:?}",
                 shown.len(),
                 expected.len(),
-                expected.iter().filter(|id| !shown.contains(id)).collect::<Vec<_>>()
+                expected
+                    .iter()
+                    .filter(|id| !shown.contains(id))
+                    .collect::<Vec<_>>()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

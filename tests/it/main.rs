@@ -3,6 +3,7 @@
 mod bad_input;
 mod bench_smoke;
 mod binaries;
+mod cluster;
 mod common;
 mod core;
 mod crash;
