@@ -534,6 +534,7 @@ impl Tx {
                     for (value, (_, kind)) in after.iter().zip(table.columns) {
                         bind_sqlite(&mut sep, value, *kind);
                     }
+                    q.push(")");
                 }
                 q.push(tail);
                 let rows = q.build().fetch_all(&mut **tx).await?;
@@ -546,6 +547,7 @@ impl Tx {
                     for (value, (_, kind)) in after.iter().zip(table.columns) {
                         bind_pg(&mut sep, value, *kind);
                     }
+                    q.push(")");
                 }
                 q.push(tail);
                 let rows = q.build().fetch_all(&mut **tx).await?;
@@ -687,16 +689,18 @@ impl Tx {
 
     /// Records the highest message id (and time) where the backend's writer takes the next
     /// one from: PostgreSQL's `id_counter`, whose `last_sent_at` keeps times growing with
-    /// ids; SQLite's writer starts above the newest message on its own.
+    /// ids (and whose membership version moves, so a node that is running after all
+    /// re-reads the rooms); SQLite's writer starts above the newest message on its own.
     async fn set_last_message_id(&mut self, id: i64) -> Result<(), TransferError> {
         if let Tx::Postgres(tx) = self {
             sqlx::query(
                 "UPDATE id_counter SET last_id = $1, \
-                 last_sent_at = (SELECT COALESCE(MAX(sent_at), 0) FROM messages)",
+                 last_sent_at = (SELECT COALESCE(MAX(sent_at), 0) FROM messages), \
+                 membership_version = membership_version + 1",
             )
-                .bind(id)
-                .execute(&mut **tx)
-                .await?;
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
         }
         Ok(())
     }
@@ -730,7 +734,7 @@ fn key_list(table: &Table) -> String {
 }
 
 /// `SELECT … FROM t` and, for a page after a key, `WHERE (k1, …) > (` (the key's values
-/// follow).
+/// and `)` follow).
 fn select_head(table: &Table, after: bool) -> String {
     let mut sql = format!("SELECT {} FROM {}", column_list(table), table.name);
     if after {
