@@ -2,9 +2,10 @@
 //! PostgreSQL database, every row, id and cursor compared; a server on the copy resumes a
 //! device right after what it acknowledged; the PostgreSQL database is copied back to a
 //! fresh SQLite file and compared again, and a server on that copy finds messages by search
-//! (its index rebuilt). A non-empty target, the same database twice and a copy that fails
-//! half-way (the target is left empty) are refused; the real `chatd` binary does one copy
-//! and one refusal.
+//! (its index rebuilt, even over a stale index file of another database). A non-empty
+//! target, the same database twice, a target a server holds and a copy that fails half-way
+//! (the target is left empty) are refused; the real `chatd` binary does one copy and one
+//! refusal.
 //!
 //! PostgreSQL comes from the private cluster of `crate::pg`; without server binaries the
 //! tests say so and pass (with `CI` set they fail).
@@ -548,6 +549,14 @@ async fn a_populated_sqlite_database_moves_to_postgresql_and_back() {
     // PostgreSQL → a fresh SQLite file: everything again, and the allocators agree.
     let back_dir = tempfile::tempdir().unwrap();
     let back = back_dir.path().join("chatd.db");
+    // A search index left by another database of that name, indexed as far as this one goes
+    // but with other text (an index ahead of its database is rebuilt anyway): the copy must
+    // discard it.
+    let stale_dir = tempfile::tempdir().unwrap();
+    let stale = sqlite_with_messages(stale_dir.path(), sent.id as usize).await;
+    let mut stale_index = stale.into_os_string();
+    stale_index.push(".search.db");
+    std::fs::copy(&stale_index, back_dir.path().join("chatd.db.search.db")).unwrap();
     let report = transfer(&pg.target(), &sqlite(&back)).await.unwrap();
     check_report(&report, &on_pg);
     assert_eq!(dump_sqlite(&back).await, on_pg);
@@ -574,8 +583,14 @@ async fn a_populated_sqlite_database_moves_to_postgresql_and_back() {
     served.stop().await;
 }
 
-/// A small SQLite database with two accounts and a message, made through the store.
+/// A small SQLite database with two accounts and three messages, made through the store.
 async fn small_sqlite(dir: &Path) -> PathBuf {
+    sqlite_with_messages(dir, 3).await
+}
+
+/// A SQLite database `small.db` in `dir` with accounts alice and bob and `n` messages from
+/// alice to bob, made through the store (its writer, and so its search indexer).
+async fn sqlite_with_messages(dir: &Path, n: usize) -> PathBuf {
     let path = dir.join("small.db");
     let store = Store::open(&path, Durability::Full).await.unwrap();
     for name in ["alice", "bob"] {
@@ -598,7 +613,7 @@ async fn small_sqlite(dir: &Path) -> PathBuf {
         .await
         .unwrap()
         .unwrap();
-    for n in 0..3 {
+    for n in 0..n {
         writer
             .send(chat_svc::store::NewMessage {
                 sender_id: alice.id,
@@ -666,6 +681,25 @@ async fn a_non_empty_target_the_same_database_and_a_failed_copy_are_refused() {
         .unwrap_err();
     assert!(matches!(err, TransferError::NoSource(_)), "{err:?}");
     assert!(!missing.exists());
+
+    // A source a server still holds is copied (one snapshot), and the report says so; a
+    // target a server holds is refused.
+    let server = TestServer::start().await;
+    server.add_users(&["alice"]).await;
+    let copy = dir.path().join("live-copy.db");
+    let report = transfer(&sqlite(&server.db_path()), &sqlite(&copy))
+        .await
+        .unwrap();
+    assert_eq!(
+        report.source_in_use.and_then(|h| h.pid),
+        Some(std::process::id())
+    );
+    assert_eq!(dump_sqlite(&copy).await.count("users"), 1);
+    let err = transfer(&sqlite(&source), &sqlite(&server.db_path()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransferError::Lock(_)), "{err:?}");
+    server.stop().await;
 
     let Some(pg) = fresh_pg_database().await else {
         return;
