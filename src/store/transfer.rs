@@ -312,10 +312,6 @@ async fn copy(source: &Side, target: &Side) -> Result<(Vec<TableCount>, i64), Tr
             return Err(TransferError::SameDatabase);
         }
     }
-    if let Side::Sqlite(store) = target {
-        // Whatever index file a database of this name left behind describes other messages.
-        reset_search_index(store).await?;
-    }
     let mut from = source.begin_read().await?;
     let mut into = target.begin_write().await?;
     for table in TABLES.iter().filter(|t| t.mode == Mode::Fresh) {
@@ -326,6 +322,10 @@ async fn copy(source: &Side, target: &Side) -> Result<(Vec<TableCount>, i64), Tr
                 rows,
             });
         }
+    }
+    if let Side::Sqlite(store) = target {
+        // Whatever index file a database of this name left behind describes other messages.
+        reset_search_index(store).await?;
     }
     let mut counts = Vec::new();
     for table in TABLES {
@@ -397,10 +397,12 @@ fn check_count(table: &'static str, source: u64, target: u64) -> Result<(), Tran
     }
 }
 
-/// Empties a SQLite store's full-text index: a server rebuilds it from the messages.
+/// Empties a SQLite store's full-text index: a server rebuilds it from the messages. A
+/// deferred transaction, which locks only the index file: the copy's own transaction holds
+/// the main database.
 async fn reset_search_index(store: &SqliteStore) -> Result<(), TransferError> {
     sqlx::query(
-        "BEGIN IMMEDIATE; INSERT INTO search.fts (fts) VALUES ('delete-all'); \
+        "BEGIN; INSERT INTO search.fts (fts) VALUES ('delete-all'); \
          UPDATE search.state SET value = 0 WHERE key = 'indexed_upto'; COMMIT;",
     )
     .execute(&store.search.pool)

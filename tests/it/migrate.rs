@@ -644,7 +644,8 @@ async fn pg_user_count(db: &PgDatabase) -> i64 {
 }
 
 /// A target with an account is refused and left as it was; so is the same database as
-/// source and target; a copy that fails half-way leaves the target empty.
+/// source and target; a copy that fails half-way leaves the target empty; a copy between
+/// two PostgreSQL databases carries everything too.
 #[tokio::test]
 async fn a_non_empty_target_the_same_database_and_a_failed_copy_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -666,6 +667,15 @@ async fn a_non_empty_target_the_same_database_and_a_failed_copy_are_refused() {
         "{err:?}"
     );
     assert_eq!(dump_sqlite(&other).await.count("messages"), 3);
+    let mut index = other.clone().into_os_string();
+    index.push(".search.db");
+    let mut conn = sqlite_conn(Path::new(&index)).await;
+    let indexed: i64 = sqlx::query_scalar("SELECT value FROM state WHERE key = 'indexed_upto'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(indexed, 3, "the refused target's search index was touched");
 
     // The same file, also under another name.
     for same in [source.clone(), dir.path().join(".").join("small.db")] {
@@ -767,6 +777,13 @@ async fn a_non_empty_target_the_same_database_and_a_failed_copy_are_refused() {
     let report = transfer(&sqlite(&bad), &empty.target()).await.unwrap();
     assert_eq!(report.max_message_id, 3);
     assert_eq!(pg_user_count(&empty).await, 2);
+    // And from there to another PostgreSQL database of the same cluster.
+    let Some(second) = fresh_pg_database().await else {
+        return;
+    };
+    transfer(&empty.target(), &second.target()).await.unwrap();
+    assert_eq!(dump_pg(&second.url).await, dump_pg(&empty.url).await);
+    assert_eq!(issued_pg(&second.url).await, issued_pg(&empty.url).await);
 }
 
 /// The real binary: one copy with its count table, then the refusal as one line.
