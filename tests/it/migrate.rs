@@ -351,9 +351,10 @@ struct Populated {
 }
 
 /// Fills a SQLite database through a real server: three accounts (one disabled at the
-/// end), two devices each for alice and bob with acknowledged cursors, a public room with
-/// joins and a leave, a private room, a deleted room, direct and room messages (an action
-/// among them), read markers, and more direct messages than one copy chunk.
+/// end), two devices each for alice and bob with acknowledged cursors (and one of carol's
+/// logged out again), a public room with joins and a leave, a private room, a deleted room,
+/// direct and room messages (an action among them), read markers, and more direct messages
+/// than one copy chunk.
 async fn populate() -> Populated {
     let server = TestServer::start().await;
     server.add_users(&["alice", "bob", "carol"]).await;
@@ -362,6 +363,10 @@ async fn populate() -> Populated {
     let (mut b1, bob_token) = server.login("bob").await;
     let (mut b2, _) = server.login("bob").await;
     let (c1, _) = server.login("carol").await;
+    // The newest device logs out: the devices' allocator is past the highest id left.
+    let (c2, _) = server.login("carol").await;
+    c2.client.logout().await.unwrap();
+    drop(c2);
 
     a1.client.room_create("#ops", false).await.unwrap();
     b1.client.room_join("#ops").await.unwrap();
@@ -487,6 +492,12 @@ async fn a_populated_sqlite_database_moves_to_postgresql_and_back() {
     assert_eq!(before.with("messages", "action", "true").count(), 1);
     let acked = populated.acked.to_string();
     assert_eq!(before.with("devices", "cursor", &acked).count(), 1);
+
+    let device_ids = before
+        .rows("devices")
+        .iter()
+        .map(|r| r[0].as_deref().unwrap().parse::<i64>().unwrap());
+    assert!(issued_sqlite(&original).await[1] > device_ids.max().unwrap());
 
     // SQLite → PostgreSQL: every row, value and id.
     let report = transfer(&sqlite(&original), &pg.target()).await.unwrap();
