@@ -137,6 +137,12 @@ impl PostgresStore {
     pub async fn open(target: &PgTarget) -> Result<PostgresStore, StoreError> {
         crate::tls::install_provider();
         let options = target.connect_options()?;
+        // One connection first: the pool would only say that it timed out, where this says
+        // why (refused, unknown host, wrong password, no such database, TLS).
+        let first = <sqlx::PgConnection as sqlx::Connection>::connect_with(&options)
+            .await
+            .map_err(|e| target.open_err(e))?;
+        sqlx::Connection::close(first).await.ok();
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .min_connections(1)
