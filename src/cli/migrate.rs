@@ -14,27 +14,36 @@ use crate::store::{transfer, DbTarget, TransferReport};
 pub struct MigrateArgs {
     /// The database to copy: a SQLite file (or sqlite:PATH) or postgres://USER@HOST/DB. Stop
     /// its server first: what it stores during the copy is not copied.
+    // Both are parsed after clap (`target`): clap's own error would echo the value, and with
+    // it a password in the URL.
     #[arg(long, value_name = "PATH|URL")]
-    from: DbTarget,
+    from: String,
     /// The empty database to copy into (created when missing): a SQLite file or postgres://….
     #[arg(long, value_name = "PATH|URL")]
-    to: DbTarget,
+    to: String,
+}
+
+/// A `--from` or `--to` value as a database target; a bad one is refused in one line that
+/// never shows a password.
+fn target(flag: &str, text: &str) -> Result<DbTarget> {
+    text.parse()
+        .map_err(|e| anyhow::anyhow!("invalid value for --{flag}: {e}"))
 }
 
 /// Runs `chatd migrate`.
 pub async fn run(args: MigrateArgs) -> Result<()> {
-    let report = transfer(&args.from, &args.to)
+    let (from, to) = (target("from", &args.from)?, target("to", &args.to)?);
+    let report = transfer(&from, &to)
         .await
-        .with_context(|| format!("cannot migrate {} to {}", args.from, args.to))?;
+        .with_context(|| format!("cannot migrate {from} to {to}"))?;
     if let Some(holder) = &report.source_in_use {
         eprintln!(
-            "chatd: warning: a chatd ({holder}) was serving {} during the copy; what it stored \
-             after the copy began is not in {}",
-            args.from, args.to
+            "chatd: warning: a chatd ({holder}) was serving {from} during the copy; what it \
+             stored after the copy began is not in {to}"
         );
     }
     let mut out = std::io::stdout().lock();
-    out.write_all(render(&args.from, &args.to, &report).as_bytes())?;
+    out.write_all(render(&from, &to, &report).as_bytes())?;
     out.flush()?;
     Ok(())
 }
@@ -63,6 +72,19 @@ fn render(from: &DbTarget, to: &DbTarget, report: &TransferReport) -> String {
 mod tests {
     use super::*;
     use crate::store::TableCount;
+
+    #[test]
+    fn a_bad_target_is_one_line_without_the_password() {
+        let err = target("to", "postgres://chat:s3cret@db:notaport/chat").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.starts_with("invalid value for --to: "), "{text}");
+        assert!(!text.contains("s3cret") && !text.contains('\n'), "{text}");
+        assert!(target("from", "sqlite:").is_err());
+        assert_eq!(
+            target("from", "old.db").unwrap(),
+            DbTarget::Sqlite("old.db".into())
+        );
+    }
 
     #[test]
     fn the_report_is_a_table() {

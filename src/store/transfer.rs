@@ -422,7 +422,9 @@ impl Side {
             DbTarget::Sqlite(path) => {
                 Side::Sqlite(SqliteStore::open(path, Durability::Full).await?)
             }
-            DbTarget::Postgres(pg) => Side::Postgres(PostgresStore::open(pg).await?),
+            DbTarget::Postgres(pg) => {
+                Side::Postgres(PostgresStore::open(pg, Durability::Full).await?)
+            }
         })
     }
 

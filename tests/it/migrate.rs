@@ -797,7 +797,8 @@ async fn a_non_empty_target_the_same_database_and_a_failed_copy_are_refused() {
     assert_eq!(issued_pg(&second.url).await, issued_pg(&empty.url).await);
 }
 
-/// The real binary: one copy with its count table, then the refusal as one line.
+/// The real binary: one copy with its count table, then the refusal as one line; a bad URL
+/// in one line without its password.
 #[tokio::test]
 async fn the_chatd_binary_migrates_and_refuses_a_second_time() {
     let Some(pg) = fresh_pg_database().await else {
@@ -851,6 +852,22 @@ async fn the_chatd_binary_migrates_and_refuses_a_second_time() {
     assert!(
         stderr.starts_with("chatd: error: cannot migrate sqlite:")
             && stderr.contains("the target database is not empty (2 row(s) in users)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&password), "{stderr}");
+    // A bad URL is refused in one line that does not show its password.
+    let bad = Command::new(CHATD)
+        .args(["migrate", "--from", "old.db", "--to"])
+        .arg(format!("postgres://chatd:{password}@127.0.0.1:notaport/x"))
+        .env_remove("RUST_LOG")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(bad.stderr).unwrap();
+    assert!(!bad.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("chatd: error: invalid value for --to: "),
         "{stderr}"
     );
     assert!(!stderr.contains(&password), "{stderr}");
