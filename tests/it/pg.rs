@@ -219,6 +219,14 @@ impl Cluster {
             .args(["-U", SUPERUSER, "-A", "scram-sha-256", "-E", "UTF8"])
             .args(["--no-locale", "--no-sync"])
             .arg(format!("--pwfile={}", self.root.join("pwfile").display()));
+        // Killed with this process (the watchdog then removes what it wrote).
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            initdb.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         run(&mut initdb)?;
         let settings = format!(
             "\n# chatd tests\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
@@ -349,11 +357,12 @@ fn unprivileged_user() -> Result<(u32, u32), String> {
 }
 
 /// A shell that waits for its stdin to close (this process ending: nothing else holds the
-/// pipe, which is close-on-exec) and then stops the cluster and removes its directory.
+/// pipe, which is close-on-exec) and then stops the cluster and removes its directory; the
+/// second's pause lets a server that was starting write its pid file, so that it is stopped.
 fn spawn_watchdog(bin: &Path, root: &Path, run_as: Option<(u32, u32)>) -> Result<Child, String> {
     let mut cmd = command(Path::new("/bin/sh"), root, run_as);
     cmd.arg("-c")
-        .arg(r#"read _; "$0" -D "$1/data" -m immediate -w stop; rm -rf "$1""#)
+        .arg(r#"read _; sleep 1; "$0" -D "$1/data" -m immediate -w stop; rm -rf "$1""#)
         .arg(bin.join("pg_ctl"))
         .arg(root)
         .stdin(Stdio::piped())
