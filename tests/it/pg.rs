@@ -50,7 +50,7 @@ impl PgDatabase {
 
 /// Creates a database with a unique name in the private cluster (starting the cluster on
 /// first use) and returns its target; `None` when PostgreSQL tests are skipped.
-#[allow(dead_code)] // used by the harness in common.rs (next commit)
+#[allow(dead_code)] // for tests that manage their databases themselves
 pub async fn fresh_database() -> Option<DbTarget> {
     Some(fresh_pg_database().await?.target())
 }
@@ -74,18 +74,27 @@ pub async fn fresh_pg_database() -> Option<PgDatabase> {
     })
 }
 
-/// The URL of the cluster's `postgres` database as its superuser (for tests that create or
-/// inspect databases themselves); `None` when PostgreSQL tests are skipped.
-#[allow(dead_code)] // used by the harness in common.rs (next commit)
-pub fn admin_url() -> Option<String> {
-    Some(cluster()?.url("postgres"))
+/// [`fresh_pg_database`] for synchronous code (on a thread of its own, so also callable
+/// from inside a runtime).
+pub fn fresh_pg_database_blocking() -> Option<PgDatabase> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(fresh_pg_database())
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
-/// Whether PostgreSQL tests run here (starts the cluster; panics when it cannot start, and
-/// without server binaries under `CI`).
-#[allow(dead_code)] // used by the harness in common.rs (next commit)
-pub fn available() -> bool {
-    cluster().is_some()
+/// The URL of the cluster's `postgres` database as its superuser (for tests that create or
+/// inspect databases themselves); `None` when PostgreSQL tests are skipped.
+#[allow(dead_code)] // for tests that manage their databases themselves
+pub fn admin_url() -> Option<String> {
+    Some(cluster()?.url("postgres"))
 }
 
 /// The running cluster.
