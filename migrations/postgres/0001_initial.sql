@@ -122,12 +122,16 @@ CREATE INDEX login_proof_failures_expiry ON login_proof_failures(expires_at);
 -- order across nodes, and a rollback gives its ids back. `membership_version` is bumped by
 -- every room change in the same transaction: a node whose room map is older reloads it
 -- before checking a send.
+-- `last_sent_at` keeps `sent_at` growing with ids whatever the nodes' clocks say: a batch is
+-- stamped no earlier than the last one stored.
 CREATE TABLE id_counter (
     only_row           BOOLEAN PRIMARY KEY DEFAULT true CHECK (only_row),
     last_id            BIGINT  NOT NULL,
-    membership_version BIGINT  NOT NULL
+    membership_version BIGINT  NOT NULL,
+    last_sent_at       BIGINT  NOT NULL
 );
-INSERT INTO id_counter (only_row, last_id, membership_version) VALUES (true, 0, 0);
+INSERT INTO id_counter (only_row, last_id, membership_version, last_sent_at)
+    VALUES (true, 0, 0, 0);
 
 -- The nodes serving this database, as each announces itself at start and every few
 -- seconds after: a node refuses to start with a TLS key other than the one live nodes

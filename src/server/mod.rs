@@ -142,6 +142,19 @@ impl Server {
         let identity = options.identity.load_or_create()?;
         let tls = tls::server_config(&identity)?;
         let store = Store::connect(&options.db, options.durability).await?;
+        // Every node of a PostgreSQL cluster must serve the same key (clients pin it).
+        let node = format!(
+            "{}:{}",
+            gethostname::gethostname().to_string_lossy(),
+            std::process::id()
+        );
+        if let Err(e) = store
+            .register_node(&node, &identity.fingerprint.to_string())
+            .await
+        {
+            store.close().await;
+            return Err(e.into());
+        }
         let hasher = Hasher::new(options.hash_parallelism).await?;
         let proof_key = ProofKey::new(store.login_proof_key().await?);
         let hub = Arc::new(Hub::default());

@@ -1,6 +1,6 @@
 //! The seam between the code above `store` and its backends: [`Store`], an enum over the
-//! storage backends (today only [`SqliteStore`]), and [`DbTarget`], which names the database
-//! a server opens.
+//! storage backends ([`SqliteStore`] and [`PostgresStore`]), and [`DbTarget`], which names the
+//! database a server opens.
 //!
 //! Every public method of [`Store`] hands its call to the backend through one dispatch
 //! macro (`backend!`), so a second backend adds one arm to that macro and one variant here, and
@@ -24,17 +24,17 @@
 //!
 //! What stays SQLite's: the pool and its PRAGMAs, [`Durability`] (`synchronous`), the WAL
 //! checkpointer, the search index file beside the database and the file lock
-//! ([`super::DbLock`]: one serving process per file). The writer's handle and its operations
-//! (`writer::Op`) are shared; a second backend's writer task consumes the same operations
-//! from the same kind of channel (their visibility is `writer`'s own today, so that backend
-//! widens it to `store`).
+//! ([`super::DbLock`]: one serving process per file). What is PostgreSQL's: the id counter
+//! row, the membership version, the tail and the node registry (module `pg`). The writer's
+//! handle and its operations (`writer::Op`) are shared: each backend's writer task consumes
+//! the same operations from the same kind of channel.
 
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use super::pg::PgTarget;
+use super::pg::{PgTarget, PostgresStore};
 use super::rooms::RoomSummary;
 use super::writer::OnCommit;
 use super::{
@@ -50,6 +50,8 @@ use crate::protocol::{MemberInfo, Message, RoomInfo, RoomName, SearchHit, Unread
 pub enum Store {
     /// The embedded default: one SQLite file, served by one process.
     Sqlite(SqliteStore),
+    /// One PostgreSQL database, served by any number of nodes.
+    Postgres(PostgresStore),
 }
 
 /// Hands a call to the backend behind a [`Store`]: `backend!(self, b => b.method(..))`. A new
@@ -58,6 +60,7 @@ macro_rules! backend {
     ($store:expr, $b:ident => $call:expr) => {
         match $store {
             Store::Sqlite($b) => $call,
+            Store::Postgres($b) => $call,
         }
     };
 }
@@ -73,10 +76,25 @@ impl Store {
     pub async fn connect(target: &DbTarget, durability: Durability) -> Result<Store, StoreError> {
         match target {
             DbTarget::Sqlite(path) => Store::open(path, durability).await,
-            DbTarget::Postgres(target) => Err(StoreError::Open {
-                path: target.to_string(),
-                reason: "the PostgreSQL backend is being built".into(),
-            }),
+            DbTarget::Postgres(target) => Ok(Store::Postgres(PostgresStore::open(target).await?)),
+        }
+    }
+
+    /// Records this serving process as a node of the cluster, serving the key
+    /// `fingerprint`; refused when another live node serves another key (PostgreSQL; a
+    /// SQLite file has one server, which its lock ensures).
+    pub async fn register_node(&self, node: &str, fingerprint: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::Postgres(b) => b.register_node(node, fingerprint).await,
+        }
+    }
+
+    /// Which backend this is, for logs and reports: `sqlite` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
         }
     }
 

@@ -51,7 +51,7 @@ pub const MAX_BATCH: usize = 4096;
 const INSERT_CHUNK: usize = 1000;
 
 /// Depth of the submission queue; senders wait (backpressure) when it is full.
-const QUEUE_DEPTH: usize = 16 * 1024;
+pub(super) const QUEUE_DEPTH: usize = 16 * 1024;
 
 /// Called after each commit with the newly stored messages in id order.
 pub type OnCommit = Box<dyn Fn(Vec<Delivery>) + Send + Sync>;
@@ -113,20 +113,22 @@ pub struct Delivery {
 }
 
 /// Where the writer answers a submitter.
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
-enum Op {
+/// What a writer task drains from its queue (every backend's writer consumes the same).
+pub(super) enum Op {
     Send(NewMessage, Reply<Committed>),
     Ack(AckOp),
     Room(RoomChange, Reply<(RoomId, MessageId)>),
     Reload(Reply<()>),
 }
 
-struct AckOp {
-    user_id: UserId,
-    device_id: DeviceId,
-    upto: MessageId,
-    done: Reply<()>,
+/// A cursor move to store.
+pub(super) struct AckOp {
+    pub(super) user_id: UserId,
+    pub(super) device_id: DeviceId,
+    pub(super) upto: MessageId,
+    pub(super) done: Reply<()>,
 }
 
 /// Handle for submitting work to the writer task. Cheap to clone. When every handle is
@@ -137,6 +139,11 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// A handle on a writer task that drains `tx`'s receiver.
+    pub(super) fn new(tx: mpsc::Sender<Op>) -> Writer {
+        Writer { tx }
+    }
+
     /// Stores a message; resolves once it is committed (or found to be a duplicate).
     pub async fn send(&self, message: NewMessage) -> Result<Committed, StoreError> {
         self.queue_send(message).await?.await

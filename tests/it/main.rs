@@ -7,6 +7,7 @@ pub const BACKEND: common::Backend = common::Backend::Sqlite;
 mod bad_input;
 mod bench_smoke;
 mod binaries;
+mod cluster;
 mod common;
 mod core;
 mod crash;

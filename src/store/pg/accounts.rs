@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use sqlx::postgres::PgRow;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{PgConnection, Postgres, Row, Transaction};
 
 use super::{flag, PostgresStore};
 use crate::ids::{DeviceId, MessageId, UserId};
@@ -327,10 +327,10 @@ pub(super) async fn insert_device(
     Ok(Some(DeviceId(row.get(0))))
 }
 
-/// Bumps the auth epoch inside `tx`.
-pub(super) async fn bump_epoch(tx: &mut Transaction<'_, Postgres>) -> Result<(), StoreError> {
+/// Bumps the auth epoch inside the transaction open on `conn`.
+pub(super) async fn bump_epoch(conn: &mut PgConnection) -> Result<(), StoreError> {
     sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'auth_epoch'")
-        .execute(&mut **tx)
+        .execute(conn)
         .await?;
     Ok(())
 }

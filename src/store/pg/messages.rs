@@ -146,9 +146,7 @@ impl PostgresStore {
              AND {filter} AND {READABLE} \
              ORDER BY ts_rank(to_tsvector('simple', m.body), fts.q) DESC, m.id DESC LIMIT $2"
         );
-        let mut q = sqlx::query(&sql)
-            .bind(reader.get())
-            .bind(i64::from(limit));
+        let mut q = sqlx::query(&sql).bind(reader.get()).bind(i64::from(limit));
         if let Some(scope) = scope {
             q = q.bind(scope_id(scope));
         }

@@ -26,9 +26,23 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+mod accounts;
+mod cluster;
+mod irc;
+mod messages;
+mod proofs;
+mod rooms;
+mod tail;
+mod writer;
+
+use std::sync::{Arc, Mutex};
+
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::StoreError;
+
+pub use cluster::KeyConflict;
+pub use tail::LISTENER_NAME;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -109,6 +123,8 @@ pub struct PostgresStore {
     pub(super) pool: PgPool,
     /// How every connection is opened (the writer and the listener open their own).
     pub(super) options: PgConnectOptions,
+    /// This node's name in `cluster_nodes`, once registered (module `cluster`).
+    node: Arc<Mutex<Option<String>>>,
 }
 
 impl PostgresStore {
@@ -128,12 +144,27 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migrate(Box::new(e)))?;
-        Ok(PostgresStore { pool, options })
+        Ok(PostgresStore {
+            pool,
+            options,
+            node: Arc::default(),
+        })
     }
 
-    /// Closes the pool, waiting for its connections to finish.
+    /// Closes the pool (removing this node's record first), waiting for its connections to
+    /// finish.
     pub async fn close(&self) {
+        self.unregister_node().await;
         self.pool.close().await;
+    }
+
+    /// Starts this node's writer task and its tail (modules `writer`, `tail`); `on_commit`
+    /// gets every message stored by any node, in id order, once.
+    pub async fn start_writer(
+        &self,
+        on_commit: super::writer::OnCommit,
+    ) -> Result<(super::Writer, tokio::task::JoinHandle<()>), StoreError> {
+        writer::start(self, on_commit).await
     }
 }
 
