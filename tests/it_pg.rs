@@ -13,6 +13,8 @@ mod bad_input;
 mod bench_smoke;
 #[path = "it/binaries.rs"]
 mod binaries;
+#[path = "it/cluster.rs"]
+mod cluster;
 #[path = "it/common.rs"]
 mod common;
 #[path = "it/core.rs"]

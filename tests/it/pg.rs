@@ -6,8 +6,9 @@
 //! `PATH`. The cluster lives in a temporary directory: password (scram-sha-256) auth for the
 //! superuser `chatd`, a free 127.0.0.1 port, its socket in that directory, no fsync. A root
 //! test process runs the server as `nobody` (PostgreSQL refuses root). At exit an `atexit`
-//! hook stops it (`pg_ctl stop -m immediate`) and removes the directory; a watchdog process
-//! does the same if the test process dies without running it (killed, aborted).
+//! hook stops it (`pg_ctl stop -m immediate`); a watchdog process, which sees the test process
+//! end however it ends (killed, aborted), stops it too if need be and removes the directory
+//! (in the background: a run's hundreds of databases can take minutes to delete).
 //!
 //! Without server binaries [`fresh_database`] prints one line saying the PostgreSQL tests are
 //! skipped and returns `None`; with `CI` set it panics instead.
@@ -280,7 +281,8 @@ impl Cluster {
         Err(last)
     }
 
-    /// Stops the server at once and removes the directory. Never panics (it runs at exit).
+    /// Stops the server at once (the watchdog removes the directory once this process has
+    /// gone). Never panics: it runs at exit.
     fn stop(&self) {
         let mut stop = self.command("pg_ctl");
         stop.arg("-D")
@@ -289,7 +291,6 @@ impl Cluster {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let _ = stop.status();
-        let _ = std::fs::remove_dir_all(&self.root);
     }
 
     /// A server binary, run as the unprivileged user when we are root.
