@@ -159,6 +159,12 @@ impl Server {
         let proof_key = ProofKey::new(store.login_proof_key().await?);
         let hub = Arc::new(Hub::default());
         let fanout = Arc::clone(&hub);
+        // A read marker moved through another node is told to this node's connections of
+        // that user (its own node told the connections there).
+        let markers = Arc::clone(&hub);
+        store.on_remote_read_marker(Box::new(move |user, conversation, upto| {
+            markers.notify_user(user, 0, crate::core::hub::ReadMarker { conversation, upto })
+        }));
         let (writer, writer_task) = store
             .start_writer(Box::new(move |batch| fanout.deliver(batch)))
             .await?;

@@ -90,6 +90,15 @@ impl Store {
         }
     }
 
+    /// Sets what to call when another node of a cluster moves a read marker (PostgreSQL;
+    /// on SQLite there is no other node, and the hook is never called).
+    pub fn on_remote_read_marker(&self, hook: super::ReadMarkerHook) {
+        match self {
+            Store::Sqlite(_) => drop(hook),
+            Store::Postgres(b) => b.on_remote_read_marker(hook),
+        }
+    }
+
     /// Which backend this is, for logs and reports: `sqlite` or `postgres`.
     pub fn backend_name(&self) -> &'static str {
         match self {

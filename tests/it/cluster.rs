@@ -756,3 +756,38 @@ async fn three_nodes_lose_nothing_acknowledged_when_one_is_killed() {
         task.abort();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_marker_moved_on_one_node_reaches_the_devices_on_another() {
+    let Some(db) = fresh_pg_database().await else {
+        return;
+    };
+    add_users(&db.target(), &["alice", "bob"]).await;
+    let certs = tempfile::tempdir().unwrap();
+    let a = Node::start(&db, certs.path(), test_limits()).await;
+    let b = Node::start(&db, certs.path(), test_limits()).await;
+    let (bob, _) = a.login("bob").await;
+    let sent = bob.client.send("alice", "read me", "m1").await.unwrap();
+    let (alice_a, _) = a.login("alice").await;
+    let (mut alice_b, _) = b.login("alice").await;
+    subscribe(&mut alice_b).await;
+    let upto = alice_a.client.read("bob", None).await.unwrap();
+    assert_eq!(upto, sent.id);
+    loop {
+        match crate::common::next_event(&mut alice_b.events).await {
+            Event::ReadMarker { conversation, upto } => {
+                assert_eq!((conversation.as_str(), upto), ("bob", sent.id));
+                break;
+            }
+            Event::Message(_) | Event::CaughtUp { .. } => {}
+            Event::Closed(r) => panic!("closed: {r:?}"),
+        }
+    }
+    let unread = alice_b.client.unread().await.unwrap();
+    assert!(
+        unread.iter().all(|u| u.unread == 0),
+        "node B counts what was read on node A: {unread:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+}

@@ -35,7 +35,7 @@ mod rooms;
 mod tail;
 mod writer;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
@@ -125,6 +125,10 @@ pub struct PostgresStore {
     pub(super) options: PgConnectOptions,
     /// This node's name in `cluster_nodes`, once registered (module `cluster`).
     node: Arc<Mutex<Option<String>>>,
+    /// Tells read-marker notifications of this process from other nodes' (module `tail`).
+    token: u64,
+    /// Called with every read marker another node moved (module `tail`).
+    read_hook: Arc<OnceLock<super::ReadMarkerHook>>,
 }
 
 impl PostgresStore {
@@ -148,6 +152,8 @@ impl PostgresStore {
             pool,
             options,
             node: Arc::default(),
+            token: rand::random(),
+            read_hook: Arc::default(),
         })
     }
 
@@ -156,6 +162,12 @@ impl PostgresStore {
     pub async fn close(&self) {
         self.unregister_node().await;
         self.pool.close().await;
+    }
+
+    /// Sets what to call when another node moves a read marker (once; later calls are
+    /// ignored).
+    pub fn on_remote_read_marker(&self, hook: super::ReadMarkerHook) {
+        let _ = self.read_hook.set(hook);
     }
 
     /// Starts this node's writer task and its tail (modules `writer`, `tail`); `on_commit`
