@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chat_svc::auth::Hasher;
@@ -68,22 +68,36 @@ pub fn dir_db(dir: &Path) -> TestDb {
             }
         }
         Backend::Postgres => {
-            static DATABASES: Mutex<Option<HashMap<PathBuf, String>>> = Mutex::new(None);
-            let mut databases = DATABASES.lock().unwrap_or_else(|e| e.into_inner());
-            let url = databases
-                .get_or_insert_with(HashMap::new)
+            let db = pg_databases()
                 .entry(dir.to_path_buf())
                 .or_insert_with(|| match crate::pg::fresh_pg_database_blocking() {
-                    Some(db) => db.url,
+                    Some(db) => db,
                     None => std::process::exit(0),
                 })
                 .clone();
             TestDb {
-                target: url.parse().expect("the test cluster's URL parses"),
-                arg: url,
+                target: db.target(),
+                arg: db.url,
             }
         }
     }
+}
+
+/// Lets go of the database of a test directory that is being deleted: on PostgreSQL it is
+/// dropped, in the background (a run creates hundreds; each holds megabytes of catalogs).
+fn release_dir_db(dir: &Path) {
+    if crate::BACKEND == Backend::Postgres {
+        if let Some(db) = pg_databases().remove(dir) {
+            crate::pg::drop_database_later(db);
+        }
+    }
+}
+
+/// The PostgreSQL databases of the test directories, by directory.
+fn pg_databases() -> MutexGuard<'static, HashMap<PathBuf, crate::pg::PgDatabase>> {
+    static DATABASES: LazyLock<Mutex<HashMap<PathBuf, crate::pg::PgDatabase>>> =
+        LazyLock::new(Mutex::default);
+    DATABASES.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A running in-process server.
@@ -263,6 +277,8 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        // The directory goes with the server (after `stop` this is an empty one).
+        release_dir_db(self.dir.path());
     }
 }
 

@@ -91,6 +91,30 @@ pub fn fresh_pg_database_blocking() -> Option<PgDatabase> {
     })
 }
 
+/// Drops `db` on a thread of its own, not waiting for it (connections still open to it
+/// are ended). Best effort: what is left goes with the cluster at exit.
+pub fn drop_database_later(db: PgDatabase) {
+    let Some(cluster) = cluster() else {
+        return;
+    };
+    let admin = cluster.url("postgres");
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async {
+            if let Ok(mut conn) = PgConnection::connect(&admin).await {
+                let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", db.name);
+                let _ = conn.execute(sql.as_str()).await;
+                let _ = conn.close().await;
+            }
+        });
+    });
+}
+
 /// The URL of the cluster's `postgres` database as its superuser (for tests that create or
 /// inspect databases themselves); `None` when PostgreSQL tests are skipped.
 #[allow(dead_code)] // for tests that manage their databases themselves
