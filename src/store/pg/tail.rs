@@ -343,3 +343,27 @@ async fn run(shared: Arc<Shared>, listener: PgListener, stop: CancellationToken)
     }
     listening.abort();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_marker_notifications_parse_and_bad_ones_are_ignored() {
+        match parse_marker("42:7:1001:#ops:x") {
+            Some(Heard::Marker {
+                token,
+                user,
+                upto,
+                conversation,
+            }) => {
+                assert_eq!((token, user, upto), (42, UserId(7), MessageId(1001)));
+                assert_eq!(conversation, "#ops:x", "the conversation is the rest");
+            }
+            _ => panic!("a good payload did not parse"),
+        }
+        for bad in ["", "42", "42:7", "42:7:x:bob", "x:7:1:bob", "42:y:1:bob"] {
+            assert!(parse_marker(bad).is_none(), "{bad:?} parsed");
+        }
+    }
+}
