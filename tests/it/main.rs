@@ -1,4 +1,8 @@
-//! Integration tests: one test binary (links once), one module per area.
+//! Integration tests on SQLite: one test binary (links once), one module per area. Target
+//! `it_pg` (tests/it_pg.rs) runs the same modules on PostgreSQL.
+
+/// The backend this run of the suite uses.
+pub const BACKEND: common::Backend = common::Backend::Sqlite;
 
 mod bad_input;
 mod bench_smoke;

@@ -6,8 +6,9 @@
 //! `PATH`. The cluster lives in a temporary directory: password (scram-sha-256) auth for the
 //! superuser `chatd`, a free 127.0.0.1 port, its socket in that directory, no fsync. A root
 //! test process runs the server as `nobody` (PostgreSQL refuses root). At exit an `atexit`
-//! hook stops it (`pg_ctl stop -m immediate`) and removes the directory; a watchdog process
-//! does the same if the test process dies without running it (killed, aborted).
+//! hook stops it (`pg_ctl stop -m immediate`); a watchdog process, which sees the test process
+//! end however it ends (killed, aborted), stops it too if need be and removes the directory
+//! (in the background: a run's hundreds of databases can take minutes to delete).
 //!
 //! Without server binaries [`fresh_database`] prints one line saying the PostgreSQL tests are
 //! skipped and returns `None`; with `CI` set it panics instead.
@@ -50,7 +51,7 @@ impl PgDatabase {
 
 /// Creates a database with a unique name in the private cluster (starting the cluster on
 /// first use) and returns its target; `None` when PostgreSQL tests are skipped.
-#[allow(dead_code)] // used by the harness in common.rs (next commit)
+#[allow(dead_code)] // for tests that manage their databases themselves
 pub async fn fresh_database() -> Option<DbTarget> {
     Some(fresh_pg_database().await?.target())
 }
@@ -74,18 +75,51 @@ pub async fn fresh_pg_database() -> Option<PgDatabase> {
     })
 }
 
-/// The URL of the cluster's `postgres` database as its superuser (for tests that create or
-/// inspect databases themselves); `None` when PostgreSQL tests are skipped.
-#[allow(dead_code)] // used by the harness in common.rs (next commit)
-pub fn admin_url() -> Option<String> {
-    Some(cluster()?.url("postgres"))
+/// [`fresh_pg_database`] for synchronous code (on a thread of its own, so also callable
+/// from inside a runtime).
+pub fn fresh_pg_database_blocking() -> Option<PgDatabase> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(fresh_pg_database())
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
-/// Whether PostgreSQL tests run here (starts the cluster; panics when it cannot start, and
-/// without server binaries under `CI`).
-#[allow(dead_code)] // used by the harness in common.rs (next commit)
-pub fn available() -> bool {
-    cluster().is_some()
+/// Drops `db` on a thread of its own, not waiting for it (connections still open to it
+/// are ended). Best effort: what is left goes with the cluster at exit.
+pub fn drop_database_later(db: PgDatabase) {
+    let Some(cluster) = cluster() else {
+        return;
+    };
+    let admin = cluster.url("postgres");
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async {
+            if let Ok(mut conn) = PgConnection::connect(&admin).await {
+                let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", db.name);
+                let _ = conn.execute(sql.as_str()).await;
+                let _ = conn.close().await;
+            }
+        });
+    });
+}
+
+/// The URL of the cluster's `postgres` database as its superuser (for tests that create or
+/// inspect databases themselves); `None` when PostgreSQL tests are skipped.
+#[allow(dead_code)] // for tests that manage their databases themselves
+pub fn admin_url() -> Option<String> {
+    Some(cluster()?.url("postgres"))
 }
 
 /// The running cluster.
@@ -219,6 +253,14 @@ impl Cluster {
             .args(["-U", SUPERUSER, "-A", "scram-sha-256", "-E", "UTF8"])
             .args(["--no-locale", "--no-sync"])
             .arg(format!("--pwfile={}", self.root.join("pwfile").display()));
+        // Killed with this process (the watchdog then removes what it wrote).
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            initdb.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         run(&mut initdb)?;
         let settings = format!(
             "\n# chatd tests\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
@@ -263,7 +305,8 @@ impl Cluster {
         Err(last)
     }
 
-    /// Stops the server at once and removes the directory. Never panics (it runs at exit).
+    /// Stops the server at once (the watchdog removes the directory once this process has
+    /// gone). Never panics: it runs at exit.
     fn stop(&self) {
         let mut stop = self.command("pg_ctl");
         stop.arg("-D")
@@ -272,7 +315,6 @@ impl Cluster {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let _ = stop.status();
-        let _ = std::fs::remove_dir_all(&self.root);
     }
 
     /// A server binary, run as the unprivileged user when we are root.
@@ -349,11 +391,12 @@ fn unprivileged_user() -> Result<(u32, u32), String> {
 }
 
 /// A shell that waits for its stdin to close (this process ending: nothing else holds the
-/// pipe, which is close-on-exec) and then stops the cluster and removes its directory.
+/// pipe, which is close-on-exec) and then stops the cluster and removes its directory; the
+/// second's pause lets a server that was starting write its pid file, so that it is stopped.
 fn spawn_watchdog(bin: &Path, root: &Path, run_as: Option<(u32, u32)>) -> Result<Child, String> {
     let mut cmd = command(Path::new("/bin/sh"), root, run_as);
     cmd.arg("-c")
-        .arg(r#"read _; "$0" -D "$1/data" -m immediate -w stop; rm -rf "$1""#)
+        .arg(r#"read _; sleep 1; "$0" -D "$1/data" -m immediate -w stop; rm -rf "$1""#)
         .arg(bin.join("pg_ctl"))
         .arg(root)
         .stdin(Stdio::piped())
