@@ -1,5 +1,6 @@
 //! The integration suite on PostgreSQL: the same modules as target `it` (tests/it/), each
-//! test on a fresh database of a private cluster (module `pg`), started on first use. The
+//! test on a fresh database of a private cluster (module `pg`), started on first use; but
+//! `cluster` and `migrate`, which name their backends themselves and so run once, in `it`. The
 //! tests about SQLite itself skip here with a line saying why. Without PostgreSQL server
 //! binaries the run stops at its first database, successfully, after one line saying so;
 //! with `CI` set it fails instead.
@@ -13,8 +14,6 @@ mod bad_input;
 mod bench_smoke;
 #[path = "it/binaries.rs"]
 mod binaries;
-#[path = "it/cluster.rs"]
-mod cluster;
 #[path = "it/common.rs"]
 mod common;
 #[path = "it/core.rs"]

@@ -44,6 +44,9 @@ enum Kind {
     /// A flag: 0/1 INTEGER on SQLite, BOOLEAN on PostgreSQL.
     Flag,
     Text,
+    /// A message body: TEXT on both, stored escaped on PostgreSQL when it holds U+0000
+    /// (`pg::body`).
+    Body,
     /// SQLite BLOB, PostgreSQL BYTEA.
     Blob,
 }
@@ -69,7 +72,7 @@ struct Table {
     mode: Mode,
 }
 
-use Kind::{Blob, Flag, Int, Text};
+use Kind::{Blob, Body, Flag, Int, Text};
 
 /// Every copied table, in an order that satisfies the foreign keys.
 const TABLES: &[Table] = &[
@@ -123,7 +126,7 @@ const TABLES: &[Table] = &[
             ("sender_device_id", Int),
             ("recipient_id", Int),
             ("room_id", Int),
-            ("body", Text),
+            ("body", Body),
             ("sent_at", Int),
             ("client_key", Text),
             ("kind", Text),
@@ -808,7 +811,7 @@ fn sqlite_values(table: &'static Table, row: &SqliteRow) -> Result<Values, Trans
                 Some(v) => Some(Value::Flag(flag_from_int(table.name, column, v)?)),
                 None => None,
             },
-            Text => row.try_get::<Option<String>, _>(i)?.map(Value::Text),
+            Text | Body => row.try_get::<Option<String>, _>(i)?.map(Value::Text),
             Blob => row.try_get::<Option<Vec<u8>>, _>(i)?.map(Value::Blob),
         });
     }
@@ -822,6 +825,9 @@ fn pg_values(table: &'static Table, row: &PgRow) -> Result<Values, TransferError
             Int => row.try_get::<Option<i64>, _>(i)?.map(Value::Int),
             Flag => row.try_get::<Option<bool>, _>(i)?.map(Value::Flag),
             Text => row.try_get::<Option<String>, _>(i)?.map(Value::Text),
+            Body => row
+                .try_get::<Option<String>, _>(i)?
+                .map(|v| Value::Text(super::pg::body::decode(v))),
             Blob => row.try_get::<Option<Vec<u8>>, _>(i)?.map(Value::Blob),
         });
     }
@@ -840,7 +846,7 @@ fn bind_sqlite<'a>(
         (Some(Value::Text(v)), _) => sep.push_bind(v.clone()),
         (Some(Value::Blob(v)), _) => sep.push_bind(v.clone()),
         (None, Int | Flag) => sep.push_bind(None::<i64>),
-        (None, Text) => sep.push_bind(None::<String>),
+        (None, Text | Body) => sep.push_bind(None::<String>),
         (None, Blob) => sep.push_bind(None::<Vec<u8>>),
     };
 }
@@ -854,11 +860,12 @@ fn bind_pg<'a>(
     match (value, kind) {
         (Some(Value::Int(v)), _) => sep.push_bind(*v),
         (Some(Value::Flag(v)), _) => sep.push_bind(*v),
+        (Some(Value::Text(v)), Body) => sep.push_bind(super::pg::body::encode(v).into_owned()),
         (Some(Value::Text(v)), _) => sep.push_bind(v.clone()),
         (Some(Value::Blob(v)), _) => sep.push_bind(v.clone()),
         (None, Int) => sep.push_bind(None::<i64>),
         (None, Flag) => sep.push_bind(None::<bool>),
-        (None, Text) => sep.push_bind(None::<String>),
+        (None, Text | Body) => sep.push_bind(None::<String>),
         (None, Blob) => sep.push_bind(None::<Vec<u8>>),
     };
 }
@@ -956,7 +963,7 @@ mod tests {
                 let expected = match kind {
                     Int => "BIGINT",
                     Flag => "BOOLEAN",
-                    Text => "TEXT",
+                    Text | Body => "TEXT",
                     Blob => "BYTEA",
                 };
                 assert_eq!(ty, expected, "{}.{name}", table.name);
@@ -987,7 +994,7 @@ mod tests {
                 .map(|(name, kind)| {
                     let ty = match kind {
                         Int | Flag => "INTEGER",
-                        Text => "TEXT",
+                        Text | Body => "TEXT",
                         Blob => "BLOB",
                     };
                     (name.to_string(), ty.to_string())

@@ -12,8 +12,12 @@ use crate::protocol::{format_timestamp, Message, MessageKind, SearchHit, UnreadI
 use crate::store::{HistoryScope, StoreError};
 
 /// The columns [`message_from_row`] reads, over `messages m` with [`JOINS`].
-pub(super) const COLUMNS: &str = "m.id, su.name, COALESCE(ru.name, '#' || r.name), m.body, \
-                                  m.sent_at, m.kind, mu.name, m.action";
+///
+/// A deleted room's name carries `~deleted~ID` (room names never hold `~`): its `delete`
+/// event, read back by the tail after the deletion, names the room as it was.
+pub(super) const COLUMNS: &str = "m.id, su.name, \
+     COALESCE(ru.name, '#' || split_part(r.name, '~deleted~', 1)), m.body, \
+     m.sent_at, m.kind, mu.name, m.action";
 
 pub(super) const JOINS: &str = "JOIN users su ON su.id = m.sender_id \
                                 LEFT JOIN users ru ON ru.id = m.recipient_id \
@@ -263,7 +267,7 @@ pub(super) fn message_from_row(r: &PgRow) -> Message {
         id: r.get(0),
         from: r.get(1),
         to: r.get(2),
-        body: r.get(3),
+        body: super::body::decode(r.get(3)),
         sent_at: format_timestamp(r.get(4)),
         kind: MessageKind::from_stored(&kind),
         member: r.get(6),

@@ -27,6 +27,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod accounts;
+pub(super) mod body;
 mod cluster;
 mod irc;
 mod messages;

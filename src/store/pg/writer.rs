@@ -631,7 +631,7 @@ async fn insert_messages(
         };
         recipients.push(recipient);
         rooms.push(room);
-        bodies.push(m.body.as_str());
+        bodies.push(super::body::encode(&m.body));
         keys.push(m.key.as_str());
         actions.push(m.action);
     }
