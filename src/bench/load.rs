@@ -344,11 +344,21 @@ pub(crate) async fn connect_pairs(
     target: &Target,
     pairs: &[TokenPair],
 ) -> Result<Vec<ConnectedPair>> {
+    connect_pairs_across(target, target, pairs).await
+}
+
+/// Like [`connect_pairs`], with the senders on `senders_to` and the recipients on
+/// `recipients_to` (two nodes of a cluster).
+pub(crate) async fn connect_pairs_across(
+    senders_to: &Target,
+    recipients_to: &Target,
+    pairs: &[TokenPair],
+) -> Result<Vec<ConnectedPair>> {
     let mut connected = Vec::with_capacity(pairs.len());
     for pair in pairs {
-        let mut recipient = target.connect_token(&pair.recipient_token).await?;
+        let mut recipient = recipients_to.connect_token(&pair.recipient_token).await?;
         subscribe_caught_up(&mut recipient).await?;
-        let sender = target.connect_token(&pair.sender_token).await?;
+        let sender = senders_to.connect_token(&pair.sender_token).await?;
         connected.push(ConnectedPair {
             recipient,
             sender,
