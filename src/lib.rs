@@ -1,6 +1,7 @@
-//! `chat-svc`: a self-hosted chat service. The server keeps everything in one SQLite file and
-//! speaks length-prefixed JSON over TLS 1.3; clients pin the server's key instead of trusting
-//! a certificate authority.
+//! `chat-svc`: a self-hosted chat service. The server keeps everything in one SQLite file (or,
+//! for several nodes serving one community, in one PostgreSQL database) and speaks
+//! length-prefixed JSON over TLS 1.3; clients pin the server's key instead of trusting a
+//! certificate authority.
 //!
 //! # Bird's-eye view
 //!
@@ -15,15 +16,20 @@
 //!
 //! - [`protocol`]: the wire vocabulary (`Request`, `ServerFrame`, `ErrorCode`, `Secret`,
 //!   `Username`, limits); [`protocol::codec`] does the framing.
-//! - [`store`]: one seam, [`store::Store`], an enum over storage backends (today only
-//!   SQLite's `SqliteStore`), each method handed to the backend by one dispatch macro
+//! - [`store`]: one seam, [`store::Store`], an enum over two storage backends, SQLite's
+//!   `SqliteStore` (`store/mod.rs` and its modules) and PostgreSQL's `PostgresStore`
+//!   (`store/pg/`), each method handed to the backend by one dispatch macro
 //!   (`store/seam.rs` says what a backend must provide); [`store::DbTarget`] names the
-//!   database (a path or `sqlite:`; `postgres://` is refused until it is built). Behind it:
-//!   the SQLite pool, the embedded `migrations/`, typed queries, the single
-//!   [`store::Writer`] task that group-commits sends and acks (and executes membership
-//!   changes), the membership rules as pure functions (`store/membership.rs`: a change → the
-//!   event or a typed [`store::Refusal`]), and beside the writer a WAL checkpointer and the
-//!   search indexer (the full-text index is a derived file of its own).
+//!   database (a path or `sqlite:`, or `postgres://`). Shared by both: the writer's handle
+//!   and operations ([`store::Writer`], group commit of sends and acks, membership changes),
+//!   the membership rules as pure functions (`store/membership.rs`: a change → the event or a
+//!   typed [`store::Refusal`]) and the copy between backends (`store/transfer.rs`, `chatd
+//!   migrate`). SQLite's side: the pool, `migrations/sqlite/`, the single writer, a WAL
+//!   checkpointer and the search indexer (a derived file). PostgreSQL's side
+//!   (`migrations/postgres/`): a writer per node taking ids from one counter row
+//!   (`store/pg/writer.rs`), a tail per node feeding the hub every node's commits in id
+//!   order (`store/pg/tail.rs`), GIN full-text search and the cluster's key check
+//!   (`store/pg/cluster.rs`).
 //! - [`core`]: protocol-neutral, every operation a user can perform, with its
 //!   authorization: `ServerState` (store, auth, writer, hub, limits, user and room caches);
 //!   [`core::reading`] (names, the one rule for who may read a conversation or see a room's
@@ -72,9 +78,12 @@
 //! # How a message travels
 //!
 //! `send` reaches the sender's session, which hands it to the core (`ServerState::send`:
-//! checks, addressing) and the core queues it to the writer. The writer stores everything queued in one transaction, assigning ids in commit order, and
-//! only after the commit answers the session (which replies `sent{id}`) and hands the new
-//! messages to the hub. The hub puts each one on the bounded queue of every subscribed
+//! checks, addressing) and the core queues it to the writer. The writer stores everything
+//! queued in one transaction, assigning ids in commit order, and only after the commit hands
+//! the new messages to the hub and answers the session (which replies `sent{id}`). On
+//! PostgreSQL the ids come from the counter row every node's writer locks first, and the hub
+//! is fed by the node's tail, which passes the node's own commits straight on and reads
+//! other nodes' from the table. The hub puts each one on the bounded queue of every subscribed
 //! connection of the recipient (and of the sender's other devices); each of those sessions
 //! writes a `msg` frame. The client acks; the ack goes through the writer too and moves that
 //! device's cursor, from which the next connection resumes.

@@ -11,6 +11,10 @@ pub mod chatd;
 /// problem. Those lines are kept out of the log unless `RUST_LOG` names rustls.
 const QUIET_RUSTLS_SNI: &str = "rustls::msgs::handshake=error";
 
+/// PostgreSQL's notices (such as "relation _sqlx_migrations already exists, skipping" at
+/// every start) reach the log through sqlx at INFO: kept out unless `RUST_LOG` names sqlx.
+const QUIET_PG_NOTICES: &str = "sqlx::postgres::notice=warn";
+
 /// Logs to standard error, at `default` level unless `RUST_LOG` says otherwise.
 pub fn init_logging(default: &str) {
     let _ = tracing_subscriber::fmt()
@@ -24,20 +28,23 @@ pub fn init_logging(default: &str) {
 }
 
 /// The log filter: `rust_log` if it is a valid filter, else `default`; rustls's SNI
-/// warnings are left out unless `rust_log` mentions rustls.
+/// warnings and PostgreSQL's notices are left out unless `rust_log` names rustls or sqlx.
 fn log_filter(default: &str, rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
     use tracing_subscriber::EnvFilter;
     let given = rust_log.filter(|v| !v.trim().is_empty());
     let filter = given
         .and_then(|v| EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| EnvFilter::new(default));
-    if given.is_some_and(|v| v.contains("rustls")) {
-        return filter;
+    let mut filter = filter;
+    for (quiet, unless) in [(QUIET_RUSTLS_SNI, "rustls"), (QUIET_PG_NOTICES, "sqlx")] {
+        if given.is_some_and(|v| v.contains(unless)) {
+            continue;
+        }
+        if let Ok(directive) = quiet.parse() {
+            filter = filter.add_directive(directive);
+        }
     }
-    match QUIET_RUSTLS_SNI.parse() {
-        Ok(directive) => filter.add_directive(directive),
-        Err(_) => filter,
-    }
+    filter
 }
 
 #[cfg(test)]
@@ -52,5 +59,14 @@ mod tests {
         assert!(quiet.contains(QUIET_RUSTLS_SNI), "{quiet}");
         let asked = log_filter("info", Some("rustls=debug")).to_string();
         assert!(!asked.contains(QUIET_RUSTLS_SNI), "{asked}");
+    }
+
+    #[test]
+    fn postgres_notices_are_quiet_unless_asked_for() {
+        let quiet = log_filter("info", None).to_string();
+        assert!(quiet.contains(QUIET_PG_NOTICES), "{quiet}");
+        let asked = log_filter("info", Some("sqlx=info")).to_string();
+        assert!(!asked.contains(QUIET_PG_NOTICES), "{asked}");
+        assert!(asked.contains(QUIET_RUSTLS_SNI), "{asked}");
     }
 }

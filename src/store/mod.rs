@@ -4,7 +4,10 @@
 //! over the backends, each public method handed to the backend by one dispatch macro, so a
 //! second backend adds a variant and one arm and the compiler lists what it must implement
 //! (the module docs of `seam` say what a backend must provide). [`DbTarget`] names the
-//! database to open: a path or `sqlite:` URL; `postgres://` is refused until issue 14.
+//! database to open: a path or `sqlite:` URL for SQLite, a `postgres://` URL for
+//! PostgreSQL ([`PgTarget`], module `pg`: the second backend, served by any number of nodes,
+//! whose module docs say what differs and why). Module `transfer` copies a database from one
+//! backend to the other (`chatd migrate`).
 //!
 //! Shared by every backend: [`StoreError`], the typed records ([`UserRef`], [`RoomRef`],
 //! [`Credentials`], [`DeviceRecord`], …), [`HistoryScope`], the writer's vocabulary
@@ -13,7 +16,7 @@
 //! functions from the in-memory rooms and a [`RoomChange`] or a send to the events to store
 //! or a typed [`Refusal`]), which every backend's writer task applies.
 //!
-//! The only backend today is SQLite, [`SqliteStore`]: the pool (WAL mode, `synchronous=FULL`
+//! The embedded default is SQLite, [`SqliteStore`]: the pool (WAL mode, `synchronous=FULL`
 //! by default, see [`Durability`]), the embedded migrations and the queries (here and in
 //! modules `messages`, `rooms`, `irc`, `proofs`). Message inserts and cursor moves do not go
 //! through the store's methods: they go through the single writer task (module `writer`),

@@ -1,6 +1,6 @@
 //! The seam between the code above `store` and its backends: [`Store`], an enum over the
-//! storage backends (today only [`SqliteStore`]), and [`DbTarget`], which names the database
-//! a server opens.
+//! storage backends ([`SqliteStore`] and [`PostgresStore`]), and [`DbTarget`], which names the
+//! database a server opens.
 //!
 //! Every public method of [`Store`] hands its call to the backend through one dispatch
 //! macro (`backend!`), so a second backend adds one arm to that macro and one variant here, and
@@ -24,10 +24,10 @@
 //!
 //! What stays SQLite's: the pool and its PRAGMAs, [`Durability`] (`synchronous`), the WAL
 //! checkpointer, the search index file beside the database and the file lock
-//! ([`super::DbLock`]: one serving process per file). The writer's handle and its operations
-//! (`writer::Op`) are shared; a second backend's writer task consumes the same operations
-//! from the same kind of channel (their visibility is `writer`'s own today, so that backend
-//! widens it to `store`).
+//! ([`super::DbLock`]: one serving process per file). What is PostgreSQL's: the id counter
+//! row, the membership version, the tail and the node registry (module `pg`). The writer's
+//! handle and its operations (`writer::Op`) are shared: each backend's writer task consumes
+//! the same operations from the same kind of channel.
 
 use std::collections::HashSet;
 use std::fmt;

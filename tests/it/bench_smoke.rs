@@ -11,6 +11,9 @@ use chat_svc::store::Durability;
 
 const CHATD: &str = env!("CARGO_BIN_EXE_chatd");
 
+/// Why the in-process bench runs only once, in the SQLite run of the suite.
+const BENCH_DB: &str = "the bench's in-process server makes its own SQLite database";
+
 fn find<'a>(reports: &'a [Report], scenario: &str) -> &'a Report {
     reports
         .iter()
@@ -35,6 +38,9 @@ fn assert_percentiles(r: &Report) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_completes_with_sane_figures() {
+    if crate::common::sqlite_only(BENCH_DB) {
+        return;
+    }
     let options = BenchOptions {
         scenarios: vec![],
         duration: Duration::from_secs(1),
@@ -134,6 +140,9 @@ async fn every_scenario_completes_with_sane_figures() {
 
 #[test]
 fn the_binary_prints_json_and_refuses_a_server_without_its_database() {
+    if crate::common::sqlite_only(BENCH_DB) {
+        return;
+    }
     let out = Command::new(CHATD)
         .args([
             "bench",
@@ -188,6 +197,9 @@ fn irc_only(pairs: usize, rate: u64, irc: IrcOptions) -> BenchOptions {
 /// every message it sent, in order, and the counts agree. Speed is never asserted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn irc_scenario_delivers_every_message_over_the_gateway() {
+    if crate::common::sqlite_only(BENCH_DB) {
+        return;
+    }
     let options = irc_only(3, 300, IrcOptions::default());
     let reports = run_scenarios(&options, |_| Ok(())).await.unwrap();
     assert_eq!(reports.len(), 2, "{reports:?}");

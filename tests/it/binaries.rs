@@ -265,11 +265,11 @@ impl Server {
     }
 }
 
-/// `chatd` with `--db` and `--cert-dir` under `dir`.
+/// `chatd` with the database of `dir` and `--cert-dir` under `dir`.
 fn chatd(dir: &Path) -> Command {
     let mut cmd = command(CHATD);
     cmd.arg("--db")
-        .arg(dir.join("chatd.db"))
+        .arg(crate::common::dir_db(dir).arg)
         .arg("--cert-dir")
         .arg(dir.join("certs"));
     cmd
@@ -700,7 +700,7 @@ async fn admin_commands_succeed_while_the_server_is_writing() {
     }
 
     // Meanwhile the operator toggles an unrelated account, through the real binary.
-    let db = server.db_path();
+    let db = server.db_arg();
     let certs = server.dir.path().join("certs");
     let admin_failures = tokio::task::spawn_blocking(move || {
         let mut failures = Vec::new();
@@ -742,6 +742,9 @@ async fn admin_commands_succeed_while_the_server_is_writing() {
 /// address). The first keeps working, and the admin commands work beside it.
 #[test]
 fn a_second_serve_on_the_same_database_refuses_at_once() {
+    if crate::common::sqlite_only("the SQLite file lock; on PostgreSQL many nodes serve one") {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let server = Server::start(dir);

@@ -1,15 +1,19 @@
 //! Test harness: a real server in-process on 127.0.0.1:0 with a temporary directory, real
-//! TLS, and the real client library.
+//! TLS, and the real client library, on the backend of the test binary (`crate::BACKEND`):
+//! target `it` runs the suite on SQLite, `it_pg` the same tests on PostgreSQL.
 
+use std::collections::HashMap;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use chat_svc::auth::Hasher;
 use chat_svc::client::{ClientError, Connection, Event, ServerAddr};
 use chat_svc::protocol::{Message, Secret, Username};
 use chat_svc::server::{Limits, Listeners, Server, ServerOptions};
-use chat_svc::store::{Durability, Store};
+use chat_svc::store::{DbTarget, Durability, Store};
 use chat_svc::tls::Fingerprint;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -17,6 +21,70 @@ use tokio_util::sync::CancellationToken;
 
 /// The password every test user gets.
 pub const PASSWORD: &str = "correct-horse-battery";
+
+/// The database backend a test binary runs the suite on: its root declares
+/// `pub const BACKEND: common::Backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in each test's directory.
+    Sqlite,
+    /// A fresh database of the private PostgreSQL cluster (module `pg`) for each test.
+    Postgres,
+}
+
+/// For a test about SQLite itself (`why`: the file lock, WAL, the file's integrity, …):
+/// true, after one line saying it is skipped, when this run is on PostgreSQL.
+pub fn sqlite_only(why: &str) -> bool {
+    if crate::BACKEND == Backend::Sqlite {
+        return false;
+    }
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    // Straight to stderr: the test harness captures eprintln!.
+    let _ = writeln!(std::io::stderr(), "{test}: skipped on PostgreSQL: {why}");
+    true
+}
+
+/// A test directory's database: its target and the `--db` argument that names it.
+#[derive(Debug, Clone)]
+pub struct TestDb {
+    pub target: DbTarget,
+    /// For `chatd --db` (a PostgreSQL URL includes the password).
+    pub arg: String,
+}
+
+/// The database that belongs to a test directory, the same one at every call: on SQLite the
+/// file `DIR/chatd.db`; on PostgreSQL a fresh database of the private cluster, created at
+/// the first call for `dir` (nothing is written into `dir`). When PostgreSQL tests are
+/// skipped (no server binaries, see module `pg`) this ends the test process, successfully:
+/// every test of the PostgreSQL run needs a database.
+pub fn dir_db(dir: &Path) -> TestDb {
+    match crate::BACKEND {
+        Backend::Sqlite => {
+            let path = dir.join("chatd.db");
+            TestDb {
+                arg: path.to_str().expect("a UTF-8 temporary path").to_owned(),
+                target: DbTarget::Sqlite(path),
+            }
+        }
+        Backend::Postgres => {
+            static DATABASES: Mutex<Option<HashMap<PathBuf, String>>> = Mutex::new(None);
+            let mut databases = DATABASES.lock().unwrap_or_else(|e| e.into_inner());
+            let url = databases
+                .get_or_insert_with(HashMap::new)
+                .entry(dir.to_path_buf())
+                .or_insert_with(|| match crate::pg::fresh_pg_database_blocking() {
+                    Some(db) => db.url,
+                    None => std::process::exit(0),
+                })
+                .clone();
+            TestDb {
+                target: url.parse().expect("the test cluster's URL parses"),
+                arg: url,
+            }
+        }
+    }
+}
 
 /// A running in-process server.
 pub struct TestServer {
@@ -33,10 +101,11 @@ pub struct TestServer {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// Options for a test server over `dir`.
+/// Options for a test server over `dir` (its certificate) and the database of `dir`.
 pub fn options(dir: &Path, limits: Limits) -> ServerOptions {
     ServerOptions {
         hash_parallelism: 2,
+        db: dir_db(dir).target,
         ..ServerOptions::in_dir(dir, Durability::Full, limits)
     }
 }
@@ -136,15 +205,19 @@ impl TestServer {
         self.addr.into()
     }
 
-    pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("chatd.db")
+    /// The server's database (it stays the same across restarts: it belongs to `dir`).
+    pub fn db(&self) -> DbTarget {
+        dir_db(self.dir.path()).target
+    }
+
+    /// The `chatd --db` argument naming the server's database.
+    pub fn db_arg(&self) -> String {
+        dir_db(self.dir.path()).arg
     }
 
     /// Opens the server's database the way the admin commands do.
     pub async fn admin(&self) -> Store {
-        Store::open(&self.db_path(), Durability::Full)
-            .await
-            .unwrap()
+        Store::connect(&self.db(), Durability::Full).await.unwrap()
     }
 
     /// Creates users with [`PASSWORD`] through the admin path.

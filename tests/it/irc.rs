@@ -969,7 +969,7 @@ async fn irc_sessions_end_cleanly_on_revocation_shutdown_and_plaintext_on_the_tl
 fn plaintext_irc_is_refused_off_loopback_with_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
-        .args(["--db", &dir.path().join("db").display().to_string()])
+        .args(["--db", &crate::common::dir_db(dir.path()).arg])
         .args([
             "--cert-dir",
             &dir.path().join("certs").display().to_string(),
@@ -1309,10 +1309,10 @@ fn client_hello_with_sni(name: &str) -> Vec<u8> {
 async fn chatd_serve_names_the_irc_server_prints_the_certificate_pin_and_takes_ip_sni_quietly() {
     use tokio::io::AsyncReadExt;
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("chatd.db");
+    let db = crate::common::dir_db(dir.path());
     let certs = dir.path().join("certs");
     {
-        let store = chat_svc::store::Store::open(&db, chat_svc::store::Durability::Full)
+        let store = chat_svc::store::Store::connect(&db.target, chat_svc::store::Durability::Full)
             .await
             .unwrap();
         let hasher = chat_svc::auth::Hasher::new(1).await.unwrap();
@@ -1334,7 +1334,7 @@ async fn chatd_serve_names_the_irc_server_prints_the_certificate_pin_and_takes_i
         .env_remove("CHATD_CONFIG")
         .env_remove("CHATD_IRC_SERVER_NAME")
         .arg("--db")
-        .arg(&db)
+        .arg(&db.arg)
         .arg("--cert-dir")
         .arg(&certs)
         .args(["serve", "--listen", "127.0.0.1:0"])
