@@ -36,11 +36,28 @@ struct Common {
     config: Option<PathBuf>,
     /// Database: a SQLite file (or sqlite:PATH) [default: chatd.db], or
     /// postgres://USER@HOST/DB (password from PGPASSWORD, ~/.pgpass or CHATD_DB_PASSWORD_FILE).
+    // Parsed after clap (`Common::db`): clap's own error would echo the value, and with it a
+    // password in the URL.
     #[arg(long, global = true, env = "CHATD_DB", value_name = "PATH|URL")]
-    db: Option<DbTarget>,
+    db: Option<String>,
     /// Directory of the server's certificate and key [default: certs].
     #[arg(long, global = true, env = "CHATD_CERT_DIR", value_name = "DIR")]
     cert_dir: Option<PathBuf>,
+}
+
+impl Common {
+    /// The `--db` value as a database target; a bad one is refused in one line that never
+    /// shows a password.
+    fn db(&self) -> Result<Option<DbTarget>> {
+        match &self.db {
+            None => Ok(None),
+            Some(text) => {
+                Ok(Some(text.parse().map_err(|e| {
+                    anyhow::anyhow!("invalid value for --db: {e}")
+                })?))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,7 +158,7 @@ struct PasswordArgs {
 pub async fn run(cli: Cli) -> Result<()> {
     let file = FileConfig::load(cli.common.config.as_deref())?;
     let mut flags = Overrides {
-        db: cli.common.db.clone(),
+        db: cli.common.db()?,
         cert_dir: cli.common.cert_dir.clone(),
         ..Overrides::default()
     };

@@ -103,6 +103,9 @@ pub struct TlsReloader {
     current: Arc<std::sync::RwLock<Arc<rustls::ServerConfig>>>,
     /// The SHA-256 of the certificate `current` serves (what IRC clients pin).
     certificate: Arc<std::sync::Mutex<tls::CertificateSha256>>,
+    /// On a cluster (PostgreSQL), the key every node serves: a reload may renew the
+    /// certificate, never change the key (clients pin it, whichever node they reach).
+    cluster_key: Option<Fingerprint>,
 }
 
 impl TlsReloader {
@@ -110,6 +113,12 @@ impl TlsReloader {
     /// fingerprint now served (unchanged when only the certificate was renewed).
     pub fn reload(&self) -> Result<Fingerprint, tls::TlsError> {
         let identity = self.source.load_or_create()?;
+        if let Some(served) = self.cluster_key.filter(|k| *k != identity.fingerprint) {
+            return Err(tls::TlsError::ClusterKeyChanged {
+                served: served.to_string(),
+                new: identity.fingerprint.to_string(),
+            });
+        }
         let config = tls::server_config(&identity)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = config;
         *self.certificate.lock().unwrap_or_else(|p| p.into_inner()) = identity.certificate_sha256;
@@ -143,11 +152,7 @@ impl Server {
         let tls = tls::server_config(&identity)?;
         let store = Store::connect(&options.db, options.durability).await?;
         // Every node of a PostgreSQL cluster must serve the same key (clients pin it).
-        let node = format!(
-            "{}:{}",
-            gethostname::gethostname().to_string_lossy(),
-            std::process::id()
-        );
+        let node = node_name();
         if let Err(e) = store
             .register_node(&node, &identity.fingerprint.to_string())
             .await
@@ -159,6 +164,12 @@ impl Server {
         let proof_key = ProofKey::new(store.login_proof_key().await?);
         let hub = Arc::new(Hub::default());
         let fanout = Arc::clone(&hub);
+        // A read marker moved through another node is told to this node's connections of
+        // that user (its own node told the connections there).
+        let markers = Arc::clone(&hub);
+        store.on_remote_read_marker(Box::new(move |user, conversation, upto| {
+            markers.notify_user(user, 0, crate::core::hub::ReadMarker { conversation, upto })
+        }));
         let (writer, writer_task) = store
             .start_writer(Box::new(move |batch| fanout.deliver(batch)))
             .await?;
@@ -171,6 +182,7 @@ impl Server {
                 source: options.identity.clone(),
                 current: Arc::new(std::sync::RwLock::new(tls)),
                 certificate: Arc::new(std::sync::Mutex::new(identity.certificate_sha256)),
+                cluster_key: (options.db.sqlite_path().is_none()).then_some(identity.fingerprint),
             },
             fingerprint: identity.fingerprint,
             certificate_sha256: identity.certificate_sha256,
@@ -259,6 +271,23 @@ impl Server {
         // Only now may another server open the database.
         drop(self.lock);
         tracing::info!("server stopped");
+    }
+}
+
+/// This server's name among the nodes of a cluster: `host:pid`, and `host:pid#n` for the
+/// n-th server of one process (the bench and the tests run several).
+fn node_name() -> String {
+    static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let base = format!(
+        "{}:{}",
+        gethostname::gethostname().to_string_lossy(),
+        std::process::id()
+    );
+    if n == 0 {
+        base
+    } else {
+        format!("{base}#{}", n + 1)
     }
 }
 

@@ -138,6 +138,11 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// Called with `(user, conversation, upto)` when another node of a cluster moved a user's
+/// read marker, so this node can tell that user's connections (see
+/// [`Store::on_remote_read_marker`]).
+pub type ReadMarkerHook = Box<dyn Fn(UserId, String, MessageId) + Send + Sync>;
+
 /// An account as the admin commands list it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UserInfo {

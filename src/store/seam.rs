@@ -22,7 +22,8 @@
 //! - the auth epoch bumped by every change that can end sessions, in the same transaction;
 //! - [`StoreError`] for every failure: typed facts, no backend type leaking out.
 //!
-//! What stays SQLite's: the pool and its PRAGMAs, [`Durability`] (`synchronous`), the WAL
+//! What stays SQLite's: the pool and its PRAGMAs, [`Durability`] (`synchronous`; on
+//! PostgreSQL it sets the writer's `synchronous_commit`), the WAL
 //! checkpointer, the search index file beside the database and the file lock
 //! ([`super::DbLock`]: one serving process per file). What is PostgreSQL's: the id counter
 //! row, the membership version, the tail and the node registry (module `pg`). The writer's
@@ -76,7 +77,9 @@ impl Store {
     pub async fn connect(target: &DbTarget, durability: Durability) -> Result<Store, StoreError> {
         match target {
             DbTarget::Sqlite(path) => Store::open(path, durability).await,
-            DbTarget::Postgres(target) => Ok(Store::Postgres(PostgresStore::open(target).await?)),
+            DbTarget::Postgres(target) => Ok(Store::Postgres(
+                PostgresStore::open(target, durability).await?,
+            )),
         }
     }
 
@@ -87,6 +90,15 @@ impl Store {
         match self {
             Store::Sqlite(_) => Ok(()),
             Store::Postgres(b) => b.register_node(node, fingerprint).await,
+        }
+    }
+
+    /// Sets what to call when another node of a cluster moves a read marker (PostgreSQL;
+    /// on SQLite there is no other node, and the hook is never called).
+    pub fn on_remote_read_marker(&self, hook: super::ReadMarkerHook) {
+        match self {
+            Store::Sqlite(_) => drop(hook),
+            Store::Postgres(b) => b.on_remote_read_marker(hook),
         }
     }
 

@@ -40,6 +40,11 @@ pub enum TlsError {
     Generate(String),
     #[error("TLS configuration failed: {0}")]
     Config(#[from] rustls::Error),
+    #[error(
+        "the new key ({new}) is not the key every node of this cluster serves ({served}); \
+         to change the cluster's key, restart every node with the new one"
+    )]
+    ClusterKeyChanged { served: String, new: String },
 }
 
 /// The crypto provider used by both the server and the client (ring).

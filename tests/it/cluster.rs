@@ -756,3 +756,126 @@ async fn three_nodes_lose_nothing_acknowledged_when_one_is_killed() {
         task.abort();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_marker_moved_on_one_node_reaches_the_devices_on_another() {
+    let Some(db) = fresh_pg_database().await else {
+        return;
+    };
+    add_users(&db.target(), &["alice", "bob"]).await;
+    let certs = tempfile::tempdir().unwrap();
+    let a = Node::start(&db, certs.path(), test_limits()).await;
+    let b = Node::start(&db, certs.path(), test_limits()).await;
+    let (bob, _) = a.login("bob").await;
+    let sent = bob.client.send("alice", "read me", "m1").await.unwrap();
+    let (alice_a, _) = a.login("alice").await;
+    let (mut alice_b, _) = b.login("alice").await;
+    subscribe(&mut alice_b).await;
+    let upto = alice_a.client.read("bob", None).await.unwrap();
+    assert_eq!(upto, sent.id);
+    loop {
+        match crate::common::next_event(&mut alice_b.events).await {
+            Event::ReadMarker { conversation, upto } => {
+                assert_eq!((conversation.as_str(), upto), ("bob", sent.id));
+                break;
+            }
+            Event::Message(_) | Event::CaughtUp { .. } => {}
+            Event::Closed(r) => panic!("closed: {r:?}"),
+        }
+    }
+    let unread = alice_b.client.unread().await.unwrap();
+    assert!(
+        unread.iter().all(|u| u.unread == 0),
+        "node B counts what was read on node A: {unread:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_key_is_refused_and_a_reload_may_not_change_the_key() {
+    let Some(db) = fresh_pg_database().await else {
+        return;
+    };
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Node::start(&db, first.path(), test_limits()).await;
+    // Another certificate directory: another key, which clients pinning node A would refuse.
+    let mut options = options(second.path(), test_limits());
+    options.db = db.target();
+    options.identity.cert_dir = second.path().join("certs");
+    let err = match Server::start(&options).await {
+        Ok(_) => panic!("a node with another key joined the cluster"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains(&a.pin.to_string()) && err.contains("same key"),
+        "the refusal names the cluster's key: {err}"
+    );
+    // The same key in another directory is fine.
+    std::fs::create_dir_all(second.path().join("certs")).unwrap();
+    for file in ["key.pem", "cert.pem"] {
+        std::fs::copy(
+            first.path().join("certs").join(file),
+            second.path().join("certs").join(file),
+        )
+        .unwrap();
+    }
+    let server = Server::start(&options).await.expect("the same key joins");
+    assert_eq!(server.fingerprint(), a.pin);
+    // A reload that would change the key is refused; the node keeps serving the old one.
+    let reloader = server.tls_reloader();
+    for file in ["key.pem", "cert.pem"] {
+        std::fs::remove_file(second.path().join("certs").join(file)).unwrap();
+    }
+    let refused = reloader.reload().unwrap_err().to_string();
+    assert!(refused.contains("restart every node"), "{refused}");
+    drop(server);
+    a.stop().await;
+}
+
+#[test]
+fn a_bad_or_unreachable_postgres_url_is_one_line_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, expect) in [
+        (
+            "postgres://chat:s3cret@127.0.0.1:notaport/chat",
+            "invalid value for --db",
+        ),
+        // Port 1 on loopback: nothing listens there.
+        (
+            "postgres://chat:s3cret@127.0.0.1:1/chat",
+            "Connection refused",
+        ),
+    ] {
+        let out = Command::new(CHATD)
+            .current_dir(dir.path())
+            .args(["--db", url, "user", "list"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{url}: {stderr}");
+        assert!(stderr.contains(expect), "{url}: {stderr}");
+        assert!(
+            !stderr.contains("s3cret"),
+            "the password was shown: {stderr}"
+        );
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    }
+    // The password file is read when the URL has none; a missing one is named.
+    let out = Command::new(CHATD)
+        .current_dir(dir.path())
+        .args(["--db", "postgres://chat@127.0.0.1:1/chat", "user", "list"])
+        .env(
+            chat_svc::store::PASSWORD_FILE_ENV,
+            dir.path().join("missing"),
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("password file") && stderr.contains("missing"),
+        "{stderr}"
+    );
+}

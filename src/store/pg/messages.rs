@@ -182,14 +182,18 @@ impl PostgresStore {
         conversation: &str,
         upto: MessageId,
     ) -> Result<MessageId, StoreError> {
+        // The other nodes hear of it (module `tail`), to tell the user's connections there.
         let row = sqlx::query(
-            "INSERT INTO read_markers (user_id, conversation, upto) VALUES ($1, $2, $3) \
-             ON CONFLICT (user_id, conversation) \
-             DO UPDATE SET upto = GREATEST(read_markers.upto, excluded.upto) RETURNING upto",
+            "WITH m AS (INSERT INTO read_markers (user_id, conversation, upto) \
+               VALUES ($1, $2, $3) ON CONFLICT (user_id, conversation) \
+               DO UPDATE SET upto = GREATEST(read_markers.upto, excluded.upto) RETURNING upto) \
+             SELECT upto, pg_notify($4, $5 || ':' || $1 || ':' || upto || ':' || $2) FROM m",
         )
         .bind(user_id.get())
         .bind(conversation)
         .bind(upto.get())
+        .bind(super::tail::READ_CHANNEL)
+        .bind(self.token.to_string())
         .fetch_one(&self.pool)
         .await?;
         Ok(MessageId(row.get(0)))

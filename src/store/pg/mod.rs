@@ -35,11 +35,11 @@ mod rooms;
 mod tail;
 mod writer;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::StoreError;
+use super::{Durability, StoreError};
 
 pub use cluster::KeyConflict;
 pub use tail::LISTENER_NAME;
@@ -125,14 +125,34 @@ pub struct PostgresStore {
     pub(super) options: PgConnectOptions,
     /// This node's name in `cluster_nodes`, once registered (module `cluster`).
     node: Arc<Mutex<Option<String>>>,
+    /// Tells read-marker notifications of this process from other nodes' (module `tail`).
+    token: u64,
+    /// Called with every read marker another node moved (module `tail`).
+    read_hook: Arc<OnceLock<super::ReadMarkerHook>>,
+    /// `Normal` turns `synchronous_commit` off for the writer's connection (module `writer`).
+    durability: Durability,
 }
 
 impl PostgresStore {
     /// Connects to the database `target` names and applies pending migrations (under the
     /// migrator's advisory lock, so nodes starting together migrate once).
-    pub async fn open(target: &PgTarget) -> Result<PostgresStore, StoreError> {
+    ///
+    /// `durability` applies to the writer's commits: [`Durability::Normal`] turns
+    /// PostgreSQL's `synchronous_commit` off for them (a crash of the database host may lose
+    /// the last moments of acknowledged messages, never corrupt anything), `Full` keeps the
+    /// server's setting (on, by default: every acknowledged message is in the WAL on disk).
+    pub async fn open(
+        target: &PgTarget,
+        durability: Durability,
+    ) -> Result<PostgresStore, StoreError> {
         crate::tls::install_provider();
         let options = target.connect_options()?;
+        // One connection first: the pool would only say that it timed out, where this says
+        // why (refused, unknown host, wrong password, no such database, TLS).
+        let first = <sqlx::PgConnection as sqlx::Connection>::connect_with(&options)
+            .await
+            .map_err(|e| target.open_err(e))?;
+        sqlx::Connection::close(first).await.ok();
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .min_connections(1)
@@ -148,6 +168,9 @@ impl PostgresStore {
             pool,
             options,
             node: Arc::default(),
+            token: rand::random(),
+            read_hook: Arc::default(),
+            durability,
         })
     }
 
@@ -156,6 +179,12 @@ impl PostgresStore {
     pub async fn close(&self) {
         self.unregister_node().await;
         self.pool.close().await;
+    }
+
+    /// Sets what to call when another node moves a read marker (once; later calls are
+    /// ignored).
+    pub fn on_remote_read_marker(&self, hook: super::ReadMarkerHook) {
+        let _ = self.read_hook.set(hook);
     }
 
     /// Starts this node's writer task and its tail (modules `writer`, `tail`); `on_commit`

@@ -27,13 +27,17 @@ use tokio_util::sync::CancellationToken;
 
 use super::messages::{message_from_row, COLUMNS, JOINS};
 use super::PostgresStore;
-use crate::ids::{DeviceId, UserId};
+use crate::ids::{DeviceId, MessageId, UserId};
 use crate::protocol::MessageKind;
 use crate::store::writer::{Audience, Delivery, OnCommit};
 use crate::store::StoreError;
 
 /// The notification channel every commit rings.
 pub(super) const CHANNEL: &str = "chatd_messages";
+
+/// The notification channel of read-marker moves: `TOKEN:USER:UPTO:CONVERSATION`, where
+/// `TOKEN` tells the sending process's own notifications from other nodes'.
+pub(super) const READ_CHANNEL: &str = "chatd_read_markers";
 
 /// How often the tail reads without being told to.
 pub(super) const POLL: Duration = Duration::from_millis(500);
@@ -59,6 +63,9 @@ struct Shared {
     on_commit: OnCommit,
     wake: Notify,
     pool: PgPool,
+    /// This process's token in read-marker notifications, and what to call for others'.
+    token: u64,
+    read_hook: Arc<std::sync::OnceLock<crate::store::ReadMarkerHook>>,
 }
 
 impl Tail {
@@ -76,13 +83,15 @@ impl Tail {
             on_commit,
             wake: Notify::new(),
             pool: store.pool.clone(),
+            token: store.token,
+            read_hook: Arc::clone(&store.read_hook),
         });
         // The listener gets a pool of its own (one connection) under its own name.
         let listen_pool = PgPoolOptions::new()
             .max_connections(1)
             .connect_lazy_with(store.options.clone().application_name(LISTENER_NAME));
         let mut listener = PgListener::connect_with(&listen_pool).await?;
-        listener.listen(CHANNEL).await?;
+        listener.listen_all([CHANNEL, READ_CHANNEL]).await?;
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(Arc::clone(&shared), listener, stop.clone()));
         Ok(Tail {
@@ -247,14 +256,40 @@ impl Shared {
 enum Heard {
     /// A commit somewhere stored ids up to this one (unparsable payloads read anyway).
     Upto(Option<i64>),
+    /// A process (`token`) moved `user`'s read marker of `conversation` to `upto`.
+    Marker {
+        token: u64,
+        user: UserId,
+        upto: MessageId,
+        conversation: String,
+    },
     /// The connection was lost (and is being made again): what was sent meanwhile is lost.
     Lost,
+}
+
+/// Parses a read-marker notification (see [`READ_CHANNEL`]).
+fn parse_marker(payload: &str) -> Option<Heard> {
+    let mut parts = payload.splitn(4, ':');
+    let token = parts.next()?.parse().ok()?;
+    let user = UserId(parts.next()?.parse().ok()?);
+    let upto = MessageId(parts.next()?.parse().ok()?);
+    let conversation = parts.next()?.to_string();
+    Some(Heard::Marker {
+        token,
+        user,
+        upto,
+        conversation,
+    })
 }
 
 /// Waits for notifications in a task of its own (a wait is never cancelled half-way).
 async fn listen(mut listener: PgListener, heard: tokio::sync::mpsc::Sender<Heard>) {
     loop {
         let event = match listener.try_recv().await {
+            Ok(Some(n)) if n.channel() == READ_CHANNEL => match parse_marker(n.payload()) {
+                Some(marker) => marker,
+                None => continue,
+            },
             Ok(Some(n)) => Heard::Upto(n.payload().parse().ok()),
             Ok(None) => {
                 tracing::warn!("the database listener lost its connection; reconnecting");
@@ -285,6 +320,14 @@ async fn run(shared: Arc<Shared>, listener: PgListener, stop: CancellationToken)
             event = heard.recv() => match event {
                 Some(Heard::Upto(Some(id))) => id > *shared.lock_seen(),
                 Some(Heard::Upto(None) | Heard::Lost) => true,
+                Some(Heard::Marker { token, user, upto, conversation }) => {
+                    if token != shared.token {
+                        if let Some(hook) = shared.read_hook.get() {
+                            hook(user, conversation, upto);
+                        }
+                    }
+                    false
+                }
                 // The listening task is gone (it never ends by itself): the timer carries on.
                 None => {
                     tokio::time::sleep(POLL).await;
@@ -299,4 +342,28 @@ async fn run(shared: Arc<Shared>, listener: PgListener, stop: CancellationToken)
         }
     }
     listening.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_marker_notifications_parse_and_bad_ones_are_ignored() {
+        match parse_marker("42:7:1001:#ops:x") {
+            Some(Heard::Marker {
+                token,
+                user,
+                upto,
+                conversation,
+            }) => {
+                assert_eq!((token, user, upto), (42, UserId(7), MessageId(1001)));
+                assert_eq!(conversation, "#ops:x", "the conversation is the rest");
+            }
+            _ => panic!("a good payload did not parse"),
+        }
+        for bad in ["", "42", "42:7", "42:7:x:bob", "x:7:1:bob", "42:y:1:bob"] {
+            assert!(parse_marker(bad).is_none(), "{bad:?} parsed");
+        }
+    }
 }

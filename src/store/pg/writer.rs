@@ -139,7 +139,10 @@ pub(super) async fn start(
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     let (ready, started) = oneshot::channel::<Result<(), StoreError>>();
     let (finished, finished_rx) = oneshot::channel::<()>();
-    let options = store.options.clone().application_name("chatd-writer");
+    let mut options = store.options.clone().application_name("chatd-writer");
+    if store.durability == crate::store::Durability::Normal {
+        options = options.options([("synchronous_commit", "off")]);
+    }
     let writer_tail = Arc::clone(&tail);
     crate::store::spawn_thread("chatd-writer", async move {
         // The connection is made on this thread's runtime, which drives its socket.
