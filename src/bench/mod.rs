@@ -170,7 +170,7 @@ async fn run_each(
                 let external_irc = scenario == Scenario::Irc && options.irc.server.is_some();
                 r.durability = match (&ctx.pg_server, backend) {
                     _ if external_irc => "as configured on the IRC server".to_string(),
-                    (Some(pg), B::Postgres) => pg.durability(),
+                    (Some(pg), B::Postgres) => pg.durability(options.durability),
                     _ => options.durability_label(),
                 };
                 r.backend = match &options.target {

@@ -135,8 +135,8 @@ pub struct BenchArgs {
     /// Connections sending wrong passwords as fast as they are answered (login).
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub flood: usize,
-    /// Durability of the in-process server: full or normal (SQLite's; a PostgreSQL server
-    /// keeps its own settings).
+    /// Durability of the in-process server: full or normal (SQLite's `synchronous`; on
+    /// PostgreSQL, normal turns `synchronous_commit` off for the writer's commits).
     #[arg(long, default_value = "full", value_name = "MODE")]
     pub durability: Durability,
     /// A PostgreSQL cluster for the in-process servers (an admin URL: the bench creates a
@@ -221,7 +221,7 @@ pub struct BenchOptions {
     pub connections: Option<usize>,
     /// Wrong-password flood connections (login).
     pub flood: usize,
-    /// Durability of the SQLite servers the bench starts.
+    /// Durability of the servers the bench starts.
     pub durability: Durability,
     /// The PostgreSQL cluster of the postgres backend and the cluster scenario.
     pub pg: Option<PgAdmin>,
@@ -511,11 +511,16 @@ pub(crate) fn print_header(
     }
     if only_external_irc {
         writeln!(out, "durability: as configured on the IRC server")?;
-    } else if options.pg.is_some() {
+    } else if let (Some(pg), true) = (pg, options.pg.is_some()) {
         writeln!(
             out,
-            "durability: sqlite {}; postgres as the PostgreSQL server is set",
-            options.durability_label()
+            "durability: {} (sqlite synchronous {}; {})",
+            options.durability,
+            match options.durability {
+                Durability::Full => "FULL",
+                Durability::Normal => "NORMAL",
+            },
+            pg.settings(options.durability)
         )?;
     } else {
         writeln!(out, "durability: {}", options.durability_label())?;

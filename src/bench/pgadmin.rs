@@ -17,7 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Executor};
 
-use crate::store::DbTarget;
+use crate::store::{DbTarget, Durability};
 
 /// The admin URL of a PostgreSQL cluster (`postgres://USER@HOST:PORT/DB`), where the bench
 /// creates and drops its databases. Shown (`Display`, `Debug`) without its password.
@@ -88,11 +88,22 @@ pub struct PgServer {
 }
 
 impl PgServer {
-    /// The durability as reports state it.
-    pub fn durability(&self) -> String {
+    /// The durability of the bench's PostgreSQL servers as reports state it: `durability`
+    /// (`--durability`) and what it means there, [`PgServer::settings`].
+    pub fn durability(&self, durability: Durability) -> String {
+        format!("{durability}: {}", self.settings(durability))
+    }
+
+    /// What the writer's commits get: the server's `fsync` and `synchronous_commit`, the
+    /// latter turned off for them by `--durability normal`.
+    pub fn settings(&self, durability: Durability) -> String {
+        let synchronous_commit = match durability {
+            Durability::Full => self.synchronous_commit.as_str(),
+            Durability::Normal => "off for the writer's commits",
+        };
         format!(
-            "postgres: fsync {}, synchronous_commit {}",
-            self.fsync, self.synchronous_commit
+            "postgres fsync {}, synchronous_commit {synchronous_commit}",
+            self.fsync
         )
     }
 

@@ -404,7 +404,11 @@ async fn postgres_one_node_and_the_cluster_beside_sqlite() {
         assert!(!r.figures.contains_key("undelivered"), "{r:?}");
         assert_percentiles(r);
         match r.backend.as_deref() {
-            Some("postgres") => assert!(r.durability.contains("synchronous_commit"), "{r:?}"),
+            Some("postgres") => assert!(
+                r.durability.starts_with("full: postgres fsync ")
+                    && r.durability.contains("synchronous_commit"),
+                "{r:?}"
+            ),
             _ => assert_eq!(r.durability, "full", "{r:?}"),
         }
     }
