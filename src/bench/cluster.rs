@@ -102,6 +102,9 @@ async fn open_loop(ctx: &Ctx<'_>, rate: u64) -> Result<Report> {
     if end.delivered < acked {
         report.figure("undelivered", acked - end.delivered);
     }
+    if counters.store_retries() > 0 {
+        report.figure("store_retries", counters.store_retries());
+    }
     report.param("nodes", NODES);
     report.param("pairs", o.pairs);
     report.param("rate", rate);
@@ -155,6 +158,9 @@ async fn closed_loop(ctx: &Ctx<'_>) -> Result<Report> {
     report.figure("messages", acked);
     if end.delivered < acked {
         report.figure("undelivered", acked - end.delivered);
+    }
+    if counters.store_retries() > 0 {
+        report.figure("store_retries", counters.store_retries());
     }
     report.param("nodes", NODES);
     report.param("pairs", o.pairs);
