@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use chat_svc::bench::{render_table, run_scenarios, BenchOptions, Scenario, TargetSpec};
+use chat_svc::bench::{render_table, run_scenarios, Backend, BenchOptions, Scenario, TargetSpec};
 use chat_svc::store::Durability;
 
 fn main() -> std::process::ExitCode {
@@ -20,12 +20,15 @@ fn main() -> std::process::ExitCode {
         pairs: pairs.max(1),
         window: 64,
         rates: vec![10_000],
+        cluster_rates: vec![5_000],
         members: 100,
         body_bytes: 200,
         backlog: 100_000,
         connections: None,
         flood: 8,
         durability: Durability::Full,
+        pg: None,
+        backends: vec![Backend::Sqlite],
         target: TargetSpec::InProcess { server_exe: None },
         irc: Default::default(),
     };

@@ -132,6 +132,9 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
     if counters.rate_limited() > 0 {
         report.figure("rate_limited_retries", counters.rate_limited());
     }
+    if counters.store_retries() > 0 {
+        report.figure("store_retries", counters.store_retries());
+    }
     report.figure("receive_secs", round(receive_secs, 3));
     report.figure("fill_secs", round(fill_secs, 3));
     report.figure("fill_per_sec", round(total as f64 / fill_secs, 1));

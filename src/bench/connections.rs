@@ -60,7 +60,7 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
                 max_connections: n + 16,
                 ..capacity_limits()
             };
-            Target::in_process(o.durability, Some(limits)).await?
+            Target::in_process(o.durability, Some(limits), None).await?
         }
         (TargetSpec::External { .. }, _) => ctx.target().await?,
     };

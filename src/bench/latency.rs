@@ -72,6 +72,9 @@ async fn run_rate(ctx: &Ctx<'_>, rate: u64) -> Result<Report> {
     if counters.rate_limited() > 0 {
         report.figure("rate_limited_retries", counters.rate_limited());
     }
+    if counters.store_retries() > 0 {
+        report.figure("store_retries", counters.store_retries());
+    }
     let ms = |us: u64| round(us as f64 / 1000.0, 3);
     if !paced.stored.is_empty() {
         report.figure("stored_p50_ms", ms(paced.stored.value_at_quantile(0.5)));

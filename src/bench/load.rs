@@ -39,6 +39,12 @@ const HIST_MAX_US: u64 = 3_600_000_000;
 /// Sends queued by the pacer per sender before the pacer itself waits.
 const PACER_QUEUE: usize = 4096;
 
+/// Times a send the server could not store is retried (with the same key, as it asks).
+const STORE_RETRIES: u32 = 5;
+
+/// The wait before such a retry.
+const STORE_RETRY_WAIT: Duration = Duration::from_millis(10);
+
 /// Microseconds from `epoch` to `at` (0 if `at` is earlier).
 pub(crate) fn micros_between(epoch: Instant, at: Instant) -> u64 {
     u64::try_from(at.saturating_duration_since(epoch).as_micros()).unwrap_or(u64::MAX)
@@ -155,6 +161,8 @@ pub(crate) struct Counters {
     pub delivered: AtomicU64,
     /// Sends the server refused as too fast (and that were retried).
     pub rate_limited: AtomicU64,
+    /// Sends the server could not store (`internal`) and that were retried.
+    pub store_retries: AtomicU64,
 }
 
 impl Counters {
@@ -166,6 +174,9 @@ impl Counters {
     }
     pub fn rate_limited(&self) -> u64 {
         self.rate_limited.load(Ordering::Relaxed)
+    }
+    pub fn store_retries(&self) -> u64 {
+        self.store_retries.load(Ordering::Relaxed)
     }
 }
 
@@ -299,7 +310,9 @@ pub(crate) async fn closed_loop_sender(
 /// Sends one message with idempotency key `key`. A server that limits each connection's
 /// send rate (`rate_limited`, as `chatd serve` does by default) is obeyed: the send is
 /// retried with the same key after the wait it names, and counted in
-/// `counters.rate_limited`.
+/// `counters.rate_limited`. A send the server could not store (`internal`: "retry with the
+/// same key") is retried as a client would, up to [`STORE_RETRIES`] times, and counted in
+/// `counters.store_retries` (reports show it: it is the server's failure, not load).
 pub(crate) async fn send_one(
     client: Client,
     to: String,
@@ -307,6 +320,7 @@ pub(crate) async fn send_one(
     key: String,
     counters: Arc<Counters>,
 ) -> Result<SentInfo, ClientError> {
+    let mut store_retries = 0;
     loop {
         match client.send(&to, &body, &key).await {
             Err(ClientError::Server {
@@ -317,6 +331,14 @@ pub(crate) async fn send_one(
                 counters.rate_limited.fetch_add(1, Ordering::Relaxed);
                 let wait = retry_after_ms.unwrap_or(1).clamp(1, 60_000);
                 tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+            Err(ClientError::Server {
+                code: ErrorCode::Internal,
+                ..
+            }) if store_retries < STORE_RETRIES => {
+                store_retries += 1;
+                counters.store_retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(STORE_RETRY_WAIT).await;
             }
             other => return other,
         }
@@ -344,11 +366,21 @@ pub(crate) async fn connect_pairs(
     target: &Target,
     pairs: &[TokenPair],
 ) -> Result<Vec<ConnectedPair>> {
+    connect_pairs_across(target, target, pairs).await
+}
+
+/// Like [`connect_pairs`], with the senders on `senders_to` and the recipients on
+/// `recipients_to` (two nodes of a cluster).
+pub(crate) async fn connect_pairs_across(
+    senders_to: &Target,
+    recipients_to: &Target,
+    pairs: &[TokenPair],
+) -> Result<Vec<ConnectedPair>> {
     let mut connected = Vec::with_capacity(pairs.len());
     for pair in pairs {
-        let mut recipient = target.connect_token(&pair.recipient_token).await?;
+        let mut recipient = recipients_to.connect_token(&pair.recipient_token).await?;
         subscribe_caught_up(&mut recipient).await?;
-        let sender = target.connect_token(&pair.sender_token).await?;
+        let sender = senders_to.connect_token(&pair.sender_token).await?;
         connected.push(ConnectedPair {
             recipient,
             sender,

@@ -9,6 +9,12 @@
 //! scenarios drive an existing server and create their accounts through the admin path
 //! (that server's database), under names no one else uses.
 //!
+//! With `--pg URL` (a PostgreSQL cluster's admin URL) the in-process servers can also run on
+//! PostgreSQL, a fresh database per scenario: `--backend sqlite,postgres` (the default with
+//! `--pg`) runs each scenario on each backend in turn, side by side in the table; and the
+//! `cluster` scenario runs two nodes on one database, senders on one and recipients on the
+//! other.
+//!
 //! This module never panics on a failed connection or a refused request: errors come back as
 //! `anyhow` errors naming the scenario, and the binary prints them.
 //!
@@ -20,17 +26,22 @@
 //! ```text
 //! bench (this file)   run: the header, each scenario in turn, the table or JSON lines
 //!  └─ scenarios       one module each, `run(&Ctx) -> Result<Vec<Report>>`:
-//!     throughput, latency, fanout, backlog, connections, login (native, over TLS),
-//!     irc (plaintext IRC: its own connections and pairs, chatd's gateway or --irc-server)
+//!     throughput, latency, cluster, fanout, backlog, connections, login (native, over
+//!     TLS), irc (plaintext IRC: its own connections and pairs, chatd's gateway or
+//!     --irc-server)
 //!      └─ ctx         Ctx: options, machine, the accounts' password hash, fresh names,
-//!                     the server to drive, progress bars
-//!         └─ options  Scenario, BenchArgs → BenchOptions (TargetSpec, IrcOptions), the header
+//!                     the backend, the server to drive, progress bars
+//!         └─ options  Scenario, Backend, BenchArgs → BenchOptions (TargetSpec,
+//!                     IrcOptions), the header
 //!            └─ load  the load every scenario shares: stamped bodies, histograms, counters,
 //!                     native pairs (made, connected, split into recipients and senders),
 //!                     closed-loop senders, the open-loop pacer (native and IRC senders),
 //!                     timed phases and their end
-//!               ├─ target  the server under load (in-process, child `chatd serve`,
-//!               │          external) and the admin path that creates accounts
+//!               ├─ target  the server under load (in-process on SQLite or PostgreSQL, one
+//!               │          node or a cluster; child `chatd serve`; external) and the admin
+//!               │          path that creates accounts
+//!               │   └─ pgadmin  the --pg cluster: its settings, a fresh database per
+//!               │               server (or cluster), dropped after
 //!               └─ report  Report, Machine, the table and JSON lines; knows no scenario
 //! ```
 //!
@@ -38,6 +49,7 @@
 //! and a line in [`run_scenarios`].
 
 mod backlog;
+mod cluster;
 mod connections;
 mod ctx;
 mod fanout;
@@ -46,6 +58,7 @@ mod latency;
 mod load;
 mod login;
 mod options;
+mod pgadmin;
 mod report;
 mod target;
 mod throughput;
@@ -53,7 +66,9 @@ mod throughput;
 use anyhow::{Context, Result};
 
 use ctx::Ctx;
-pub use options::{BenchArgs, BenchOptions, IrcOptions, Scenario, TargetSpec};
+use options::Backend as B;
+pub use options::{Backend, BenchArgs, BenchOptions, IrcOptions, PgUrl, Scenario, TargetSpec};
+pub use pgadmin::PgAdmin;
 pub use report::{render_table, Machine, Report};
 
 /// Runs `chatd bench` from the command line: the header, then the table (or JSON lines) on
@@ -62,7 +77,11 @@ pub async fn run(args: BenchArgs, db: Option<crate::store::DbTarget>) -> Result<
     let options = BenchOptions::from_args(&args, db, std::env::current_exe().ok())?;
     let json = args.json;
     if !json {
-        options::print_header(&Machine::detect(), &options)?;
+        let pg = match &options.pg {
+            Some(admin) => Some(admin.probe().await?),
+            None => None,
+        };
+        options::print_header(&Machine::detect(), &options, pg.as_ref())?;
     }
     // The in-process servers log as `chatd serve` does, a line per login; that would bury
     // the progress display. So the scenarios run on a runtime of their own whose threads
@@ -106,37 +125,100 @@ fn quiet_logging() -> tracing::Dispatch {
     )
 }
 
-/// Runs the selected scenarios one after the other, handing each report to `on_report` as
-/// it is made, and returns them all.
+/// Runs the selected scenarios one after the other (each on each backend in turn), handing
+/// each report to `on_report` as it is made, and returns them all. Scratch PostgreSQL
+/// databases a failed scenario left behind are dropped before it returns.
 pub async fn run_scenarios(
     options: &BenchOptions,
     mut on_report: impl FnMut(&Report) -> Result<()>,
 ) -> Result<Vec<Report>> {
     options.validate()?;
     let ctx = Ctx::new(options).await?;
+    let result = run_each(&ctx, &mut on_report).await;
+    if let Some(admin) = &options.pg {
+        let cleaned = admin.drop_leftovers().await;
+        if result.is_ok() {
+            cleaned?;
+        }
+    }
+    result
+}
+
+async fn run_each(
+    base: &Ctx<'_>,
+    on_report: &mut impl FnMut(&Report) -> Result<()>,
+) -> Result<Vec<Report>> {
+    let options = base.options;
     let mut reports = Vec::new();
     for scenario in options.selected() {
-        let made = match scenario {
-            Scenario::Throughput => throughput::run(&ctx).await,
-            Scenario::Latency => latency::run(&ctx).await,
-            Scenario::Fanout => fanout::run(&ctx).await,
-            Scenario::Backlog => backlog::run(&ctx).await,
-            Scenario::Connections => connections::run(&ctx).await,
-            Scenario::Irc => irc::run(&ctx).await,
-            Scenario::Login => login::run(&ctx).await,
-        }
-        .with_context(|| format!("bench scenario {}", scenario.name()))?;
-        for mut r in made {
-            r.machine = ctx.machine.clone();
-            r.durability = match (scenario, &options.irc.server) {
-                (Scenario::Irc, Some(_)) => "as configured on the IRC server".to_string(),
-                _ => options.durability_label(),
-            };
-            on_report(&r)?;
-            reports.push(r);
+        // The cluster is PostgreSQL's alone: it runs once, whatever the backends.
+        let backends = match scenario {
+            Scenario::Cluster => vec![B::Postgres],
+            _ => options.backends.clone(),
+        };
+        for backend in backends {
+            let ctx = base.on(backend);
+            let made =
+                run_one(&ctx, scenario)
+                    .await
+                    .with_context(|| match options.backends.len() {
+                        1 => format!("bench scenario {}", scenario.name()),
+                        _ => format!("bench scenario {} on {}", scenario.name(), backend.name()),
+                    })?;
+            for mut r in made {
+                r.machine = ctx.machine.clone();
+                let external_irc = scenario == Scenario::Irc && options.irc.server.is_some();
+                r.durability = match (&ctx.pg_server, backend) {
+                    _ if external_irc => "as configured on the IRC server".to_string(),
+                    (Some(pg), B::Postgres) => pg.durability(options.durability),
+                    _ => options.durability_label(),
+                };
+                r.backend = match &options.target {
+                    _ if external_irc => None,
+                    // Skipped for want of --pg: no server ran.
+                    _ if scenario == Scenario::Cluster && options.pg.is_none() => None,
+                    TargetSpec::External { db, .. } => Some(
+                        match db {
+                            crate::store::DbTarget::Sqlite(_) => "sqlite",
+                            crate::store::DbTarget::Postgres(_) => "postgres",
+                        }
+                        .to_string(),
+                    ),
+                    TargetSpec::InProcess { .. } => Some(backend.name().to_string()),
+                };
+                on_report(&r)?;
+                reports.push(r);
+            }
         }
     }
     Ok(reports)
+}
+
+/// One scenario on `ctx`'s backend, or the line that says why it does not run there.
+async fn run_one(ctx: &Ctx<'_>, scenario: Scenario) -> Result<Vec<Report>> {
+    let on_postgres = ctx.backend == B::Postgres;
+    if scenario == Scenario::Cluster && ctx.options.pg.is_none() {
+        return Ok(vec![Report::skipped(
+            scenario.name(),
+            "needs --pg postgres://USER@HOST:PORT/DB (two nodes on one PostgreSQL database)",
+        )]);
+    }
+    if on_postgres && !scenario.runs_on_postgres() {
+        return Ok(vec![Report::skipped(
+            scenario.name(),
+            "measured on SQLite only (its servers are started its own way)",
+        )]);
+    }
+    match scenario {
+        Scenario::Throughput => throughput::run(ctx).await,
+        Scenario::Latency => latency::run(ctx).await,
+        Scenario::Cluster => cluster::run(ctx).await,
+        Scenario::Fanout => fanout::run(ctx).await,
+        Scenario::Backlog => backlog::run(ctx).await,
+        Scenario::Connections => connections::run(ctx).await,
+        Scenario::Irc => irc::run(ctx).await,
+        Scenario::Login => login::run(ctx).await,
+    }
 }
 
 #[cfg(test)]
@@ -144,8 +226,9 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     /// Every submodule's source, as compiled.
-    const SOURCES: [(&str, &str); 12] = [
+    const SOURCES: [(&str, &str); 14] = [
         ("backlog", include_str!("backlog.rs")),
+        ("cluster", include_str!("cluster.rs")),
         ("connections", include_str!("connections.rs")),
         ("ctx", include_str!("ctx.rs")),
         ("fanout", include_str!("fanout.rs")),
@@ -154,6 +237,7 @@ mod tests {
         ("load", include_str!("load.rs")),
         ("login", include_str!("login.rs")),
         ("options", include_str!("options.rs")),
+        ("pgadmin", include_str!("pgadmin.rs")),
         ("report", include_str!("report.rs")),
         ("target", include_str!("target.rs")),
         ("throughput", include_str!("throughput.rs")),

@@ -1,6 +1,7 @@
-//! What a run is asked to do: the scenarios, the command line ([`BenchArgs`]) and the
-//! options it resolves to ([`BenchOptions`], [`TargetSpec`], [`IrcOptions`]), and the header
-//! every run prints to say what it ran with.
+//! What a run is asked to do: the scenarios, the backends of the in-process servers
+//! ([`Backend`]), the command line ([`BenchArgs`]) and the options it resolves to
+//! ([`BenchOptions`], [`TargetSpec`], [`IrcOptions`]), and the header every run prints to say
+//! what it ran with.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -14,7 +15,14 @@ use crate::store::{DbTarget, Durability};
 use crate::tls::Fingerprint;
 
 use super::load;
+use super::pgadmin::{PgAdmin, PgServer};
 use super::report::{thousands, Machine};
+
+/// The offered rate of `latency` (and `irc`) when `--rate` is not given.
+pub const DEFAULT_RATE: u64 = 10_000;
+
+/// The offered rate of `cluster` when `--rate` is not given.
+pub const DEFAULT_CLUSTER_RATE: u64 = 5_000;
 
 /// A load scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -23,6 +31,9 @@ pub enum Scenario {
     Throughput,
     /// A fixed offered rate, open loop: latency percentiles measured from the intended send.
     Latency,
+    /// Two in-process nodes on one PostgreSQL database (needs --pg), senders on node A and
+    /// recipients on node B: cross-node latency at a fixed offered rate, then throughput.
+    Cluster,
     /// One room of 100 members: messages/s in, deliveries/s out.
     Fanout,
     /// A queue of messages for an offline device, then the time to drain it.
@@ -38,9 +49,10 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order they run (login last: its flood throttles 127.0.0.1).
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Throughput,
         Scenario::Latency,
+        Scenario::Cluster,
         Scenario::Fanout,
         Scenario::Backlog,
         Scenario::Connections,
@@ -53,11 +65,37 @@ impl Scenario {
         match self {
             Scenario::Throughput => "throughput",
             Scenario::Latency => "latency",
+            Scenario::Cluster => "cluster",
             Scenario::Fanout => "fanout",
             Scenario::Backlog => "backlog",
             Scenario::Connections => "connections",
             Scenario::Irc => "irc",
             Scenario::Login => "login",
+        }
+    }
+
+    /// Whether the scenario runs on the PostgreSQL backend (`connections` and `irc` start
+    /// their servers their own way, on SQLite only).
+    pub fn runs_on_postgres(self) -> bool {
+        !matches!(self, Scenario::Connections | Scenario::Irc)
+    }
+}
+
+/// The database behind the in-process servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Backend {
+    /// A temporary SQLite file per scenario (`--durability` applies).
+    Sqlite,
+    /// A fresh database per scenario in the `--pg` cluster (its own settings apply).
+    Postgres,
+}
+
+impl Backend {
+    /// The backend's name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
         }
     }
 }
@@ -77,9 +115,10 @@ pub struct BenchArgs {
     /// Sends in flight per sender (throughput); messages not yet received (irc).
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub window: usize,
-    /// Offered messages/s (latency, irc). A comma-separated list measures each rate in turn, for
-    /// a latency-versus-load curve: --rate 1000,5000,10000.
-    #[arg(long, default_value = "10000", value_delimiter = ',', value_name = "N")]
+    /// Offered messages/s (latency, irc, cluster) [default: 10000; 5000 for cluster]. A
+    /// comma-separated list measures each rate in turn, for a latency-versus-load curve:
+    /// --rate 1000,5000,10000.
+    #[arg(long, value_delimiter = ',', value_name = "N")]
     pub rate: Vec<u64>,
     /// Members of the room (fanout).
     #[arg(long, default_value_t = 100, value_name = "N")]
@@ -96,9 +135,29 @@ pub struct BenchArgs {
     /// Connections sending wrong passwords as fast as they are answered (login).
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub flood: usize,
-    /// Durability of the in-process server: full or normal.
+    /// Durability of the in-process server: full or normal (SQLite's `synchronous`; on
+    /// PostgreSQL, normal turns `synchronous_commit` off for the writer's commits).
     #[arg(long, default_value = "full", value_name = "MODE")]
     pub durability: Durability,
+    /// A PostgreSQL cluster for the in-process servers (an admin URL: the bench creates a
+    /// fresh database per scenario there and drops it after); turns on `--backend
+    /// sqlite,postgres` and the cluster scenario.
+    #[arg(
+        long,
+        value_name = "postgres://USER@HOST:PORT/DB",
+        conflicts_with = "server"
+    )]
+    pub pg: Option<PgUrl>,
+    /// The in-process servers' databases, each scenario measured on each in turn:
+    /// sqlite, postgres or both [default: sqlite; sqlite,postgres with --pg].
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        value_name = "BACKEND",
+        conflicts_with = "server"
+    )]
+    pub backend: Vec<Backend>,
     /// Drive this running server instead of an in-process one; needs --pin and --db (its
     /// database, where the bench creates its accounts).
     #[arg(long, value_name = "HOST:PORT", requires = "pin")]
@@ -148,8 +207,10 @@ pub struct BenchOptions {
     pub pairs: usize,
     /// Sends in flight per sender (throughput).
     pub window: usize,
-    /// Offered messages/s, one latency measurement each.
+    /// Offered messages/s, one latency (and irc) measurement each.
     pub rates: Vec<u64>,
+    /// Offered messages/s of the cluster scenario, one measurement each.
+    pub cluster_rates: Vec<u64>,
     /// Members of the fanout room.
     pub members: usize,
     /// Message body size.
@@ -162,6 +223,10 @@ pub struct BenchOptions {
     pub flood: usize,
     /// Durability of the servers the bench starts.
     pub durability: Durability,
+    /// The PostgreSQL cluster of the postgres backend and the cluster scenario.
+    pub pg: Option<PgAdmin>,
+    /// The backends every in-process scenario runs on, in this order.
+    pub backends: Vec<Backend>,
     /// Where the load goes.
     pub target: TargetSpec,
     /// Which IRC server the `irc` scenario drives.
@@ -204,13 +269,16 @@ impl BenchOptions {
                 })?,
             pairs: args.pairs,
             window: args.window,
-            rates: args.rate.clone(),
+            rates: rates_or(&args.rate, DEFAULT_RATE),
+            cluster_rates: rates_or(&args.rate, DEFAULT_CLUSTER_RATE),
             members: args.members,
             body_bytes: args.body,
             backlog: args.backlog,
             connections: args.connections,
             flood: args.flood,
             durability: args.durability,
+            pg: args.pg.as_ref().map(|u| u.0.parse()).transpose()?,
+            backends: resolve_backends(&args.backend, args.pg.is_some()),
             target,
             irc: IrcOptions {
                 server: args
@@ -236,8 +304,30 @@ impl BenchOptions {
         if self.members < 2 {
             bail!("--members must be at least 2");
         }
-        if self.rates.is_empty() || self.rates.contains(&0) {
+        let rates = self.rates.iter().chain(&self.cluster_rates);
+        if self.rates.is_empty() || self.cluster_rates.is_empty() || rates.clone().any(|r| *r == 0)
+        {
             bail!("--rate must be at least 1 message/s");
+        }
+        if self.backends.is_empty() {
+            bail!("--backend needs at least one of sqlite, postgres");
+        }
+        if self.pg.is_none() {
+            if self.backends.contains(&Backend::Postgres) {
+                bail!(
+                    "--backend postgres needs --pg postgres://USER@HOST:PORT/DB (a PostgreSQL \
+                     cluster where the bench may create databases)"
+                );
+            }
+            if self.scenarios.contains(&Scenario::Cluster) {
+                bail!(
+                    "the cluster scenario needs --pg postgres://USER@HOST:PORT/DB (its two \
+                     nodes share a PostgreSQL database)"
+                );
+            }
+        }
+        if self.pg.is_some() && matches!(self.target, TargetSpec::External { .. }) {
+            bail!("--pg starts in-process servers; with --server the load goes to that server");
         }
         if !(load::STAMP_LEN..=crate::protocol::DEFAULT_MAX_BODY_BYTES).contains(&self.body_bytes) {
             bail!(
@@ -263,13 +353,58 @@ impl BenchOptions {
             .collect()
     }
 
-    /// The durability as reports state it.
+    /// The durability of SQLite servers (or the `--server`) as reports state it.
     pub(crate) fn durability_label(&self) -> String {
         match self.target {
             TargetSpec::InProcess { .. } => self.durability.to_string(),
             TargetSpec::External { .. } => "as configured on the server".to_string(),
         }
     }
+}
+
+/// `--pg` as given: checked by [`BenchOptions::from_args`] (so that an error never repeats
+/// it, password and all, as the argument parser's would), never shown.
+#[derive(Clone)]
+pub struct PgUrl(String);
+
+impl std::str::FromStr for PgUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<PgUrl, Self::Err> {
+        Ok(PgUrl(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for PgUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgUrl(..)")
+    }
+}
+
+/// `given`, or `[default]` when nothing was given.
+fn rates_or(given: &[u64], default: u64) -> Vec<u64> {
+    if given.is_empty() {
+        vec![default]
+    } else {
+        given.to_vec()
+    }
+}
+
+/// The backends asked for, each once in their fixed order; by default SQLite, and
+/// PostgreSQL beside it when there is a `--pg`.
+fn resolve_backends(given: &[Backend], pg: bool) -> Vec<Backend> {
+    let mut backends = if given.is_empty() {
+        if pg {
+            vec![Backend::Sqlite, Backend::Postgres]
+        } else {
+            vec![Backend::Sqlite]
+        }
+    } else {
+        given.to_vec()
+    };
+    backends.sort();
+    backends.dedup();
+    backends
 }
 
 /// Which IRC server the `irc` scenario drives.
@@ -324,8 +459,13 @@ pub(crate) fn describe_irc_target(options: &BenchOptions) -> String {
     }
 }
 
-/// Prints what every run states: machine, build, durability, server and parameters.
-pub(crate) fn print_header(machine: &Machine, options: &BenchOptions) -> Result<()> {
+/// Prints what every run states: machine, build, durability, server and parameters; with
+/// `--pg`, the PostgreSQL cluster (`pg`, read from it) and the backends.
+pub(crate) fn print_header(
+    machine: &Machine,
+    options: &BenchOptions,
+    pg: Option<&PgServer>,
+) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -360,20 +500,47 @@ pub(crate) fn print_header(machine: &Machine, options: &BenchOptions) -> Result<
     if options.selected().contains(&Scenario::Irc) {
         writeln!(out, "irc server: {}", describe_irc_target(options))?;
     }
+    if let (Some(admin), Some(pg)) = (&options.pg, pg) {
+        writeln!(out, "postgres:   {}", pg.describe(admin))?;
+        let names: Vec<&str> = options.backends.iter().map(|b| b.name()).collect();
+        writeln!(
+            out,
+            "backends:   {} (each scenario on each)",
+            names.join(", ")
+        )?;
+    }
     if only_external_irc {
         writeln!(out, "durability: as configured on the IRC server")?;
+    } else if let (Some(pg), true) = (pg, options.pg.is_some()) {
+        writeln!(
+            out,
+            "durability: {} (sqlite synchronous {}; {})",
+            options.durability,
+            match options.durability {
+                Durability::Full => "FULL",
+                Durability::Normal => "NORMAL",
+            },
+            pg.settings(options.durability)
+        )?;
     } else {
         writeln!(out, "durability: {}", options.durability_label())?;
     }
-    let rates: Vec<String> = options.rates.iter().map(|r| thousands(*r)).collect();
+    let list = |rates: &[u64]| -> String {
+        let shown: Vec<String> = rates.iter().map(|r| thousands(*r)).collect();
+        format!("{}/s", shown.join(","))
+    };
+    let mut rates = list(&options.rates);
+    if options.pg.is_some() && options.selected().contains(&Scenario::Cluster) {
+        rates = format!("{rates} (cluster {})", list(&options.cluster_rates));
+    }
     writeln!(
         out,
-        "parameters: duration {} s, pairs {}, window {}, rate {}/s, members {}, body {} B, \
+        "parameters: duration {} s, pairs {}, window {}, rate {}, members {}, body {} B, \
          backlog {}, connections {}, flood {}",
         options.duration.as_secs_f64(),
         options.pairs,
         options.window,
-        rates.join(","),
+        rates,
         options.members,
         options.body_bytes,
         thousands(options.backlog as u64),

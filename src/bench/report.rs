@@ -102,6 +102,10 @@ pub struct Report {
     pub figures: BTreeMap<String, Value>,
     /// The parameters this scenario ran with.
     pub params: BTreeMap<String, Value>,
+    /// The database behind the server: `sqlite` or `postgres` (absent for a server that is
+    /// not chatd's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
     /// Where the server ran.
     pub server: String,
     /// The server's durability mode.
@@ -189,9 +193,13 @@ pub fn print_table(reports: &[Report]) -> Result<()> {
     Ok(())
 }
 
-/// The table: one row per report, the common figures in columns, the rest in `other`.
+/// The table: one row per report, the common figures in columns, the rest in `other`; a
+/// `backend` column after the scenario when some report ran on PostgreSQL.
 pub fn render_table(reports: &[Report]) -> String {
-    let header = [
+    let with_backend = reports
+        .iter()
+        .any(|r| r.backend.as_deref() == Some("postgres"));
+    let mut header = vec![
         "scenario",
         "acked/s",
         "delivered/s",
@@ -201,19 +209,33 @@ pub fn render_table(reports: &[Report]) -> String {
         "max ms",
         "other",
     ];
-    let rows: Vec<[String; 8]> = reports.iter().map(row).collect();
-    let mut widths = header.map(str::len);
+    if with_backend {
+        header.insert(1, "backend");
+    }
+    let rows: Vec<Vec<String>> = reports
+        .iter()
+        .map(|r| {
+            let mut cells = row(r).to_vec();
+            if with_backend {
+                cells.insert(1, r.backend.clone().unwrap_or_else(|| "-".to_string()));
+            }
+            cells
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (w, cell) in widths.iter_mut().zip(r.iter()) {
             *w = (*w).max(cell.chars().count());
         }
     }
+    // The scenario, the backend and `other` are text, aligned left; the figures right.
+    let left = |i: usize| i == 0 || (with_backend && i == 1) || i == header.len() - 1;
     let mut text = String::new();
     let mut line = |cells: &[String]| {
         let mut l = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
             let pad = w.saturating_sub(cell.chars().count());
-            if i == 0 || i == cells.len() - 1 {
+            if left(i) {
                 l.push_str(cell);
                 l.push_str(&" ".repeat(pad));
             } else {
@@ -225,13 +247,19 @@ pub fn render_table(reports: &[Report]) -> String {
         text.push_str(l.trim_end());
         text.push('\n');
     };
-    line(&header.map(String::from));
+    line(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
     for r in &rows {
         line(r);
     }
     let notes: Vec<String> = reports
         .iter()
-        .filter_map(|r| r.note.as_ref().map(|n| format!("{}: {n}", r.scenario)))
+        .filter_map(|r| {
+            let note = r.note.as_ref()?;
+            Some(match (&r.backend, with_backend) {
+                (Some(b), true) => format!("{} ({b}): {note}", r.scenario),
+                _ => format!("{}: {note}", r.scenario),
+            })
+        })
         .collect();
     if !notes.is_empty() {
         text.push('\n');
@@ -312,6 +340,30 @@ mod tests {
         assert!(text.contains("0.46"), "{text}");
         assert!(text.contains("pairs=50"), "{text}");
         assert!(text.contains("fanout: rooms not available"), "{text}");
+    }
+
+    #[test]
+    fn a_backend_column_appears_when_postgres_ran() {
+        let mut lite = Report::new("throughput");
+        lite.backend = Some("sqlite".to_string());
+        lite.note = Some("closed loop".to_string());
+        let only_sqlite = render_table(std::slice::from_ref(&lite));
+        assert!(!only_sqlite.contains("backend"), "{only_sqlite}");
+        assert!(
+            only_sqlite.contains("throughput: closed loop"),
+            "{only_sqlite}"
+        );
+        let mut pg = lite.clone();
+        pg.backend = Some("postgres".to_string());
+        let both = render_table(&[lite, pg]);
+        let lines: Vec<&str> = both.lines().collect();
+        assert!(lines[0].starts_with("scenario    backend  "), "{both}");
+        assert!(lines[1].starts_with("throughput  sqlite "), "{both}");
+        assert!(lines[2].starts_with("throughput  postgres "), "{both}");
+        assert!(
+            both.contains("throughput (postgres): closed loop"),
+            "{both}"
+        );
     }
 
     #[test]

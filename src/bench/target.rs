@@ -1,8 +1,10 @@
-//! The server a scenario drives: in-process, a child `chatd serve`, or an existing one; and
+//! The server a scenario drives: in-process (on a temporary SQLite file, or on a scratch
+//! PostgreSQL database, one node or several), a child `chatd serve`, or an existing one; and
 //! the admin path that creates the scenario's accounts in its database.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -15,17 +17,25 @@ use crate::server::{Limits, Server, ServerOptions};
 use crate::store::{DbTarget, Durability, Store};
 use crate::tls::Fingerprint;
 
+use super::pgadmin::ScratchDb;
+
 /// A server under load.
 pub(crate) struct Target {
     pub addr: ServerAddr,
     pub pin: Fingerprint,
     db: DbTarget,
     kind: Kind,
+    /// The PostgreSQL database made for this server (and its `others`), dropped when it
+    /// stops.
+    scratch: Option<ScratchDb>,
+    /// The other nodes of an in-process cluster, on the same database.
+    others: Vec<Target>,
 }
 
 enum Kind {
     InProcess {
-        _dir: tempfile::TempDir,
+        /// The certificate (and SQLite file); shared by the nodes of a cluster.
+        _dir: Arc<tempfile::TempDir>,
         shutdown: CancellationToken,
         task: tokio::task::JoinHandle<()>,
     },
@@ -152,17 +162,74 @@ pub(crate) fn pair_names(prefix: &str, n: usize) -> Vec<(String, String)> {
 }
 
 impl Target {
-    /// Starts a server in this process on `127.0.0.1:0` over a temporary directory.
-    pub async fn in_process(durability: Durability, limits: Option<Limits>) -> Result<Target> {
-        let dir = tempfile::Builder::new()
-            .prefix("chatd-bench-")
-            .tempdir()
-            .context("cannot make a temporary directory")?;
-        let options = ServerOptions::in_dir(
+    /// Starts a server in this process on `127.0.0.1:0` over a temporary directory: its
+    /// database a SQLite file there, or `scratch` (PostgreSQL, dropped when it stops).
+    pub async fn in_process(
+        durability: Durability,
+        limits: Option<Limits>,
+        scratch: Option<ScratchDb>,
+    ) -> Result<Target> {
+        let dir = Arc::new(temp_dir()?);
+        let db = scratch.as_ref().map(|s| s.target.clone());
+        let mut target = Target::start_node(&dir, durability, limits, db).await?;
+        target.scratch = scratch;
+        Ok(target)
+    }
+
+    /// Starts `n` (≥ 1) servers in this process on the PostgreSQL database `scratch` (the
+    /// nodes of a cluster), each on its own `127.0.0.1:0` listener with its own writer and
+    /// tail, all serving the same key (one certificate directory). The target is the first
+    /// node; [`Target::node`] gives the others. Stopping it stops them all, then drops the
+    /// database.
+    pub async fn in_process_cluster(
+        durability: Durability,
+        scratch: ScratchDb,
+        n: usize,
+    ) -> Result<Target> {
+        let dir = Arc::new(temp_dir()?);
+        let mut nodes = Vec::with_capacity(n);
+        for _ in 0..n.max(1) {
+            let db = Some(scratch.target.clone());
+            match Target::start_node(&dir, durability, None, db).await {
+                Ok(node) => nodes.push(node),
+                Err(e) => {
+                    for node in nodes {
+                        node.stop().await;
+                    }
+                    scratch.drop().await;
+                    return Err(e);
+                }
+            }
+        }
+        let mut first = nodes.remove(0);
+        first.others = nodes;
+        first.scratch = Some(scratch);
+        Ok(first)
+    }
+
+    /// Node `i` of a cluster (0 is this one); `None` past the last.
+    pub fn node(&self, i: usize) -> Option<&Target> {
+        match i {
+            0 => Some(self),
+            i => self.others.get(i - 1),
+        }
+    }
+
+    /// One in-process server over `dir` (its certificate; its SQLite file unless `db`).
+    async fn start_node(
+        dir: &Arc<tempfile::TempDir>,
+        durability: Durability,
+        limits: Option<Limits>,
+        db: Option<DbTarget>,
+    ) -> Result<Target> {
+        let mut options = ServerOptions::in_dir(
             dir.path(),
             durability,
             limits.unwrap_or_else(capacity_limits),
         );
+        if let Some(db) = db {
+            options.db = db;
+        }
         let server = Server::start(&options).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -176,10 +243,12 @@ impl Target {
             pin,
             db: options.db,
             kind: Kind::InProcess {
-                _dir: dir,
+                _dir: Arc::clone(dir),
                 shutdown,
                 task,
             },
+            scratch: None,
+            others: Vec::new(),
         })
     }
 
@@ -200,6 +269,8 @@ impl Target {
                 _dir: c.dir,
                 child: c.child,
             },
+            scratch: None,
+            others: Vec::new(),
         })
     }
 
@@ -210,11 +281,24 @@ impl Target {
             pin,
             db,
             kind: Kind::External { pid },
+            scratch: None,
+            others: Vec::new(),
         }
     }
 
     /// Where the server runs, as reports state it.
     pub fn describe(&self) -> String {
+        if !self.others.is_empty() {
+            let addrs: Vec<String> = std::iter::once(self)
+                .chain(&self.others)
+                .map(|n| n.addr.to_string())
+                .collect();
+            return format!(
+                "{} in-process nodes on {}, one PostgreSQL database",
+                addrs.len(),
+                addrs.join(" and ")
+            );
+        }
         match self.kind {
             Kind::InProcess { .. } => format!("in-process on {}", self.addr),
             Kind::Child { .. } => format!("child process on {}", self.addr),
@@ -309,8 +393,16 @@ impl Target {
         Ok(conn)
     }
 
-    /// Stops a server the bench started.
-    pub async fn stop(self) {
+    /// Stops a server the bench started (the other nodes of a cluster first), then drops
+    /// its scratch database.
+    pub fn stop(self) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(self.stop_all())
+    }
+
+    async fn stop_all(self) {
+        for node in self.others {
+            node.stop().await;
+        }
         match self.kind {
             Kind::InProcess { shutdown, task, .. } => {
                 shutdown.cancel();
@@ -321,7 +413,18 @@ impl Target {
             }
             Kind::External { .. } => {}
         }
+        if let Some(scratch) = self.scratch {
+            scratch.drop().await;
+        }
     }
+}
+
+/// A new temporary directory for an in-process server.
+fn temp_dir() -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("chatd-bench-")
+        .tempdir()
+        .context("cannot make a temporary directory")
 }
 
 /// The server's default limits, except that a connection's send rate is not capped: the

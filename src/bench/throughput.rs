@@ -53,6 +53,9 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<Vec<Report>> {
     if counters.rate_limited() > 0 {
         report.figure("rate_limited_retries", counters.rate_limited());
     }
+    if counters.store_retries() > 0 {
+        report.figure("store_retries", counters.store_retries());
+    }
     if delivered < acked {
         report.figure("undelivered", acked - delivered);
     }

@@ -1,13 +1,16 @@
 //! `chatd bench` cannot rot: every scenario runs with tiny parameters and reports sane,
-//! non-zero figures. Performance numbers are never asserted.
+//! non-zero figures, on SQLite and (with `--pg`, the private cluster of `crate::pg`) on
+//! PostgreSQL, one node and the two-node `cluster`. Performance numbers are never asserted.
 
 use std::process::Command;
 use std::time::Duration;
 
 use chat_svc::bench::{
-    render_table, run_scenarios, BenchOptions, IrcOptions, Report, Scenario, TargetSpec,
+    render_table, run_scenarios, Backend, BenchOptions, IrcOptions, PgAdmin, Report, Scenario,
+    TargetSpec,
 };
 use chat_svc::store::Durability;
+use sqlx::{Connection, Executor, PgConnection};
 
 const CHATD: &str = env!("CARGO_BIN_EXE_chatd");
 
@@ -47,12 +50,15 @@ async fn every_scenario_completes_with_sane_figures() {
         pairs: 2,
         window: 8,
         rates: vec![200],
+        cluster_rates: vec![200],
         members: 5,
         body_bytes: 200,
         backlog: 500,
         connections: Some(50),
         flood: 2,
         durability: Durability::Full,
+        pg: None,
+        backends: vec![Backend::Sqlite],
         target: TargetSpec::InProcess {
             server_exe: Some(CHATD.into()),
         },
@@ -71,6 +77,7 @@ async fn every_scenario_completes_with_sane_figures() {
         [
             "throughput",
             "latency",
+            "cluster",
             "fanout",
             "backlog",
             "connections",
@@ -84,6 +91,16 @@ async fn every_scenario_completes_with_sane_figures() {
         assert!(r.machine.cores > 0, "{r:?}");
         assert_eq!(r.durability, "full");
     }
+    // Without --pg the cluster is skipped with a line saying why, and nothing names a
+    // backend column.
+    let c = find(&reports, "cluster");
+    assert_eq!(c.status, "skipped", "{c:?}");
+    assert!(c.note.as_ref().unwrap().contains("needs --pg"), "{c:?}");
+    assert!(c.backend.is_none(), "{c:?}");
+    assert_eq!(
+        find(&reports, "throughput").backend.as_deref(),
+        Some("sqlite")
+    );
 
     let t = find(&reports, "throughput");
     assert!(t.acked_per_sec.unwrap() > 0.0, "{t:?}");
@@ -136,6 +153,7 @@ async fn every_scenario_completes_with_sane_figures() {
 
     let table = render_table(&reports);
     assert_eq!(table.lines().filter(|l| l.starts_with("login ")).count(), 1);
+    assert!(!table.contains("backend"), "{table}");
 }
 
 #[test]
@@ -182,12 +200,15 @@ fn irc_only(pairs: usize, rate: u64, irc: IrcOptions) -> BenchOptions {
         pairs,
         window: 4,
         rates: vec![rate],
+        cluster_rates: vec![rate],
         members: 2,
         body_bytes: 200,
         backlog: 1,
         connections: None,
         flood: 1,
         durability: Durability::Full,
+        pg: None,
+        backends: vec![Backend::Sqlite],
         target: TargetSpec::InProcess { server_exe: None },
         irc,
     }
@@ -300,4 +321,197 @@ fn the_header_of_an_external_irc_run_names_no_chatd_server() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("cannot connect to the IRC server"), "{err}");
+}
+
+/// The PostgreSQL scenarios run in target `it` only: they make their own databases in the
+/// private cluster, whatever the backend of the suite.
+fn in_the_sqlite_run_only() -> bool {
+    if crate::BACKEND == crate::common::Backend::Sqlite {
+        return false;
+    }
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    eprintln!("{test}: runs in target it (it makes its own PostgreSQL databases)");
+    true
+}
+
+/// The names of the databases of the private cluster that this process's bench made.
+async fn bench_databases(admin_url: &str) -> Vec<String> {
+    let mut conn = PgConnection::connect(admin_url).await.unwrap();
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname LIKE $1")
+            .bind(format!("chatd_bench_{}_%", std::process::id()))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    conn.close().await.ok();
+    names
+}
+
+/// With `--pg`: throughput and latency on both backends side by side, and the two-node
+/// cluster (senders on node A, recipients on node B) delivering every message across at its
+/// offered rate, then closed loop; every scratch database dropped afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_one_node_and_the_cluster_beside_sqlite() {
+    if in_the_sqlite_run_only() {
+        return;
+    }
+    let Some(admin_url) = tokio::task::spawn_blocking(crate::pg::admin_url)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let pg: PgAdmin = admin_url.parse().unwrap();
+    let options = BenchOptions {
+        scenarios: vec![Scenario::Throughput, Scenario::Latency, Scenario::Cluster],
+        duration: Duration::from_secs(1),
+        pairs: 2,
+        window: 8,
+        rates: vec![200],
+        cluster_rates: vec![300],
+        members: 2,
+        body_bytes: 200,
+        backlog: 1,
+        connections: None,
+        flood: 1,
+        durability: Durability::Full,
+        pg: Some(pg),
+        backends: vec![Backend::Sqlite, Backend::Postgres],
+        target: TargetSpec::InProcess { server_exe: None },
+        irc: IrcOptions::default(),
+    };
+    let reports = run_scenarios(&options, |_| Ok(())).await.unwrap();
+    let rows: Vec<(&str, Option<&str>)> = reports
+        .iter()
+        .map(|r| (r.scenario.as_str(), r.backend.as_deref()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("throughput", Some("sqlite")),
+            ("throughput", Some("postgres")),
+            ("latency", Some("sqlite")),
+            ("latency", Some("postgres")),
+            ("cluster", Some("postgres")),
+            ("cluster", Some("postgres")),
+        ]
+    );
+    for r in &reports {
+        assert_eq!(r.status, "ok", "{r:?}");
+        assert!(r.acked_per_sec.unwrap() > 0.0, "{r:?}");
+        assert!(r.delivered_per_sec.unwrap() > 0.0, "{r:?}");
+        assert!(!r.figures.contains_key("undelivered"), "{r:?}");
+        assert_percentiles(r);
+        match r.backend.as_deref() {
+            Some("postgres") => assert!(
+                r.durability.starts_with("full: postgres fsync ")
+                    && r.durability.contains("synchronous_commit"),
+                "{r:?}"
+            ),
+            _ => assert_eq!(r.durability, "full", "{r:?}"),
+        }
+    }
+    let latency_pg = &reports[3];
+    assert_eq!(figure(latency_pg, "messages"), 200.0, "{latency_pg:?}");
+    let (open, closed) = (&reports[4], &reports[5]);
+    assert_eq!(open.figures["phase"], "open_loop");
+    assert_eq!(figure(open, "offered_per_sec"), 300.0);
+    // duration × rate, each one delivered on the other node.
+    assert_eq!(figure(open, "messages"), 300.0, "{open:?}");
+    assert!(figure(open, "stored_p50_ms") > 0.0, "{open:?}");
+    assert_eq!(closed.figures["phase"], "throughput");
+    assert!(figure(closed, "messages") > 0.0, "{closed:?}");
+    for r in [open, closed] {
+        assert!(
+            r.server.starts_with("2 in-process nodes on 127.0.0.1:"),
+            "{r:?}"
+        );
+        assert_eq!(r.params["nodes"], 2, "{r:?}");
+    }
+    let table = render_table(&reports);
+    assert!(table.starts_with("scenario    backend "), "{table}");
+    assert!(table.contains("\nthroughput  postgres "), "{table}");
+    assert!(table.contains("\ncluster     postgres "), "{table}");
+    assert_eq!(bench_databases(&admin_url).await, Vec::<String>::new());
+}
+
+/// The binary's refusals with PostgreSQL are one line each: no --pg for the cluster or the
+/// postgres backend, a cluster it cannot reach (the password never shown), a role that may
+/// not create databases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_refuses_a_postgres_run_it_cannot_make_in_one_line() {
+    if in_the_sqlite_run_only() {
+        return;
+    }
+    let refusal = |args: &[&str]| {
+        let out = Command::new(CHATD)
+            .arg("bench")
+            .args(args)
+            .args(["--duration", "0.3"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        err
+    };
+    let err = refusal(&["cluster"]);
+    assert!(
+        err.starts_with("chatd: error: the cluster scenario needs --pg postgres://"),
+        "{err}"
+    );
+    let err = refusal(&["throughput", "--backend", "sqlite,postgres"]);
+    assert!(
+        err.starts_with("chatd: error: --backend postgres needs --pg"),
+        "{err}"
+    );
+    let err = refusal(&["throughput", "--pg", "sqlite:/tmp/x.db"]);
+    assert!(
+        err.starts_with("chatd: error: --pg wants a postgres:// URL"),
+        "{err}"
+    );
+    // A port nothing listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://chatd:s3cret@127.0.0.1:{port}/postgres");
+    let err = refusal(&["throughput", "--pg", &url]);
+    assert!(
+        err.starts_with(&format!(
+            "chatd: error: cannot connect to PostgreSQL at postgres://chatd:***@127.0.0.1:{port}/postgres (--pg): "
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+
+    let Some(admin_url) = tokio::task::spawn_blocking(crate::pg::admin_url)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let role = format!("bench_nocreate_{}", std::process::id());
+    let mut conn = PgConnection::connect(&admin_url).await.unwrap();
+    conn.execute(format!("CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'").as_str())
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(&admin_url).unwrap();
+    url.set_username(&role).unwrap();
+    url.set_password(Some(&format!("pw-{role}"))).unwrap();
+    let err = tokio::task::spawn_blocking(move || refusal(&["latency", "--pg", url.as_str()]))
+        .await
+        .unwrap();
+    conn.execute(format!("DROP ROLE {role}").as_str())
+        .await
+        .unwrap();
+    conn.close().await.ok();
+    assert!(
+        err.starts_with(&format!(
+            "chatd: error: --pg: PostgreSQL role {role} may not create databases"
+        )),
+        "{err}"
+    );
 }
