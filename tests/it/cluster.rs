@@ -879,3 +879,57 @@ fn a_bad_or_unreachable_postgres_url_is_one_line_without_its_password() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_sending_and_acking_for_the_same_users_never_deadlock() {
+    let Some(db) = fresh_pg_database().await else {
+        return;
+    };
+    add_users(&db.target(), &["ann", "ben"]).await;
+    let certs = tempfile::tempdir().unwrap();
+    let nodes = [
+        Node::start(&db, certs.path(), test_limits()).await,
+        Node::start(&db, certs.path(), test_limits()).await,
+    ];
+    // Each user sends through one node and reads (acking everything) through both, so both
+    // writers move cursors of the users whose rows the other's inserts reference.
+    let mut readers = Vec::new();
+    for node in &nodes {
+        for user in ["ann", "ben"] {
+            let (conn, _) = node.login(user).await;
+            readers.push(follow(conn, Arc::default()).await);
+        }
+    }
+    let mut senders = Vec::new();
+    for (i, (from, to)) in [("ann", "ben"), ("ben", "ann")].into_iter().enumerate() {
+        let (conn, _) = nodes[i].login(from).await;
+        senders.push(tokio::spawn(async move {
+            let until = Instant::now() + Duration::from_secs(4);
+            let mut n = 0u32;
+            let mut inflight = Vec::new();
+            while Instant::now() < until {
+                for _ in 0..32 {
+                    let client = conn.client.clone();
+                    let key = format!("{from}-{n}");
+                    n += 1;
+                    inflight.push(tokio::spawn(
+                        async move { client.send(to, "ping", &key).await },
+                    ));
+                }
+                for sent in inflight.drain(..) {
+                    if let Err(e) = sent.await.unwrap() {
+                        return Err(format!("send {n} failed: {e:?}"));
+                    }
+                }
+            }
+            Ok(n)
+        }));
+    }
+    for sender in senders {
+        let sent = sender.await.unwrap().unwrap();
+        assert!(sent > 100, "only {sent} sends in 4 s");
+    }
+    for reader in readers {
+        reader.abort();
+    }
+}

@@ -297,7 +297,7 @@ pub(super) async fn insert_device(
     irc_name: Option<&str>,
     max: u32,
 ) -> Result<Option<DeviceId>, StoreError> {
-    let user = sqlx::query("SELECT acked_upto FROM users WHERE id = $1 FOR UPDATE")
+    let user = sqlx::query("SELECT acked_upto FROM users WHERE id = $1 FOR NO KEY UPDATE")
         .bind(user_id.get())
         .fetch_optional(&mut **tx)
         .await?;

@@ -19,7 +19,7 @@ impl PostgresStore {
         max: u32,
     ) -> Result<Option<DeviceId>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+        sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE")
             .bind(user_id.get())
             .fetch_optional(&mut *tx)
             .await?;

@@ -720,8 +720,11 @@ async fn push_acks(conn: &mut PgConnection, acks: &[AckOp]) -> Result<(), StoreE
         let (keys, uptos): (Vec<i64>, Vec<i64>) = values.into_iter().unzip();
         // Rows are locked in id order, so two nodes moving the same cursors (a user's
         // devices on two nodes share the user's row) wait for each other, never deadlock.
+        // NO KEY UPDATE, not UPDATE: a message insert holds KEY SHARE on its sender's and
+        // recipient's rows (their foreign keys), which UPDATE would wait for, while that
+        // transaction waits for this one's next row (a deadlock the cluster bench found).
         sqlx::query(&format!(
-            "SELECT 1 FROM {table} WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+            "SELECT 1 FROM {table} WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE"
         ))
         .bind(&keys)
         .execute(&mut *conn)
