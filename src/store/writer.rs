@@ -535,42 +535,12 @@ impl State {
     }
 
     fn delivery(&self, m: NewMessage, id: MessageId, sent_at: i64) -> Delivery {
-        let (to, audience) = match m.target {
-            Target::User(recipient_id, name) => {
-                (name.to_string(), Audience::Direct { recipient_id })
-            }
-            Target::Room(room_id, name) => {
-                let members = self.rooms.members(room_id);
-                (name.to_string(), Audience::Room { members })
-            }
-        };
-        Delivery {
-            message: Message {
-                id: id.get(),
-                from: m.sender_name,
-                to,
-                body: m.body,
-                sent_at: format_timestamp(sent_at),
-                kind: MessageKind::Text,
-                member: None,
-                action: m.action,
-            },
-            sender_id: m.sender_id,
-            sender_device_id: m.sender_device_id,
-            audience,
-            marks_read: true,
-        }
+        text_delivery(&self.rooms, m, id, sent_at)
     }
 
     /// Why a send may not be stored, checked against the membership in force now.
     fn refusal(&self, m: &NewMessage) -> Option<StoreError> {
-        let Target::Room(room_id, name) = &m.target else {
-            return None;
-        };
-        self.rooms
-            .may_send(m.sender_id, *room_id, name.as_str())
-            .err()
-            .map(StoreError::from)
+        send_refusal(&self.rooms, m)
     }
 
     /// Stores one batch in one transaction. Returns, per send, where it went, and the
@@ -976,4 +946,43 @@ fn push_update_max(
              (SELECT upto FROM v WHERE v.k = {table}.id)) WHERE id IN (SELECT k FROM v);"
         ));
     }
+}
+
+/// What the hub gets for a stored send with id `id`: a room message goes to the room's
+/// members in `rooms` now (every backend's writer calls this right after its commit).
+pub(super) fn text_delivery(rooms: &Rooms, m: NewMessage, id: MessageId, sent_at: i64) -> Delivery {
+    let (to, audience) = match m.target {
+        Target::User(recipient_id, name) => (name.to_string(), Audience::Direct { recipient_id }),
+        Target::Room(room_id, name) => {
+            let members = rooms.members(room_id);
+            (name.to_string(), Audience::Room { members })
+        }
+    };
+    Delivery {
+        message: Message {
+            id: id.get(),
+            from: m.sender_name,
+            to,
+            body: m.body,
+            sent_at: format_timestamp(sent_at),
+            kind: MessageKind::Text,
+            member: None,
+            action: m.action,
+        },
+        sender_id: m.sender_id,
+        sender_device_id: m.sender_device_id,
+        audience,
+        marks_read: true,
+    }
+}
+
+/// Why a send may not be stored, checked against the membership in `rooms` now.
+pub(super) fn send_refusal(rooms: &Rooms, m: &NewMessage) -> Option<StoreError> {
+    let Target::Room(room_id, name) = &m.target else {
+        return None;
+    };
+    rooms
+        .may_send(m.sender_id, *room_id, name.as_str())
+        .err()
+        .map(StoreError::from)
 }

@@ -32,13 +32,13 @@ use tokio::sync::{mpsc, oneshot};
 use super::tail::{Tail, CHANNEL};
 use super::PostgresStore;
 use crate::ids::{DeviceId, MessageId, RoomId, UserId};
-use crate::protocol::{format_timestamp, Message, MessageKind};
+use crate::protocol::{format_timestamp, Message};
 use crate::store::membership::{
     Decision, Event, EventRoom, Refusal, Room, RoomChange, Rooms, Span,
 };
 use crate::store::writer::{
-    AckOp, Audience, Committed, Delivery, NewMessage, OnCommit, Op, Reply, Target, Writer,
-    MAX_BATCH, QUEUE_DEPTH,
+    send_refusal, text_delivery, AckOp, Audience, Committed, Delivery, NewMessage, OnCommit, Op,
+    Reply, Target, Writer, MAX_BATCH, QUEUE_DEPTH,
 };
 use crate::store::{now_micros, StoreError};
 
@@ -353,31 +353,7 @@ impl State {
     }
 
     fn delivery(&self, m: NewMessage, id: MessageId, sent_at: i64) -> Delivery {
-        let (to, audience) = match m.target {
-            Target::User(recipient_id, name) => {
-                (name.to_string(), Audience::Direct { recipient_id })
-            }
-            Target::Room(room_id, name) => {
-                let members = self.rooms.members(room_id);
-                (name.to_string(), Audience::Room { members })
-            }
-        };
-        Delivery {
-            message: Message {
-                id: id.get(),
-                from: m.sender_name,
-                to,
-                body: m.body,
-                sent_at: format_timestamp(sent_at),
-                kind: MessageKind::Text,
-                member: None,
-                action: m.action,
-            },
-            sender_id: m.sender_id,
-            sender_device_id: m.sender_device_id,
-            audience,
-            marks_read: true,
-        }
+        text_delivery(&self.rooms, m, id, sent_at)
     }
 
     /// Stores one batch in one transaction. Returns, per send, where it went, and the
@@ -407,7 +383,7 @@ impl State {
                 slots.push(Slot::SameAs(row));
             } else if let Some(c) = existing.get(&(m.sender_id, m.key.clone())) {
                 slots.push(Slot::Existing(*c));
-            } else if let Some(refusal) = refusal(&self.rooms, m) {
+            } else if let Some(refusal) = send_refusal(&self.rooms, m) {
                 slots.push(Slot::Refused(refusal));
             } else {
                 let row = rows.len();
@@ -459,17 +435,6 @@ impl State {
             }
         }
     }
-}
-
-/// Why a send may not be stored, checked against the membership in force now.
-fn refusal(rooms: &Rooms, m: &NewMessage) -> Option<StoreError> {
-    let Target::Room(room_id, name) = &m.target else {
-        return None;
-    };
-    rooms
-        .may_send(m.sender_id, *room_id, name.as_str())
-        .err()
-        .map(StoreError::from)
 }
 
 /// Stores a membership event (for a creation, with its room) and the span it opens or
