@@ -15,8 +15,9 @@
 //! marker ([`TransferError::TargetNotEmpty`]). What a fresh database already holds is
 //! replaced: its `meta` counters by the source's, its login-proof key and failures (they
 //! belong to accounts it does not have) by the source's. PostgreSQL's node registry
-//! (`cluster_nodes`) is not copied: nodes announce themselves. SQLite's full-text index is
-//! a derived file; it is emptied here and rebuilt from the messages when a server starts.
+//! (`cluster_nodes`) is not copied: nodes announce themselves. The full-text index is
+//! derived data, never copied: SQLite's index file and PostgreSQL's `message_search` are
+//! emptied here, and an indexer rebuilds them from the messages when a server starts.
 //!
 //! The copy is meant for a stopped server: messages a server stores on the source after the
 //! snapshot is taken are not copied (the report names a server holding a SQLite source).
@@ -326,9 +327,15 @@ async fn copy(source: &Side, target: &Side) -> Result<(Vec<TableCount>, i64), Tr
             });
         }
     }
-    if let Side::Sqlite(store) = target {
+    match target {
         // Whatever index file a database of this name left behind describes other messages.
-        reset_search_index(store).await?;
+        Side::Sqlite(store) => reset_search_index(store).await?,
+        // The index is derived: the indexer builds it from the copied messages.
+        Side::Postgres(_) => {
+            into.execute("DELETE FROM message_search").await?;
+            into.execute("UPDATE search_state SET indexed_upto = 0")
+                .await?;
+        }
     }
     let mut counts = Vec::new();
     for table in TABLES {
@@ -920,15 +927,32 @@ mod tests {
     }
 
     /// Every table of both schemas is copied, with every column, except what only one
-    /// backend has (PostgreSQL's id counter and node registry) and SQLite's bookkeeping.
+    /// backend has (PostgreSQL's id counter and node registry), derived data (PostgreSQL's
+    /// search index) and SQLite's bookkeeping.
     #[test]
     fn every_table_and_column_is_copied() {
-        let postgres = include_str!("../../migrations/postgres/0001_initial.sql");
+        // Every migration, in order.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        let postgres: String = files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect();
+        let not_copied = [
+            "id_counter",
+            "cluster_nodes",
+            "message_search",
+            "search_state",
+        ];
         let mut tables: Vec<&str> = postgres
             .lines()
             .filter_map(|l| l.strip_prefix("CREATE TABLE "))
             .filter_map(|l| l.split_whitespace().next())
-            .filter(|t| !["id_counter", "cluster_nodes"].contains(t))
+            .filter(|t| !not_copied.contains(t))
             .collect();
         tables.sort_unstable();
         let mut copied: Vec<&str> = TABLES.iter().map(|t| t.name).collect();

@@ -696,16 +696,7 @@ impl State {
         }
         push_read_markers(&mut q, sends, &fresh, &rows);
         if !acks.is_empty() {
-            // Highest ack per device and per user in this batch.
-            let mut devices: HashMap<i64, i64> = HashMap::new();
-            let mut users: HashMap<i64, i64> = HashMap::new();
-            for ack in acks {
-                let upto = ack.upto.get();
-                let d = devices.entry(ack.device_id.get()).or_insert(upto);
-                *d = (*d).max(upto);
-                let u = users.entry(ack.user_id.get()).or_insert(upto);
-                *u = (*u).max(upto);
-            }
+            let (devices, users) = highest_acks(acks);
             push_update_max(&mut q, "devices", "cursor", &devices);
             push_update_max(&mut q, "users", "acked_upto", &users);
         }
@@ -985,4 +976,18 @@ pub(super) fn send_refusal(rooms: &Rooms, m: &NewMessage) -> Option<StoreError> 
         .may_send(m.sender_id, *room_id, name.as_str())
         .err()
         .map(StoreError::from)
+}
+
+/// The highest id a batch's acks acknowledge, per device and per user (ids as stored).
+pub(super) fn highest_acks(acks: &[AckOp]) -> (HashMap<i64, i64>, HashMap<i64, i64>) {
+    let mut devices: HashMap<i64, i64> = HashMap::new();
+    let mut users: HashMap<i64, i64> = HashMap::new();
+    for ack in acks {
+        let upto = ack.upto.get();
+        let d = devices.entry(ack.device_id.get()).or_insert(upto);
+        *d = (*d).max(upto);
+        let u = users.entry(ack.user_id.get()).or_insert(upto);
+        *u = (*u).max(upto);
+    }
+    (devices, users)
 }

@@ -1,7 +1,8 @@
 //! Several `chatd` nodes on one PostgreSQL database (issue 14): ids visible in commit order
 //! across writers, delivery across nodes through the tail (and through its timer when the
 //! listener is cut), a node killed with SIGKILL losing nothing acknowledged, and room
-//! changes, revocations and disables made through one node taking effect on the others.
+//! changes, revocations and disables made through one node taking effect on the others, and
+//! search through the index that one node at a time fills.
 //!
 //! Each test gets a fresh database in the private cluster of `crate::pg`; without
 //! PostgreSQL server binaries the tests say so and pass (with `CI` set they fail).
@@ -99,6 +100,16 @@ async fn add_users(db: &DbTarget, names: &[&str]) {
             .unwrap();
     }
     store.close().await;
+}
+
+/// Creates the accounts `names` and starts two nodes sharing a key (in the returned
+/// directory).
+async fn two_nodes(db: &PgDatabase, names: &[&str]) -> (tempfile::TempDir, Node, Node) {
+    add_users(&db.target(), names).await;
+    let certs = tempfile::tempdir().unwrap();
+    let a = Node::start(db, certs.path(), test_limits()).await;
+    let b = Node::start(db, certs.path(), test_limits()).await;
+    (certs, a, b)
 }
 
 /// Subscribes and returns the backlog up to `caught_up`.
@@ -339,10 +350,7 @@ async fn delivery_survives_a_cut_listener_through_the_timer_and_the_reconnect() 
     let Some(db) = fresh_pg_database().await else {
         return;
     };
-    add_users(&db.target(), &["alice", "bob"]).await;
-    let certs = tempfile::tempdir().unwrap();
-    let a = Node::start(&db, certs.path(), test_limits()).await;
-    let b = Node::start(&db, certs.path(), test_limits()).await;
+    let (_certs, a, b) = two_nodes(&db, &["alice", "bob"]).await;
     let (alice, _) = a.login("alice").await;
     let (mut bob, _) = b.login("bob").await;
     subscribe(&mut bob).await;
@@ -932,4 +940,157 @@ async fn two_nodes_sending_and_acking_for_the_same_users_never_deadlock() {
     for reader in readers {
         reader.abort();
     }
+}
+
+/// `search_state`'s mark and the rows of `message_search`.
+async fn index_state(admin: &mut PgConnection) -> (i64, i64) {
+    let row = sqlx::query(
+        "SELECT (SELECT indexed_upto FROM search_state), (SELECT COUNT(*) FROM message_search)",
+    )
+    .fetch_one(admin)
+    .await
+    .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// Waits until the indexer's mark reaches `upto`.
+async fn indexed_upto(admin: &mut PgConnection, upto: i64) -> (i64, i64) {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = index_state(admin).await;
+        if state.0 >= upto {
+            return state;
+        }
+        assert!(Instant::now() < until, "the indexer is stuck at {state:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The ids of a search's hits, best first.
+async fn hit_ids(conn: &Connection, words: &str) -> Vec<i64> {
+    let hits = conn.client.search(words, None, None).await.unwrap();
+    hits.iter().map(|h| h.message.id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_finds_each_message_once_whether_or_not_the_indexer_has_reached_it() {
+    let Some(db) = fresh_pg_database().await else {
+        return;
+    };
+    let (_certs, a, b) = two_nodes(&db, &["alice", "bob"]).await;
+    let (alice, _) = a.login("alice").await;
+    let (bob, _) = b.login("bob").await;
+    let mut admin = PgConnection::connect(&db.url).await.unwrap();
+    let mut holder = PgConnection::connect(&db.url).await.unwrap();
+
+    // Both nodes' indexers are kept off while the mark's row is held.
+    holder.execute("BEGIN").await.unwrap();
+    holder
+        .execute("SELECT 1 FROM search_state FOR UPDATE")
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    for (i, body) in ["deploy one", "lunch", "deploy two", "the deploy is done"]
+        .iter()
+        .enumerate()
+    {
+        let c = alice
+            .client
+            .send("bob", body, &format!("s{i}"))
+            .await
+            .unwrap();
+        sent.push(c.id);
+    }
+    let before = hit_ids(&bob, "deploy").await;
+    let mut sorted = before.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, vec![sent[0], sent[2], sent[3]], "{before:?}");
+    assert_eq!(index_state(&mut admin).await, (0, 0), "nothing indexed yet");
+
+    // Released, an indexer finds the work on its timer; the hits are the same.
+    holder.execute("ROLLBACK").await.unwrap();
+    let (mark, rows) = indexed_upto(&mut admin, sent[3]).await;
+    assert_eq!((mark, rows), (sent[3], 4), "one row per text message");
+    let after = hit_ids(&bob, "deploy").await;
+    assert_eq!(
+        after, before,
+        "the same hits in the same order from the index"
+    );
+
+    // Indexed and not yet indexed messages together, each once.
+    holder.execute("BEGIN").await.unwrap();
+    holder
+        .execute("SELECT 1 FROM search_state FOR UPDATE")
+        .await
+        .unwrap();
+    let newer = alice
+        .client
+        .send("bob", "deploy three", "s9")
+        .await
+        .unwrap()
+        .id;
+    let mixed = hit_ids(&bob, "deploy").await;
+    assert_eq!(mixed.len(), 4, "{mixed:?}");
+    assert!(mixed.contains(&newer));
+    assert_eq!(index_state(&mut admin).await.0, sent[3]);
+    holder.execute("ROLLBACK").await.unwrap();
+    indexed_upto(&mut admin, newer).await;
+    let mut all = hit_ids(&bob, "deploy").await;
+    all.sort_unstable();
+    let mut expected = mixed.clone();
+    expected.sort_unstable();
+    assert_eq!(all, expected);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upgrade_from_schema_1_indexes_every_text_message_already_stored() {
+    let Some(db) = fresh_pg_database().await else {
+        return;
+    };
+    // A database as version 1 of the schema left it, with messages.
+    let only_first = tempfile::tempdir().unwrap();
+    let migrations = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+    std::fs::copy(
+        migrations.join("0001_initial.sql"),
+        only_first.path().join("0001_initial.sql"),
+    )
+    .unwrap();
+    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    sqlx::migrate::Migrator::new(only_first.path())
+        .await
+        .unwrap()
+        .run(&mut conn)
+        .await
+        .unwrap();
+    conn.execute(
+        "INSERT INTO users (name, created_at) VALUES ('alice', 0), ('bob', 0); \
+         INSERT INTO messages (id, sender_id, recipient_id, body, sent_at, client_key) \
+         SELECT n, 1, 2, CASE WHEN n % 3 = 0 THEN 'deploy ' || n ELSE 'chat ' || n END, n, \
+                'k' || n FROM generate_series(1, 300) AS n; \
+         UPDATE id_counter SET last_id = 300, last_sent_at = 300",
+    )
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    // Opening it migrates it: the index holds every text message, the mark the last id.
+    let store = Store::connect(&db.target(), Durability::Full)
+        .await
+        .unwrap();
+    let mut admin = PgConnection::connect(&db.url).await.unwrap();
+    assert_eq!(index_state(&mut admin).await, (300, 300));
+    let bob = store
+        .find_user(&Username::parse("bob").unwrap())
+        .await
+        .unwrap()
+        .expect("bob")
+        .id;
+    let hits = store
+        .search(bob, &["deploy".to_string()], None, 500)
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 100);
+    store.close().await;
 }

@@ -143,12 +143,22 @@ impl PostgresStore {
             .collect::<Vec<_>>()
             .join(" && ");
         let filter = scope.map_or_else(|| "true".to_string(), |s| scope_filter(s, 3));
-        // The expression and the `kind` condition are the GIN index's own.
+        // The indexed messages through the GIN index of `message_search`; those above the
+        // indexer's mark from `messages` itself. One statement, one snapshot: the indexer
+        // writes rows and moves the mark in one transaction, so each message is read once.
         let sql = format!(
-            "SELECT {COLUMNS} FROM (SELECT {query} AS q) AS fts, messages m {JOINS} \
-             WHERE m.kind = 'text' AND to_tsvector('simple', m.body) @@ fts.q \
-             AND {filter} AND {READABLE} \
-             ORDER BY ts_rank(to_tsvector('simple', m.body), fts.q) DESC, m.id DESC LIMIT $2"
+            "WITH fts AS (SELECT {query} AS q), \
+             hits AS (\
+               SELECT s.id, ts_rank(s.doc, fts.q) AS rank FROM message_search s, fts \
+               WHERE s.doc @@ fts.q \
+               UNION ALL \
+               SELECT t.id, ts_rank(to_tsvector('simple', t.body), fts.q) \
+               FROM search_state st, fts, messages t \
+               WHERE t.id > st.indexed_upto AND t.kind = 'text' \
+               AND to_tsvector('simple', t.body) @@ fts.q) \
+             SELECT {COLUMNS} FROM hits JOIN messages m ON m.id = hits.id {JOINS} \
+             WHERE {filter} AND {READABLE} \
+             ORDER BY hits.rank DESC, m.id DESC LIMIT $2"
         );
         let mut q = sqlx::query(&sql).bind(reader.get()).bind(i64::from(limit));
         if let Some(scope) = scope {

@@ -15,8 +15,10 @@
 //! - **Delivery** (module `tail`): each node tails the messages table by id, woken by its own
 //!   writer, by a `LISTEN` doorbell (one `NOTIFY` per commit, its payload the new highest id),
 //!   by a timer and by every reconnect of the listener; the local hub gets one ordered input.
-//! - **Search**: a GIN index over `to_tsvector('simple', body)`, queried with one
-//!   `phraseto_tsquery` per word (module `messages`).
+//! - **Search**: a table of `tsvector`s with a GIN index, filled after commit by one node's
+//!   indexer at a time (module `indexer`); a search also reads the messages the indexer has
+//!   not reached yet, in the same snapshot, with one `phraseto_tsquery` per word (module
+//!   `messages`).
 //! - **The cluster's key** (module `cluster`): each node records the fingerprint of the TLS
 //!   key it serves; a node refuses to start with another key than the live nodes present.
 //!
@@ -29,6 +31,7 @@ use std::time::Duration;
 mod accounts;
 pub(super) mod body;
 mod cluster;
+mod indexer;
 mod irc;
 mod messages;
 mod proofs;
@@ -188,8 +191,9 @@ impl PostgresStore {
         let _ = self.read_hook.set(hook);
     }
 
-    /// Starts this node's writer task and its tail (modules `writer`, `tail`); `on_commit`
-    /// gets every message stored by any node, in id order, once.
+    /// Starts this node's writer task, its tail and its search indexer (modules `writer`,
+    /// `tail`, `indexer`); `on_commit` gets every message stored by any node, in id order,
+    /// once.
     pub async fn start_writer(
         &self,
         on_commit: super::writer::OnCommit,

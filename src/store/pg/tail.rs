@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::messages::{message_from_row, COLUMNS, JOINS};
@@ -60,6 +60,8 @@ struct Shared {
     /// The highest id handed to the hub. The hub is fed only while this is held, so its
     /// input is in id order without gaps or repeats.
     seen: Mutex<i64>,
+    /// `seen`, for whoever follows it (the search indexer).
+    progress: watch::Sender<i64>,
     on_commit: OnCommit,
     wake: Notify,
     pool: PgPool,
@@ -80,6 +82,7 @@ impl Tail {
             .get(0);
         let shared = Arc::new(Shared {
             seen: Mutex::new(seen),
+            progress: watch::channel(seen).0,
             on_commit,
             wake: Notify::new(),
             pool: store.pool.clone(),
@@ -112,11 +115,17 @@ impl Tail {
         let Some(first) = fresh.first() else { return };
         if first.message.id == *seen + 1 {
             *seen = fresh.last().map_or(*seen, |d| d.message.id);
+            self.shared.progress.send_replace(*seen);
             (self.shared.on_commit)(fresh);
         } else {
             drop(seen);
             self.wake();
         }
+    }
+
+    /// Follows the highest id handed to the hub.
+    pub(super) fn progress(&self) -> watch::Receiver<i64> {
+        self.shared.progress.subscribe()
     }
 
     /// Asks the tail to read the table now.
@@ -165,6 +174,7 @@ impl Shared {
                     .collect();
                 if let Some(last) = fresh.last() {
                     *seen = last.message.id;
+                    self.progress.send_replace(*seen);
                     (self.on_commit)(fresh);
                 }
             }

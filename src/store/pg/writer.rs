@@ -2,33 +2,40 @@
 //! (`store/writer.rs`) with the same group commit, with ids taken from the cluster-wide
 //! counter row.
 //!
-//! Every transaction that stores messages begins by locking the one row of `id_counter`
-//! ([`lock_counter`]) and ends by moving it on ([`advance_counter`]) just before COMMIT. So:
+//! A batch of sends is stored by one call of the SQL function `chatd_store_sends`
+//! (migrations/postgres/0002): one round trip and one transaction, where the group commit
+//! once took eight statements. The function locks the one row of `id_counter` first and
+//! moves it on last, so:
 //! - ids are assigned in commit order across every node (the lock is held until COMMIT), a
 //!   higher id is never visible before a lower one, and a rolled-back batch gives its ids
 //!   back (ids are dense);
 //! - the idempotency lookup of a batch's keys runs under the lock: a key retried on another
 //!   node finds the first node's message, never a race;
-//! - the membership version on the row tells this node whether its room map is current; when
-//!   another node (or an admin command) changed a room, the map is re-read before any send
-//!   or change is checked, so a change made on node B applies to a send on node A at the very
-//!   next id.
+//! - the membership version on the row tells whether this node's room map is current: the
+//!   writer checks the sends against its map before the call and passes the version it
+//!   read; when another node (or an admin command) changed a room since, the function stores
+//!   nothing, and the writer re-reads the rooms and checks the batch again. So a change made
+//!   on node B applies to a send on node A at the very next id.
+//!
+//! Room changes are rare and keep a transaction of their own ([`lock_counter`] …
+//! [`advance_counter`]).
 //!
 //! Cursor moves (acks) never take the row: they commute (`GREATEST`). A batch of acks alone is
-//! a transaction of its own; acks and read markers that arrive with sends ride in the sends'
-//! commit (one WAL flush instead of two), after the lock is taken.
+//! one call of `chatd_store_acks`; acks and read markers that arrive with sends ride in the
+//! sends' call (one WAL flush instead of two), after the lock is taken.
 //!
 //! After COMMIT the new messages go to the node's [`Tail`] (which hands them to the hub at
 //! once when nothing from another node came between) and then the submitters are answered.
 //! One `NOTIFY` per commit (its payload the new highest id) wakes the other nodes' tails.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, Row};
 use tokio::sync::{mpsc, oneshot};
 
+use super::indexer::Indexer;
 use super::tail::{Tail, CHANNEL};
 use super::PostgresStore;
 use crate::ids::{DeviceId, MessageId, RoomId, UserId};
@@ -37,8 +44,8 @@ use crate::store::membership::{
     Decision, Event, EventRoom, Refusal, Room, RoomChange, Rooms, Span,
 };
 use crate::store::writer::{
-    send_refusal, text_delivery, AckOp, Audience, Committed, Delivery, NewMessage, OnCommit, Op,
-    Reply, Target, Writer, MAX_BATCH, QUEUE_DEPTH,
+    highest_acks, send_refusal, text_delivery, AckOp, Audience, Committed, Delivery, NewMessage,
+    OnCommit, Op, Reply, Target, Writer, MAX_BATCH, QUEUE_DEPTH,
 };
 use crate::store::{now_micros, StoreError};
 
@@ -130,7 +137,8 @@ async fn read_rooms(conn: &mut PgConnection) -> Result<(Rooms, i64), StoreError>
     Ok((rooms, version))
 }
 
-/// Starts this node's writer task (on a thread of its own, as SQLite's) and its tail.
+/// Starts this node's writer task (on a thread of its own, as SQLite's), its tail and its
+/// search indexer.
 pub(super) async fn start(
     store: &PostgresStore,
     on_commit: OnCommit,
@@ -160,8 +168,10 @@ pub(super) async fn start(
         let _ = finished.send(());
     })?;
     started.await.map_err(|_| StoreError::WriterGone)??;
+    let indexer = Indexer::start(&store.options, tail.progress());
     let handle = tokio::spawn(async move {
         let _ = finished_rx.await;
+        indexer.stop().await;
         tail.stop().await;
     });
     Ok((Writer::new(tx), handle))
@@ -356,53 +366,114 @@ impl State {
         text_delivery(&self.rooms, m, id, sent_at)
     }
 
-    /// Stores one batch in one transaction. Returns, per send, where it went, and the
-    /// `(id, sent_at)` of each newly inserted row.
+    /// Stores one batch with one call of `chatd_store_sends` (or, for acks alone,
+    /// `chatd_store_acks`; both in migrations/postgres/0002). Returns, per send, where it
+    /// went, and the `(id, sent_at)` of each newly inserted row.
+    ///
+    /// Sends are checked against this node's room map before the call; the function takes
+    /// the counter row first and refuses the whole batch (storing nothing) when the map is
+    /// older than the membership version there, and then the map is re-read and the batch
+    /// checked and sent again.
     async fn commit(
         &mut self,
         sends: &[(NewMessage, Reply<Committed>)],
         acks: &[AckOp],
     ) -> Result<(Vec<Slot>, Vec<(i64, i64)>), StoreError> {
-        let mut tx = self.conn.begin().await?;
+        let acks = AckArrays::of(acks);
         if sends.is_empty() {
-            push_acks(&mut tx, acks).await?;
-            tx.commit().await?;
+            sqlx::query("SELECT chatd_store_acks($1, $2, $3, $4)")
+                .bind(&acks.devices)
+                .bind(&acks.device_uptos)
+                .bind(&acks.users)
+                .bind(&acks.user_uptos)
+                .execute(&mut self.conn)
+                .await?;
             return Ok((Vec::new(), Vec::new()));
         }
-        let (last_id, last_sent_at) =
-            Self::lock(&mut tx, &mut self.rooms, &mut self.version).await?;
-        let existing = stored_keys(&mut tx, sends).await?;
-        let now = now_micros().max(last_sent_at);
-        let mut slots = Vec::with_capacity(sends.len());
-        let mut fresh: Vec<usize> = Vec::new();
-        let mut rows: Vec<(i64, i64)> = Vec::new();
-        let mut in_batch: HashMap<(UserId, &str), usize> = HashMap::new();
+        // Each (sender, key) goes to the database once; later copies follow the first.
+        let mut unique: Vec<usize> = Vec::with_capacity(sends.len());
+        let mut copy_of: Vec<Option<usize>> = Vec::with_capacity(sends.len());
+        let mut first: HashMap<(UserId, &str), usize> = HashMap::new();
         for (i, (m, _)) in sends.iter().enumerate() {
-            let k = (m.sender_id, m.key.as_str());
-            if let Some(&row) = in_batch.get(&k) {
-                slots.push(Slot::SameAs(row));
-            } else if let Some(c) = existing.get(&(m.sender_id, m.key.clone())) {
-                slots.push(Slot::Existing(*c));
-            } else if let Some(refusal) = send_refusal(&self.rooms, m) {
-                slots.push(Slot::Refused(refusal));
-            } else {
-                let row = rows.len();
-                rows.push((last_id + 1 + row as i64, now));
-                in_batch.insert(k, row);
-                fresh.push(i);
-                slots.push(Slot::New(row));
+            match first.entry((m.sender_id, m.key.as_str())) {
+                std::collections::hash_map::Entry::Occupied(e) => copy_of.push(Some(*e.get())),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(unique.len());
+                    unique.push(i);
+                    copy_of.push(None);
+                }
             }
         }
-        if !fresh.is_empty() {
-            insert_messages(&mut tx, sends, &fresh, &rows, now).await?;
-            push_read_markers(&mut tx, sends, &fresh, &rows).await?;
+        for _attempt in 0..MAX_STALE {
+            let refused: Vec<bool> = unique
+                .iter()
+                .map(|&i| send_refusal(&self.rooms, &sends[i].0).is_some())
+                .collect();
+            let stored = match store_sends(
+                &mut self.conn,
+                self.version,
+                sends,
+                &unique,
+                &refused,
+                &acks,
+            )
+            .await?
+            {
+                Stored::Stale(version) => {
+                    tracing::debug!(version, "rooms changed elsewhere; re-reading them");
+                    self.reload().await?;
+                    continue;
+                }
+                Stored::Rows(rows) => rows,
+            };
+            // Per unique send: (id, sent_at, new?) or refused.
+            let mut outcome: Vec<Option<(i64, i64, bool)>> = vec![None; unique.len()];
+            for (slot, id, sent_at, is_new) in stored {
+                if let Some(o) = usize::try_from(slot - 1)
+                    .ok()
+                    .and_then(|s| outcome.get_mut(s))
+                {
+                    *o = Some((id, sent_at, is_new));
+                }
+            }
+            // New ids were handed out in input order.
+            let mut row_of: Vec<Option<usize>> = vec![None; unique.len()];
+            let mut rows: Vec<(i64, i64)> = Vec::new();
+            for (u, o) in outcome.iter().enumerate() {
+                if let Some((id, sent_at, true)) = *o {
+                    row_of[u] = Some(rows.len());
+                    rows.push((id, sent_at));
+                }
+            }
+            let existing = |id: i64, sent_at: i64| Committed {
+                id: MessageId(id),
+                sent_at,
+                duplicate: true,
+            };
+            let slots = sends
+                .iter()
+                .zip(&copy_of)
+                .map(|((m, _), copy)| {
+                    let (u, is_copy) = match copy {
+                        Some(u) => (*u, true),
+                        None => (first[&(m.sender_id, m.key.as_str())], false),
+                    };
+                    match (outcome[u], row_of[u]) {
+                        (Some(_), Some(row)) if is_copy => Slot::SameAs(row),
+                        (Some(_), Some(row)) => Slot::New(row),
+                        (Some((id, sent_at, _)), None) => Slot::Existing(existing(id, sent_at)),
+                        (None, _) => Slot::Refused(
+                            send_refusal(&self.rooms, m)
+                                .unwrap_or_else(|| StoreError::Database("send not stored".into())),
+                        ),
+                    }
+                })
+                .collect();
+            return Ok((slots, rows));
         }
-        push_acks(&mut tx, acks).await?;
-        if !fresh.is_empty() {
-            advance_counter_at(&mut tx, last_id + rows.len() as i64, false, now).await?;
-        }
-        tx.commit().await?;
-        Ok((slots, rows))
+        Err(StoreError::Database(
+            "rooms kept changing while a batch was being stored".into(),
+        ))
     }
 
     /// Decides one membership change against the current rooms (under the counter lock)
@@ -526,89 +597,85 @@ fn event_delivery(event: Event, room_id: RoomId, event_id: i64, now: i64) -> Del
     }
 }
 
-/// The batch's keys that are already stored (retries), looked up under the counter lock:
-/// `(sender, key)` → where that message is.
-async fn stored_keys(
-    conn: &mut PgConnection,
-    sends: &[(NewMessage, Reply<Committed>)],
-) -> Result<HashMap<(UserId, String), Committed>, StoreError> {
-    let mut seen = HashSet::new();
-    let (mut keys, mut senders) = (Vec::new(), Vec::new());
-    for (m, _) in sends {
-        if seen.insert((m.sender_id, m.key.as_str())) {
-            keys.push(m.key.as_str());
-            senders.push(m.sender_id.get());
-        }
-    }
-    let rows = sqlx::query(
-        "SELECT m.sender_id, m.client_key, m.id, m.sent_at \
-         FROM UNNEST($1::text[], $2::bigint[]) AS k(key, sender) \
-         JOIN messages m ON m.client_key = k.key AND m.sender_id = k.sender",
-    )
-    .bind(&keys)
-    .bind(&senders)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            (
-                (UserId(r.get(0)), r.get(1)),
-                Committed {
-                    id: MessageId(r.get(2)),
-                    sent_at: r.get(3),
-                    duplicate: true,
-                },
-            )
-        })
-        .collect())
+/// How many times a batch is checked again after the rooms changed under it before the
+/// batch fails (each time the room map is re-read first).
+const MAX_STALE: usize = 50;
+
+/// A batch's acks as the arrays `chatd_store_acks` takes: per device and per user, the
+/// highest id acknowledged.
+struct AckArrays {
+    devices: Vec<i64>,
+    device_uptos: Vec<i64>,
+    users: Vec<i64>,
+    user_uptos: Vec<i64>,
 }
 
-/// Inserts the batch's new messages (`fresh` are the sends that made `rows`) in one
-/// statement.
-async fn insert_messages(
+impl AckArrays {
+    fn of(acks: &[AckOp]) -> AckArrays {
+        let (devices, users) = highest_acks(acks);
+        let (devices, device_uptos) = devices.into_iter().unzip();
+        let (users, user_uptos) = users.into_iter().unzip();
+        AckArrays {
+            devices,
+            device_uptos,
+            users,
+            user_uptos,
+        }
+    }
+}
+
+/// What `chatd_store_sends` answered.
+enum Stored {
+    /// `(slot, id, sent_at, new?)` per send stored now or before (slots count the unique
+    /// sends from 1); a refused send without an earlier copy has no row.
+    Rows(Vec<(i64, i64, i64, bool)>),
+    /// The room map is older than this membership version: nothing was stored.
+    Stale(i64),
+}
+
+/// Calls `chatd_store_sends` for the sends `unique` of `sends` (`refused` for each: not to
+/// be stored), with the batch's acks, in one round trip and one transaction.
+async fn store_sends(
     conn: &mut PgConnection,
+    version: i64,
     sends: &[(NewMessage, Reply<Committed>)],
-    fresh: &[usize],
-    rows: &[(i64, i64)],
-    now: i64,
-) -> Result<(), StoreError> {
-    let n = fresh.len();
-    let (mut ids, mut senders, mut devices) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut recipients, mut rooms) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut bodies, mut keys, mut actions) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for (row, &i) in fresh.iter().enumerate() {
+    unique: &[usize],
+    refused: &[bool],
+    acks: &AckArrays,
+) -> Result<Stored, StoreError> {
+    let n = unique.len();
+    let mut senders = Vec::with_capacity(n);
+    let mut devices = Vec::with_capacity(n);
+    let mut recipients = Vec::with_capacity(n);
+    let mut rooms = Vec::with_capacity(n);
+    let mut bodies = Vec::with_capacity(n);
+    let mut keys = Vec::with_capacity(n);
+    let mut actions = Vec::with_capacity(n);
+    let mut conversations = Vec::with_capacity(n);
+    for &i in unique {
         let m = &sends[i].0;
-        ids.push(rows[row].0);
         senders.push(m.sender_id.get());
         devices.push(m.sender_device_id.get());
-        let (recipient, room) = match &m.target {
-            Target::User(id, _) => (Some(id.get()), None),
-            Target::Room(id, _) => (None, Some(id.get())),
+        // Sending marks the conversation (`bob` or `#room`: the names' `Display`) read up
+        // to the sender's own message.
+        let (recipient, room, conversation) = match &m.target {
+            Target::User(id, name) => (Some(id.get()), None, name.to_string()),
+            Target::Room(id, name) => (None, Some(id.get()), name.to_string()),
         };
         recipients.push(recipient);
         rooms.push(room);
+        conversations.push(conversation);
         bodies.push(super::body::encode(&m.body));
         keys.push(m.key.as_str());
         actions.push(m.action);
     }
-    sqlx::query(
-        "INSERT INTO messages (id, sender_id, sender_device_id, recipient_id, room_id, body, \
-         sent_at, client_key, kind, action) \
-         SELECT u.id, u.sender, u.device, u.recipient, u.room, u.body, $9, u.key, 'text', u.action \
-         FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], \
-                     $6::text[], $7::text[], $8::bool[]) \
-              AS u(id, sender, device, recipient, room, body, key, action)",
+    let rows = sqlx::query(
+        "SELECT slot, message_id, stored_at, is_new FROM chatd_store_sends(\
+         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
-    .bind(&ids)
+    .bind(version)
+    .bind(now_micros())
+    .bind(CHANNEL)
     .bind(&senders)
     .bind(&devices)
     .bind(&recipients)
@@ -616,92 +683,20 @@ async fn insert_messages(
     .bind(&bodies)
     .bind(&keys)
     .bind(&actions)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Sending marks the conversation read up to the sender's own message: per sender and
-/// conversation, the marker rises to the highest id of the batch.
-async fn push_read_markers(
-    conn: &mut PgConnection,
-    sends: &[(NewMessage, Reply<Committed>)],
-    fresh: &[usize],
-    rows: &[(i64, i64)],
-) -> Result<(), StoreError> {
-    let mut highest: HashMap<(i64, String), i64> = HashMap::new();
-    for (row, &i) in fresh.iter().enumerate() {
-        let m = &sends[i].0;
-        let conversation = match &m.target {
-            // `bob` or `#room`: the names' `Display`.
-            Target::User(_, name) => name.to_string(),
-            Target::Room(_, name) => name.to_string(),
-        };
-        let id = rows[row].0;
-        let entry = highest
-            .entry((m.sender_id.get(), conversation))
-            .or_insert(id);
-        *entry = (*entry).max(id);
-    }
-    let (mut users, mut conversations, mut uptos) = (Vec::new(), Vec::new(), Vec::new());
-    for ((user, conversation), upto) in highest {
-        users.push(user);
-        conversations.push(conversation);
-        uptos.push(upto);
-    }
-    sqlx::query(
-        "INSERT INTO read_markers (user_id, conversation, upto) \
-         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) \
-         ON CONFLICT (user_id, conversation) \
-         DO UPDATE SET upto = GREATEST(read_markers.upto, excluded.upto)",
-    )
-    .bind(&users)
     .bind(&conversations)
-    .bind(&uptos)
-    .execute(conn)
+    .bind(refused)
+    .bind(&acks.devices)
+    .bind(&acks.device_uptos)
+    .bind(&acks.users)
+    .bind(&acks.user_uptos)
+    .fetch_all(conn)
     .await?;
-    Ok(())
-}
-
-/// Raises device cursors and users' acknowledged marks to the highest ack of the batch.
-async fn push_acks(conn: &mut PgConnection, acks: &[AckOp]) -> Result<(), StoreError> {
-    if acks.is_empty() {
-        return Ok(());
+    let rows: Vec<(i64, i64, i64, bool)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    if let [(-1, current, _, _)] = rows.as_slice() {
+        return Ok(Stored::Stale(*current));
     }
-    let mut devices: HashMap<i64, i64> = HashMap::new();
-    let mut users: HashMap<i64, i64> = HashMap::new();
-    for ack in acks {
-        let upto = ack.upto.get();
-        let d = devices.entry(ack.device_id.get()).or_insert(upto);
-        *d = (*d).max(upto);
-        let u = users.entry(ack.user_id.get()).or_insert(upto);
-        *u = (*u).max(upto);
-    }
-    for (table, column, values) in [
-        ("devices", "cursor", devices),
-        ("users", "acked_upto", users),
-    ] {
-        let (keys, uptos): (Vec<i64>, Vec<i64>) = values.into_iter().unzip();
-        // Rows are locked in id order, so two nodes moving the same cursors (a user's
-        // devices on two nodes share the user's row) wait for each other, never deadlock.
-        // NO KEY UPDATE, not UPDATE: a message insert holds KEY SHARE on its sender's and
-        // recipient's rows (their foreign keys), which UPDATE would wait for, while that
-        // transaction waits for this one's next row (a deadlock the cluster bench found).
-        sqlx::query(&format!(
-            "SELECT 1 FROM {table} WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE"
-        ))
-        .bind(&keys)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query(&format!(
-            "UPDATE {table} SET {column} = GREATEST({table}.{column}, v.upto) \
-             FROM UNNEST($1::bigint[], $2::bigint[]) AS v(k, upto) WHERE {table}.id = v.k"
-        ))
-        .bind(&keys)
-        .bind(&uptos)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
+    Ok(Stored::Rows(rows))
 }
