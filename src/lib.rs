@@ -28,7 +28,8 @@
 //!   checkpointer and the search indexer (a derived file). PostgreSQL's side
 //!   (`migrations/postgres/`): a writer per node taking ids from one counter row
 //!   (`store/pg/writer.rs`), a tail per node feeding the hub every node's commits in id
-//!   order (`store/pg/tail.rs`), GIN full-text search and the cluster's key check
+//!   order (`store/pg/tail.rs`), a search indexer per node filling a GIN-indexed table
+//!   after commit (`store/pg/indexer.rs`) and the cluster's key check
 //!   (`store/pg/cluster.rs`).
 //! - [`core`]: protocol-neutral, every operation a user can perform, with its
 //!   authorization: `ServerState` (store, auth, writer, hub, limits, user and room caches);

@@ -31,10 +31,29 @@ WITH indexed AS (
 )
 UPDATE search_state SET indexed_upto = (SELECT COALESCE(MAX(id), 0) FROM messages);
 
--- 2. Acks: raise device cursors and users' acknowledged marks (never lower them). Rows are
+-- 2. What else every stored message paid for (measured with pgbench, 100 sends per call of
+--    the function below: 7.8 ms, 5.7 ms without the foreign keys, 3.9 ms with the partial
+--    indexes as well):
+--    - The foreign keys of `messages`: each row checked its sender, its recipient or room
+--      with a query of its own, which also took a KEY SHARE lock on those rows (the locks
+--      cursor updates by other nodes then waited on). Nothing can break them: the core
+--      resolves every name to a live id before a send, and users and rooms are never
+--      deleted, only marked (their rows stay).
+--    - A direct message has no room and a room message no recipient: those two indexes
+--      now hold only the rows that have one.
+ALTER TABLE messages
+    DROP CONSTRAINT messages_sender_id_fkey,
+    DROP CONSTRAINT messages_recipient_id_fkey,
+    DROP CONSTRAINT messages_room_id_fkey;
+DROP INDEX messages_recipient;
+CREATE INDEX messages_recipient ON messages(recipient_id, id) WHERE recipient_id IS NOT NULL;
+DROP INDEX messages_room;
+CREATE INDEX messages_room ON messages(room_id, id) WHERE room_id IS NOT NULL;
+
+-- 3. Acks: raise device cursors and users' acknowledged marks (never lower them). Rows are
 --    locked in id order first, so two nodes moving the same rows wait for each other, never
---    deadlock. NO KEY UPDATE, not UPDATE: a message insert holds KEY SHARE on its sender's
---    and recipient's rows (their foreign keys), which UPDATE would wait for.
+--    deadlock. NO KEY UPDATE, not UPDATE: it is all an update of these columns needs, and
+--    it leaves KEY SHARE free (the foreign keys of `devices` and `read_markers` take it).
 CREATE FUNCTION chatd_store_acks(
     device_ids BIGINT[], device_uptos BIGINT[],
     user_ids   BIGINT[], user_uptos   BIGINT[]
@@ -54,7 +73,7 @@ BEGIN
     END IF;
 END $$;
 
--- 3. Sends: one call stores a writer's batch (each (sender, key) once) in the caller's
+-- 4. Sends: one call stores a writer's batch (each (sender, key) once) in the caller's
 --    transaction, or its own. It takes the counter row first and holds it to COMMIT, so ids
 --    are dense and visible in id order across nodes. Then, per send, in input order:
 --    - a key the sender already used returns that message (`is_new` false), refused or not;
