@@ -112,8 +112,16 @@ BEGIN
             WITH ORDINALITY AS u(sender, device, recipient, room, body, key, action,
                                  conversation, refused, ord)
     ), found AS (
+        -- One probe of messages_key per send, whatever the planner thinks of the table:
+        -- LIMIT keeps the lateral subquery from becoming a join. A hash join over a seq
+        -- scan of `messages` is what a plan cached on a young table chose (its statistics
+        -- said 945 rows), and every call then read the whole table.
         SELECT i.ord, m.id, m.sent_at FROM input i
-        JOIN messages m ON m.client_key = i.key AND m.sender_id = i.sender
+        CROSS JOIN LATERAL (
+            SELECT m.id, m.sent_at FROM messages m
+            WHERE m.client_key = i.key AND m.sender_id = i.sender
+            LIMIT 1
+        ) m
     ), fresh AS (
         SELECT i.*, issued + row_number() OVER (ORDER BY i.ord) AS new_id
         FROM input i
